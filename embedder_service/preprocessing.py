@@ -1,0 +1,165 @@
+"""The one image preprocessing path: bytes -> RGB image -> uint8 [crop, crop, 3].
+
+Used by the embedder, the export check and the accuracy evaluation, so that all of
+them see the same pixels. Colour order and mean/std are applied inside the ONNX graph;
+this module only decodes, orients, converts to RGB, resizes and centre-crops, with the
+sizes read from the model's metadata (PreprocessSpec), never hard-coded by callers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 50 megapixels: larger than any phone photo in common use, small enough that a
+# decoded RGB frame (150 MB) cannot exhaust a server. Callers may pass their own.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+_ALPHA_BACKGROUND = (255, 255, 255)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the model's weights expect; stored as JSON in the ONNX metadata.
+
+    mean/std are in 0-255 pixel units, in the channel order named by color_order,
+    and are applied inside the graph; callers only resize and crop.
+    """
+
+    color_order: str = "RGB"
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    resize_shorter: int = 256
+    crop_size: int = 224
+    interpolation: str = "bilinear"
+    input_layout: str = "NHWC"
+
+    def __post_init__(self) -> None:
+        if self.color_order not in ("RGB", "BGR"):
+            raise ValueError(f"color_order must be RGB or BGR, not {self.color_order!r}")
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
+        if self.input_layout != "NHWC":
+            raise ValueError(f"only NHWC input is supported, not {self.input_layout!r}")
+        if not 0 < self.crop_size <= self.resize_shorter:
+            raise ValueError("need 0 < crop_size <= resize_shorter")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need 3 values each, std > 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PreprocessSpec:
+        raw: dict[str, Any] = json.loads(text)
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageDecodeError("empty image data (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not an image: unrecognised or unsupported format") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"too many pixels (decompression bomb?): {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt image header: {exc}") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"too many pixels: {width}x{height} = {width * height} > limit {max_pixels}"
+        )
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; alpha is composited onto white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or array.max(initial=0) > 255:
+            array = array / 257.0
+        elif mode == "F" and array.max(initial=0) <= 1.0:
+            array = array * 255.0
+        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode JPEG/PNG/WebP/GIF/BMP/... bytes to an upright RGB image (first frame)."""
+    image = _open(data, max_pixels)
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"too many pixels (decompression bomb?): {exc}") from exc
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        upright = image
+    return _to_rgb(upright if upright is not None else image)
+
+
+def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize the shorter side to spec.resize_shorter, centre-crop spec.crop_size.
+
+    Resamples only the crop's source box, which gives the same pixels as resizing the
+    whole image then cropping, without allocating a huge frame for extreme aspect ratios.
+    """
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    width, height = image.size
+    scale = spec.resize_shorter / min(width, height)
+    resized_w = max(spec.resize_shorter, round(width * scale))
+    resized_h = max(spec.resize_shorter, round(height * scale))
+    crop = spec.crop_size
+    left = round((resized_w - crop) / 2)
+    top = round((resized_h - crop) / 2)
+    sx, sy = width / resized_w, height / resized_h
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    out = image.resize((crop, crop), _RESAMPLE[spec.interpolation], box=box)
+    return np.asarray(out, dtype=np.uint8).reshape(crop, crop, 3)
+
+
+def prepare(data: bytes, spec: PreprocessSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes to the model's uint8 [crop, crop, 3] input; raises ImageDecodeError."""
+    return preprocess(decode_image(data, max_pixels), spec)

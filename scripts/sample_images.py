@@ -1,0 +1,36 @@
+"""Load a small deterministic batch of real photos (imagenet-sample) for export checks."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from embedder_service.preprocessing import PreprocessSpec, prepare  # noqa: E402
+
+
+def read_labels(images_dir: Path) -> list[tuple[Path, int]]:
+    """(image path, class index) rows of imagenet-sample's labels.csv, in file order."""
+    with (images_dir / "labels.csv").open(newline="") as fh:
+        return [(images_dir / row["path"], int(row["class_index"])) for row in csv.DictReader(fh)]
+
+
+def load_sample_batch(
+    images_dir: Path, count: int, spec: PreprocessSpec
+) -> tuple[np.ndarray, list[str]]:
+    """Every (len/count)-th photo, preprocessed; random noise if the data set is absent."""
+    if (images_dir / "labels.csv").exists():
+        rows = read_labels(images_dir)
+        step = max(1, len(rows) // count)
+        picked = [path for path, _ in rows[::step][:count]]
+        batch = np.stack([prepare(p.read_bytes(), spec) for p in picked])
+        return batch, [p.name for p in picked]
+    rng = np.random.default_rng(0)
+    crop = spec.crop_size
+    return rng.integers(0, 256, (count, crop, crop, 3), dtype=np.uint8), []
