@@ -1,0 +1,46 @@
+"""`python -m embedder_service [flags]`: run the embedder until SIGTERM/SIGINT, then drain."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from embedder_service.config import ConfigError, from_args
+from embedder_service.runtime import ModelLoadError, ProviderUnavailableError
+from embedder_service.server import PortInUseError, start_server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = from_args(argv)
+    except ConfigError as exc:
+        print(f"embedder: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        server = start_server(config)
+    except (ProviderUnavailableError, ModelLoadError, PortInUseError, ConfigError) as exc:
+        logging.getLogger("embedder_service").error("cannot start: %s", exc)
+        return 1
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("embedder_service").info("signal %d: shutting down", signum)
+        threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # Printed for scripts that start the server on port 0 and need to find it.
+    print(f"embedder listening on {server.address}", flush=True)
+    while not server.wait(timeout=1.0):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

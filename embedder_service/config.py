@@ -1,0 +1,168 @@
+"""Embedder configuration: one dataclass; defaults, then RIS_EMBEDDER_* env, then flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "RIS_EMBEDDER_"
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16")
+POOLINGS = ("gem", "avg")
+DECODE_MODES = ("thread", "process")
+DEFAULT_MODEL = Path("models/resnet50.onnx")
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or unknown; raised before anything starts."""
+
+
+@dataclass
+class EmbedderConfig:
+    """Everything the embedder needs to start. Defaults suit a small CPU machine."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = pick a free port
+    model_paths: list[Path] = field(default_factory=lambda: [DEFAULT_MODEL])
+    provider: str = "auto"  # auto | cpu | cuda | tensorrt
+    allow_fallback: bool = False  # a requested GPU provider may fall back to CPU (logged)
+    precision: str = "auto"  # auto = fp16 on GPU when a .fp16.onnx sibling exists, else fp32
+    pooling: str = "gem"  # which ONNX output is the embedding: "gem" or "avg" ("embedding")
+    device_id: int = 0
+    trt_cache_dir: Path = Path("models/trt_cache")
+    max_batch_size: int = 16
+    max_queue_delay_ms: float = 5.0
+    max_queue_images: int = 256  # admitted, not yet answered; beyond: RESOURCE_EXHAUSTED
+    max_images_per_request: int = 64
+    max_image_pixels: int = 40_000_000
+    max_message_bytes: int = 64 * 1024 * 1024
+    decode_workers: int = 2
+    decode_mode: str = "thread"  # thread | process
+    intra_op_threads: int = 0  # 0 = onnxruntime's default (one per core)
+    ort_spinning: bool = False  # intra-op spin-waiting steals CPU from decoding
+    grpc_workers: int = 128  # must exceed the concurrency the server should batch across
+    stream_window: int = 8  # request messages of one EmbedStream in flight at once
+    metrics_port: int | None = None  # None = off, 0 = pick a free port
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    def validate(self) -> EmbedderConfig:
+        """Reject impossible settings early, with the setting's name in the message."""
+        checks = [
+            (self.provider in PROVIDERS, f"provider must be one of {PROVIDERS}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}"),
+            (self.decode_mode in DECODE_MODES, f"decode_mode must be one of {DECODE_MODES}"),
+            (0 <= self.port <= 65535, "port must be 0..65535"),
+            (bool(self.model_paths), "at least one model path is needed"),
+            (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.max_queue_delay_ms >= 0, "max_queue_delay_ms must be >= 0"),
+            (self.max_images_per_request >= 1, "max_images_per_request must be >= 1"),
+            (
+                self.max_queue_images >= self.max_images_per_request,
+                "max_queue_images must be >= max_images_per_request",
+            ),
+            (self.max_image_pixels >= 1, "max_image_pixels must be >= 1"),
+            (self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024"),
+            (self.decode_workers >= 1, "decode_workers must be >= 1"),
+            (self.intra_op_threads >= 0, "intra_op_threads must be >= 0"),
+            (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
+            (self.stream_window >= 1, "stream_window must be >= 1"),
+            (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {text!r}")
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "none", "off") else int(text)
+
+
+def _parse_paths(text: str) -> list[Path]:
+    return [Path(p) for p in text.split(",") if p.strip()]
+
+
+# Field annotations are strings here (from __future__ import annotations).
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "bool": _parse_bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "Path": Path,
+    "int | None": _parse_optional_int,
+    "list[Path]": _parse_paths,
+}
+
+
+def _parser_for(f: dataclasses.Field) -> Callable[[str], object]:
+    return _PARSERS[str(f.type)]
+
+
+def from_env(
+    env: Mapping[str, str] | None = None, base: EmbedderConfig | None = None
+) -> EmbedderConfig:
+    """Overlay RIS_EMBEDDER_<FIELD> variables (e.g. RIS_EMBEDDER_MAX_BATCH_SIZE=8) on base."""
+    env = os.environ if env is None else env
+    config = dataclasses.replace(base) if base else EmbedderConfig()
+    for f in dataclasses.fields(EmbedderConfig):
+        name = ENV_PREFIX + f.name.upper()
+        if name in env:
+            try:
+                setattr(config, f.name, _parser_for(f)(env[name]))
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"{name}={env[name]!r}: {exc}") from exc
+    # The shorter RIS_EMBEDDER_MODEL names one model path, like --model.
+    if ENV_PREFIX + "MODEL" in env:
+        config.model_paths = _parse_paths(env[ENV_PREFIX + "MODEL"])
+    return config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field; unset flags keep the env/default value."""
+    for f in dataclasses.fields(EmbedderConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _parser_for(f)
+        if kind is _parse_bool:
+            parser.add_argument(
+                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction
+            )
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=kind)
+    parser.add_argument(
+        "--model",
+        dest="model_paths",
+        type=_parse_paths,
+        default=None,
+        help="comma-separated ONNX model path(s); the first is the default",
+    )
+
+
+def from_args(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> EmbedderConfig:
+    """Defaults, then environment, then command-line flags; validated."""
+    parser = argparse.ArgumentParser(prog="python -m embedder_service", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = from_env(env)
+    for f in dataclasses.fields(EmbedderConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(config, f.name, value)
+    return config.validate()

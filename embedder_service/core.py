@@ -1,0 +1,283 @@
+"""The embedder without the network: admission, decode pool, per-model batchers, per-item results.
+
+The gRPC servicer is a thin layer over `EmbedderCore.submit`; tests can call it directly.
+Whole-call failures are `ServiceError` with a gRPC status code; per-image failures are
+`ItemResult`s with an error code, so one bad image never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from embedder_service.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher, settle
+from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.decoding import DecodePool
+from embedder_service.metrics import EmbedderMetrics
+from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec
+from embedder_service.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+
+
+class ServiceError(Exception):
+    """A whole call fails with this gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    id: str
+    vector: np.ndarray | None = None
+    error_code: int = 0
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What GetModelInfo reports for one model."""
+
+    name: str
+    version: str
+    dim: int
+    execution_provider: str
+    providers: tuple[str, ...]
+    precision: str
+    preprocessing: PreprocessSpec
+    pooling: str
+    max_batch_size: int
+    max_images_per_request: int
+    max_image_pixels: int
+    modality: str = "image"
+
+
+class Admission:
+    """Counts images admitted and not yet answered; the bound that keeps memory bounded."""
+
+    def __init__(self, capacity: int, on_change: EmbedderMetrics) -> None:
+        self.capacity = capacity
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._metrics = on_change
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._pending
+
+    def acquire(self, n: int, timeout: float | None = 0.0) -> bool:
+        """Reserve n slots; timeout 0 = fail at once when full, None = wait as long as needed."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._pending + n <= self.capacity, timeout)
+            if ok:
+                self._pending += n
+                self._metrics.pending_images.set(self._pending)
+            return ok
+
+    def release(self, n: int = 1) -> None:
+        with self._cond:
+            self._pending -= n
+            self._metrics.pending_images.set(self._pending)
+            self._cond.notify_all()
+
+
+class ModelWorker:
+    """One model: its runtime, its batcher and its description."""
+
+    def __init__(self, path: Path, config: EmbedderConfig, metrics: EmbedderMetrics) -> None:
+        self.runtime = ModelRuntime(path, config)
+        self.runtime.warm_up()
+        meta = self.runtime.metadata
+        self.name = meta.name
+        self.version = meta.version
+        self.spec: PreprocessSpec = meta.preprocessing
+        self.description = ModelDescription(
+            name=meta.name,
+            version=meta.version,
+            dim=self.runtime.dim,
+            execution_provider=self.runtime.execution_provider,
+            providers=tuple(self.runtime.providers),
+            precision=self.runtime.precision,
+            preprocessing=meta.preprocessing,
+            pooling=self.runtime.pooling,
+            max_batch_size=config.max_batch_size,
+            max_images_per_request=config.max_images_per_request,
+            max_image_pixels=config.max_image_pixels,
+        )
+        self._metrics = metrics
+        self.batcher = DynamicBatcher(
+            self.runtime.infer,
+            config.max_batch_size,
+            config.max_queue_delay_ms / 1000.0,
+            on_batch=self._on_batch,
+            on_drop=lambda reason: metrics.item_errors.labels(reason).inc(),
+            name=meta.name,
+        )
+
+    def _on_batch(self, size: int, seconds: float, waits: list[float]) -> None:
+        self._metrics.observe_batch(self.name, size, seconds)
+        for waited in waits:
+            self._metrics.queue_seconds.labels(self.name).observe(waited)
+
+
+class PendingEmbed:
+    """The in-flight images of one request; `result()` gathers them in request order."""
+
+    def __init__(self, worker: ModelWorker, ids: list[str]) -> None:
+        self.worker = worker
+        self.ids = ids
+        self.futures: list[Future] = []
+        self.decodes: list[Future] = []
+
+    def cancel(self) -> None:
+        for f in self.decodes:
+            f.cancel()
+        for f in self.futures:
+            f.cancel()
+
+    def result(self, timeout: float | None = None) -> list[ItemResult]:
+        _, not_done = wait(self.futures, timeout)
+        if not_done:
+            self.cancel()
+            raise ServiceError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while embedding"
+            )
+        results = []
+        for item_id, future in zip(self.ids, self.futures, strict=True):
+            if future.cancelled():
+                raise ServiceError(grpc.StatusCode.CANCELLED, "request cancelled")
+            error = future.exception()
+            if error is None:
+                results.append(ItemResult(item_id, vector=future.result()))
+            elif isinstance(error, DeadlineDropped):
+                self.cancel()
+                raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+            elif isinstance(error, BatcherClosed):
+                self.cancel()
+                raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(error))
+            elif isinstance(error, ImageDecodeError):
+                results.append(ItemResult(item_id, None, INVALID_ARGUMENT, str(error)))
+            else:
+                results.append(ItemResult(item_id, None, INTERNAL, f"inference failed: {error}"))
+        return results
+
+
+class EmbedderCore:
+    """Loads the models, owns the decode pool and admission, and embeds requests."""
+
+    def __init__(self, config: EmbedderConfig, metrics: EmbedderMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or EmbedderMetrics()
+        self.admission = Admission(config.max_queue_images, self.metrics)
+        self.models: dict[str, ModelWorker] = {}
+        self.draining = False
+        for path in config.model_paths:
+            worker = ModelWorker(Path(path), config, self.metrics)
+            if worker.name in self.models:
+                raise ConfigError(f"two models are named {worker.name!r}; names must differ")
+            self.models[worker.name] = worker
+        self.default = self.models[next(iter(self.models))]
+        self.decoder = DecodePool(config.decode_workers, config.decode_mode)
+
+    def model(self, name: str = "") -> ModelWorker:
+        """The default model for "", else the model with this name or version."""
+        if not name:
+            return self.default
+        for worker in self.models.values():
+            if name in (worker.name, worker.version):
+                return worker
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown model {name!r}; served: {sorted(self.models)}",
+        )
+
+    def submit(
+        self,
+        images: Sequence[tuple[str, bytes]],
+        model: str = "",
+        deadline: float | None = None,
+        wait_for_capacity: bool = False,
+    ) -> PendingEmbed:
+        """Admit and start a request's images. Raises ServiceError when it cannot be taken."""
+        if self.draining:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down")
+        limit = self.config.max_images_per_request
+        if len(images) > limit:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"too many images in one request: {len(images)} > max_images_per_request {limit}",
+            )
+        worker = self.model(model)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.admission.acquire(len(images), timeout if wait_for_capacity else 0.0):
+            self.metrics.rejected.inc()
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"embedder queue full ({self.admission.pending} of "
+                f"{self.admission.capacity} images pending); retry with backoff",
+            )
+        pending = PendingEmbed(worker, [item_id for item_id, _ in images])
+        for _, data in images:
+            final: Future = Future()
+            final.add_done_callback(lambda _f: self.admission.release(1))
+            pending.futures.append(final)
+            decode = self.decoder.submit(data, worker.spec, self.config.max_image_pixels, deadline)
+            pending.decodes.append(decode)
+            decode.add_done_callback(partial(self._decoded, worker, final, deadline))
+        return pending
+
+    def _decoded(
+        self, worker: ModelWorker, final: Future, deadline: float | None, decode: Future
+    ) -> None:
+        if decode.cancelled():
+            final.cancel()
+            return
+        error = decode.exception()
+        if error is not None:
+            if isinstance(error, DeadlineDropped):
+                self.metrics.item_errors.labels("deadline").inc()
+            else:
+                self.metrics.item_errors.labels("invalid_image").inc()
+                if not isinstance(error, ImageDecodeError):
+                    error = ImageDecodeError(
+                        f"cannot decode image: {type(error).__name__}: {error}"
+                    )
+            settle(final, error=error)
+            return
+        array, seconds = decode.result()
+        self.metrics.decode_seconds.observe(seconds)
+        if final.cancelled():
+            return
+        try:
+            worker.batcher.submit(array, final, deadline)
+        except BatcherClosed as exc:
+            settle(final, error=exc)
+
+    def embed(
+        self, images: Sequence[tuple[str, bytes]], model: str = "", timeout: float | None = None
+    ) -> list[ItemResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self.submit(images, model, deadline).result(timeout)
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the batchers and the decode pool."""
+        self.draining = True
+        self.decoder.close()
+        for worker in self.models.values():
+            worker.batcher.close()

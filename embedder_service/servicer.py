@@ -1,0 +1,192 @@
+"""gRPC <-> EmbedderCore: message conversion, deadlines, status codes. No logic of its own."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from client.grpc_gen import common_pb2, embedder_pb2, embedder_pb2_grpc
+from embedder_service.core import (
+    EmbedderCore,
+    ItemResult,
+    ModelDescription,
+    ModelWorker,
+    PendingEmbed,
+    ServiceError,
+)
+
+OK = grpc.StatusCode.OK
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """The call's deadline on time.monotonic's clock, or None when the client set none."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 10**8:
+        return None
+    return time.monotonic() + remaining
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def to_response(worker: ModelWorker, results: list[ItemResult]) -> embedder_pb2.EmbedResponse:
+    response = embedder_pb2.EmbedResponse(
+        model=worker.name, model_version=worker.version, dim=worker.description.dim
+    )
+    for r in results:
+        if r.vector is not None:
+            response.results.add(id=r.id, embedding=r.vector.tolist())
+        else:
+            error = common_pb2.ItemError(code=r.error_code, message=r.error_message)
+            response.results.add(id=r.id, error=error)
+    return response
+
+
+def to_model_info(d: ModelDescription) -> common_pb2.ModelInfo:
+    p = d.preprocessing
+    return common_pb2.ModelInfo(
+        name=d.name,
+        version=d.version,
+        dim=d.dim,
+        execution_provider=d.execution_provider,
+        providers=list(d.providers),
+        precision=d.precision,
+        preprocessing=common_pb2.Preprocessing(
+            color_order=p.color_order,
+            mean=list(p.mean),
+            std=list(p.std),
+            resize_shorter=p.resize_shorter,
+            crop_size=p.crop_size,
+            interpolation=p.interpolation,
+            input_layout=p.input_layout,
+        ),
+        max_batch_size=d.max_batch_size,
+        max_images_per_request=d.max_images_per_request,
+        max_image_pixels=d.max_image_pixels,
+        modality=d.modality,
+        pooling=d.pooling,
+    )
+
+
+def _images(request: embedder_pb2.EmbedRequest) -> list[tuple[str, bytes]]:
+    return [(image.id, image.data) for image in request.images]
+
+
+class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
+    def __init__(self, core: EmbedderCore) -> None:
+        self.core = core
+        self.metrics = core.metrics
+
+    def _finish(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        self.metrics.requests.labels(method, code.name).inc()
+        self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+
+    def Embed(self, request, context):
+        started = time.perf_counter()
+        deadline = deadline_of(context)
+        try:
+            pending = self.core.submit(_images(request), request.model, deadline)
+            context.add_callback(pending.cancel)  # client gone: drop its queued work
+            response = to_response(pending.worker, pending.result(_remaining(deadline)))
+        except ServiceError as exc:
+            self._finish("Embed", exc.code, started)
+            context.abort(exc.code, exc.message)
+        self._finish("Embed", OK, started)
+        return response
+
+    def EmbedStream(self, request_iterator, context):
+        """Pipelined: up to stream_window messages are in flight; answers keep request order.
+
+        Whole-stream errors (too many images, unknown model, shutdown) end the stream with that
+        status after the answers already due; the answers sent tell the client where to resume.
+        """
+        deadline = deadline_of(context)
+        window: queue.Queue = queue.Queue(maxsize=self.core.config.stream_window)
+        stop = threading.Event()
+        in_flight: list[PendingEmbed] = []
+        context.add_callback(stop.set)
+        reader = threading.Thread(
+            target=self._read_stream,
+            args=(request_iterator, deadline, window, stop, in_flight),
+            name="embed-stream-reader",
+            daemon=True,
+        )
+        reader.start()
+        try:
+            while True:
+                entry = window.get()
+                if entry is None:
+                    self.metrics.requests.labels("EmbedStream", OK.name).inc()
+                    return
+                if isinstance(entry, ServiceError):
+                    self.metrics.requests.labels("EmbedStream", entry.code.name).inc()
+                    context.abort(entry.code, entry.message)
+                started, pending = entry
+                try:
+                    results = pending.result(_remaining(deadline))
+                except ServiceError as exc:
+                    self.metrics.requests.labels("EmbedStream", exc.code.name).inc()
+                    context.abort(exc.code, exc.message)
+                in_flight.remove(pending)
+                self.metrics.request_seconds.labels("EmbedStream").observe(
+                    time.perf_counter() - started
+                )
+                yield to_response(pending.worker, results)
+        finally:
+            stop.set()
+            for pending in list(in_flight):
+                pending.cancel()
+
+    def _read_stream(
+        self,
+        request_iterator: Iterator[embedder_pb2.EmbedRequest],
+        deadline: float | None,
+        window: queue.Queue,
+        stop: threading.Event,
+        in_flight: list[PendingEmbed],
+    ) -> None:
+        """Reads messages and starts them; the window bounds how far ahead of the answers."""
+
+        def put(entry: object) -> bool:
+            while not stop.is_set():
+                try:
+                    window.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for request in request_iterator:
+                if stop.is_set():
+                    return
+                if self.core.draining:
+                    put(ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down"))
+                    return
+                started = time.perf_counter()
+                pending = self.core.submit(
+                    _images(request), request.model, deadline, wait_for_capacity=True
+                )
+                in_flight.append(pending)
+                if not put((started, pending)):
+                    pending.cancel()
+                    return
+            put(None)
+        except ServiceError as exc:
+            put(exc)
+        except Exception as exc:  # the request stream broke (client cancelled, server stopping)
+            put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))
+
+    def GetModelInfo(self, request, context):
+        started = time.perf_counter()
+        models = [to_model_info(w.description) for w in self.core.models.values()]
+        response = embedder_pb2.GetModelInfoResponse(
+            default_model=to_model_info(self.core.default.description), models=models
+        )
+        self._finish("GetModelInfo", OK, started)
+        return response
