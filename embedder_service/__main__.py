@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # Printed for scripts that start the server on port 0 and need to find it.
-    print(f"embedder listening on {server.address}", flush=True)
+    metrics = f" metrics {config.metrics_host}:{server.metrics_port}" if server.metrics_port else ""
+    print(f"embedder listening on {server.address}{metrics}", flush=True)
     while not server.wait(timeout=1.0):
         pass
     return 0

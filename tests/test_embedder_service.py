@@ -1,0 +1,235 @@
+"""The embedder over real gRPC on 127.0.0.1 with the real ResNet50 model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from embedder_fixtures import (
+    TEST_MAX_IMAGE_PIXELS,
+    TEST_MAX_IMAGES_PER_REQUEST,
+    TEST_MAX_MESSAGE_BYTES,
+    embed_request,
+    encode,
+    metric_sum,
+    scrape,
+    synthetic_image,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client.grpc_gen import embedder_pb2
+from embedder_service.model_metadata import read_model_metadata
+from embedder_service.preprocessing import prepare
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+@pytest.fixture(scope="module")
+def direct_session(model_path):
+    """The ONNX model run directly, with default session options: the reference."""
+    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+
+def direct_vectors(session, model_path, images: list[bytes], output: str = "gem") -> np.ndarray:
+    spec = read_model_metadata(model_path).preprocessing
+    batch = np.stack([prepare(data, spec) for data in images])
+    (raw,) = session.run([output], {"images": batch})
+    return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+
+
+def vectors_of(response: embedder_pb2.EmbedResponse) -> np.ndarray:
+    return np.array([list(r.embedding) for r in response.results], dtype=np.float32)
+
+
+def test_vectors_equal_direct_onnx_run(embedder_stub, embedder_images, direct_session, model_path):
+    images = embedder_images[:6]
+    response = embedder_stub.Embed(embed_request(images, [f"id-{i}" for i in range(6)]), timeout=60)
+    assert [r.id for r in response.results] == [f"id-{i}" for i in range(6)]
+    assert all(not r.HasField("error") for r in response.results)
+    got = vectors_of(response)
+    assert got.shape == (6, 2048) and response.dim == 2048
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    expected = direct_vectors(direct_session, model_path, images)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Different images really give different vectors (not a constant output).
+    assert float(got[0] @ got[1]) < 0.999
+    assert response.model_version == read_model_metadata(model_path).version
+
+
+def test_stream_answers_each_message_in_order(
+    embedder_stub, embedder_images, direct_session, model_path
+):
+    messages = [embedder_images[i : i + 2] for i in range(0, 8, 2)]
+
+    def requests():
+        for n, pair in enumerate(messages):
+            yield embed_request(pair, [f"m{n}a", f"m{n}b"])
+
+    responses = list(embedder_stub.EmbedStream(requests(), timeout=60))
+    assert [[r.id for r in resp.results] for resp in responses] == [
+        [f"m{n}a", f"m{n}b"] for n in range(len(messages))
+    ]
+    got = np.concatenate([vectors_of(resp) for resp in responses])
+    expected = direct_vectors(direct_session, model_path, embedder_images[:8])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bad_items_fail_alone_with_reasons(embedder_stub, embedder_images):
+    good = embedder_images[0]
+    jpeg = encode(synthetic_image(99), "JPEG")
+    too_big = encode(np.zeros((1500, 1500, 3), dtype=np.uint8), "PNG")  # 2.25 Mpx > limit
+    assert TEST_MAX_IMAGE_PIXELS < 1500 * 1500
+    cases = {
+        "good": good,
+        "not_image": b"this is plain text, not a picture at all",
+        "truncated": jpeg[: len(jpeg) // 2],
+        "empty": b"",
+        "too_many_pixels": too_big,
+        "wrong_type_pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF",
+        "good_again": good,
+    }
+    response = embedder_stub.Embed(embed_request(list(cases.values()), list(cases)), timeout=60)
+    results = {r.id: r for r in response.results}
+    assert [r.id for r in response.results] == list(cases)
+    for name in ("good", "good_again"):
+        assert not results[name].HasField("error") and len(results[name].embedding) == 2048
+    np.testing.assert_allclose(
+        results["good"].embedding, results["good_again"].embedding, atol=1e-6
+    )
+    alone = embedder_stub.Embed(embed_request([good]), timeout=60).results[0]
+    np.testing.assert_allclose(results["good"].embedding, alone.embedding, atol=1e-5)
+    reasons = {
+        "not_image": "not an image",
+        "truncated": "truncated",
+        "empty": "empty",
+        "too_many_pixels": "too many pixels",
+        "wrong_type_pdf": "not an image",
+    }
+    for name, reason in reasons.items():
+        result = results[name]
+        assert result.error.code == INVALID_ARGUMENT, name
+        assert reason in result.error.message.lower(), (name, result.error.message)
+        assert len(result.embedding) == 0
+
+
+def test_too_many_images_in_one_request(embedder_stub, embedder_images):
+    images = [embedder_images[0]] * (TEST_MAX_IMAGES_PER_REQUEST + 1)
+    with pytest.raises(grpc.RpcError) as info:
+        embedder_stub.Embed(embed_request(images), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_images_per_request" in info.value.details()
+
+
+def test_oversize_message_is_refused(embedder_stub):
+    blob = bytes(TEST_MAX_MESSAGE_BYTES + 1024)
+    with pytest.raises(grpc.RpcError) as info:
+        embedder_stub.Embed(embed_request([blob]), timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_unknown_model_is_invalid_argument(embedder_stub, embedder_images):
+    request = embed_request(embedder_images[:1])
+    request.model = "no-such-model"
+    with pytest.raises(grpc.RpcError) as info:
+        embedder_stub.Embed(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no-such-model" in info.value.details()
+
+
+def test_model_can_be_named_explicitly(embedder_stub, embedder_images, model_path):
+    meta = read_model_metadata(model_path)
+    for name in (meta.name, meta.version):
+        request = embed_request(embedder_images[:1])
+        request.model = name
+        response = embedder_stub.Embed(request, timeout=30)
+        assert response.model == meta.name and len(response.results[0].embedding) == 2048
+
+
+def test_concurrent_requests_are_batched(embedder_server, embedder_stub, embedder_images):
+    before = scrape(embedder_server.metrics_port)
+    n = 16
+    barrier = threading.Barrier(n, timeout=30)
+
+    def one(i: int) -> int:
+        barrier.wait()
+        response = embedder_stub.Embed(embed_request([embedder_images[i % 12]]), timeout=60)
+        return len(response.results[0].embedding)
+
+    with ThreadPoolExecutor(n) as pool:
+        assert list(pool.map(one, range(n))) == [2048] * n
+    after = scrape(embedder_server.metrics_port)
+    batches = metric_sum(after, "ris_embedder_batches_total") - metric_sum(
+        before, "ris_embedder_batches_total"
+    )
+    images = metric_sum(after, "ris_embedder_images_total") - metric_sum(
+        before, "ris_embedder_images_total"
+    )
+    assert images == n
+    assert batches < n / 2, f"{n} concurrent requests ran as {batches} batches"
+    singles = (
+        f'ris_embedder_batch_size_bucket{{le="1.0",model="{embedder_server.core.default.name}"}}'
+    )
+    multi = batches - (after[singles] - before.get(singles, 0))
+    assert multi >= 1, "no batch held more than one image"
+
+
+def test_health_serving_and_reflection(embedder_channel):
+    health = health_pb2_grpc.HealthStub(embedder_channel)
+    for service in ("", "ris.v1.Embedder"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(embedder_channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (reply,) = list(reflect.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"ris.v1.Embedder", "grpc.health.v1.Health"} <= names
+
+
+def test_model_info(embedder_stub, model_path):
+    info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+    meta = read_model_metadata(model_path)
+    model = info.default_model
+    assert (model.name, model.version, model.dim) == (meta.name, meta.version, 2048)
+    assert model.execution_provider == "CPUExecutionProvider"
+    assert list(model.providers) == ["CPUExecutionProvider"]
+    assert model.precision == "fp32"
+    assert model.pooling == "gem3"
+    assert model.modality == "image"
+    assert model.max_batch_size == 8
+    assert model.max_images_per_request == TEST_MAX_IMAGES_PER_REQUEST
+    assert model.max_image_pixels == TEST_MAX_IMAGE_PIXELS
+    p = model.preprocessing
+    spec = meta.preprocessing
+    assert (p.resize_shorter, p.crop_size, p.color_order) == (
+        spec.resize_shorter,
+        spec.crop_size,
+        spec.color_order,
+    )
+    np.testing.assert_allclose(list(p.mean), spec.mean, rtol=1e-6)
+    assert [m.name for m in info.models] == [meta.name]
+
+
+def test_metrics_endpoint_counts_requests(embedder_server, embedder_stub, embedder_images):
+    before = scrape(embedder_server.metrics_port)
+    embedder_stub.Embed(embed_request([embedder_images[0], b"junk"]), timeout=30)
+    time.sleep(0.05)
+    after = scrape(embedder_server.metrics_port)
+    key = 'ris_embedder_requests_total{code="OK",method="Embed"}'
+    assert after[key] == before.get(key, 0) + 1
+    bad = 'ris_embedder_item_errors_total{reason="invalid_image"}'
+    assert after[bad] == before.get(bad, 0) + 1
+    for name in (
+        "ris_embedder_inference_seconds_count",
+        "ris_embedder_queue_seconds_count",
+        "ris_embedder_decode_seconds_count",
+        "ris_embedder_request_seconds_count",
+    ):
+        assert metric_sum(after, name) > metric_sum(before, name), name
+    assert "ris_embedder_pending_images" in after
+    assert after["ris_embedder_images_per_second"] > 0
