@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,16 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import fetch_weights  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-
-import fetch_weights  # noqa: E402
-from embedder_service.preprocessing import PreprocessSpec  # noqa: E402
 from resnet50_torch import ResNet50, UInt8Model, build_keras, build_torchvision  # noqa: E402
 from sample_images import load_sample_batch  # noqa: E402
 from tfjs_weights import WeightFileError, load_tfjs_weights  # noqa: E402
+
+from embedder_service.preprocessing import PreprocessSpec  # noqa: E402
 
 OPSET = 17
 INPUT = "images"
@@ -117,7 +117,9 @@ def load_source(args: argparse.Namespace) -> Source:
 def _export(model: torch.nn.Module, path: Path) -> None:
     dummy = torch.zeros(2, 224, 224, 3, dtype=torch.uint8)
     dynamic = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but exact and deterministic here.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             (dummy,),
@@ -226,7 +228,7 @@ def _check(report: dict, precision: str) -> None:
         return
     floor = {"fp32": MIN_COSINE_FP32, "fp16": MIN_COSINE_FP16}.get(precision)
     summary = ", ".join(
-        f"{k}={v:.6f}" for k, v in report.items() if k.endswith(("_min", "agreement"))
+        f"{k}={v:.8f}" for k, v in report.items() if k.endswith(("_min", "agreement"))
     )
     print(f"{precision}: {summary}", flush=True)
     if floor is None:

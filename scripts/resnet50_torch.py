@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from embedder_service.preprocessing import PreprocessSpec
 
@@ -71,15 +72,19 @@ class ResNet50(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # Keras pads with zeros before a 'valid' pool; after ReLU that equals -inf padding.
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes = 64
-        for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), BLOCKS, strict=True)):
-            stride = 1 if index == 0 else 2
-            layers = []
-            for block in range(blocks):
-                layers.append(Bottleneck(inplanes, planes, stride if block == 0 else 1, variant))
-                inplanes = planes * 4
-            self.add_module(f"layer{index + 1}", nn.Sequential(*layers))
+        self.inplanes = 64
+        self.layer1 = self._make_layer(64, BLOCKS[0], 1, variant)
+        self.layer2 = self._make_layer(128, BLOCKS[1], 2, variant)
+        self.layer3 = self._make_layer(256, BLOCKS[2], 2, variant)
+        self.layer4 = self._make_layer(512, BLOCKS[3], 2, variant)
         self.fc = nn.Linear(2048, num_classes)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, variant: Variant) -> nn.Sequential:
+        layers = []
+        for block in range(blocks):
+            layers.append(Bottleneck(self.inplanes, planes, stride if block == 0 else 1, variant))
+            self.inplanes = planes * 4
+        return nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, [N, 2048, h/32, w/32]."""
@@ -100,11 +105,15 @@ class ResNet50(nn.Module):
 class UInt8Model(nn.Module):
     """Wraps the net so the graph takes uint8 NHWC RGB and does colour order + mean/std."""
 
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
     def __init__(self, net: ResNet50, spec: PreprocessSpec, half: bool = False) -> None:
         super().__init__()
         self.net = net
         self.dtype = torch.float16 if half else torch.float32
         if half:  # backbone in fp16; normalisation, pooling and fc stay fp32
+            fuse_batchnorm(net)  # BN running_var reaches 8e4 > fp16 max: fold it first
             for name, module in net.named_children():
                 if name != "fc":
                     module.half()
@@ -119,6 +128,21 @@ class UInt8Model(nn.Module):
             x = torch.cat([x[:, 2:3], x[:, 1:2], x[:, 0:1]], dim=1)
         x = (x - self.mean) * self.inv_std
         return self.net.head(self.net.features(x.to(self.dtype)))
+
+
+def fuse_batchnorm(net: ResNet50) -> None:
+    """Fold every BatchNorm into the conv before it, in place (eval semantics)."""
+    pairs: list[tuple[nn.Module, str, str]] = [(net, "conv1", "bn1")]
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for block in layer:
+            assert isinstance(block, Bottleneck)
+            pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+            if block.downsample is not None:
+                pairs.append((block.downsample, "0", "1"))
+    for parent, conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        setattr(parent, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+        setattr(parent, bn_name, nn.Identity())
 
 
 def keras_name_map() -> dict[str, str]:
