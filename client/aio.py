@@ -1,0 +1,296 @@
+"""AsyncRisClient: the asyncio twin of RisClient, same methods as coroutines, over grpc.aio.
+
+async with AsyncRisClient(address="127.0.0.1:50052") as ris:
+    result = await ris.search("photos", "query.jpg", top_k=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from tqdm import tqdm
+
+from client import convert
+from client.channel import open_aio_channel
+from client.client import log_retry
+from client.config import ClientConfig
+from client.errors import QueryFailed, Unavailable, from_rpc_error
+from client.grpc_gen import search_pb2, search_pb2_grpc
+from client.ingest import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_ITEMS_PER_CALL,
+    DEFAULT_MAX_CHUNK_BYTES,
+    CallStream,
+    IngestCall,
+    plan_calls,
+)
+from client.retry import acall_with_retry
+from client.sources import Source, from_csv, from_folder, from_glob
+from client.types import (
+    CollectionInfo,
+    IngestItem,
+    IngestSummary,
+    QueryLike,
+    QueryResult,
+    StoredItem,
+)
+
+T = TypeVar("T")
+
+
+class AsyncRisClient:
+    """Create inside a running event loop; `await close()` (or `async with`) when done."""
+
+    def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
+        self.config = config or ClientConfig.from_env(**overrides)
+        self._channel = open_aio_channel(self.config)
+        self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncRisClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"{self.config.address} not reachable within {timeout}s") from None
+
+    async def create_collection(
+        self,
+        name: str,
+        *,
+        metric: str = "",
+        index_type: str = "",
+        index_params: Mapping[str, str] | None = None,
+        description: str = "",
+        exist_ok: bool = False,
+        model: str = "",
+    ) -> CollectionInfo:
+        request = search_pb2.CreateCollectionRequest(
+            name=name,
+            metric=convert.metric_value(metric),  # type: ignore[arg-type]
+            index_type=index_type,
+            index_params=dict(index_params or {}),
+            description=description,
+            exist_ok=exist_ok,
+            model=model,
+        )
+        response = await self._unary(self._stub.CreateCollection, request, f"create {name}")
+        return convert.collection_info(response)
+
+    async def describe_collection(self, name: str) -> CollectionInfo:
+        request = search_pb2.DescribeCollectionRequest(name=name)
+        response = await self._unary(self._stub.DescribeCollection, request, f"describe {name}")
+        return convert.collection_info(response)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        request = search_pb2.ListCollectionsRequest()
+        response = await self._unary(self._stub.ListCollections, request, "list collections")
+        return [convert.collection_info(c) for c in response.collections]
+
+    async def drop_collection(self, name: str) -> bool:
+        request = search_pb2.DropCollectionRequest(name=name)
+        response = await self._unary(self._stub.DropCollection, request, f"drop {name}")
+        return bool(response.dropped)
+
+    async def ingest(
+        self,
+        collection: str,
+        items: Iterable[IngestItem],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        items_per_call: int = DEFAULT_ITEMS_PER_CALL,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        show_progress: bool = False,
+        total: int | None = None,
+    ) -> IngestSummary:
+        """Like RisClient.ingest; files are read in a worker thread, off the event loop."""
+        if total is None and isinstance(items, Sequence):
+            total = len(items)
+        summary = IngestSummary()
+        started = time.perf_counter()
+        with tqdm(
+            total=total, unit="img", desc=f"ingest {collection}", disable=not show_progress
+        ) as bar:
+            for call in plan_calls(items, items_per_call):
+                attempt = functools.partial(
+                    self._ingest_call, collection, call, bar, chunk_size, max_chunk_bytes
+                )
+                stream, response = await self._call(attempt, f"ingest into {collection}")
+                if response is None:
+                    stream.record_local_only(summary)
+                else:
+                    stream.record(response, summary)
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+
+    async def _ingest_call(
+        self, collection: str, call: IngestCall, bar: tqdm, chunk_size: int, max_bytes: int
+    ) -> tuple[CallStream, Any]:
+        stream = CallStream(collection, call, chunk_size, max_bytes)
+        shown = 0
+
+        def sync() -> None:
+            nonlocal shown
+            bar.update(stream.consumed - shown)
+            shown = stream.consumed
+
+        first = await asyncio.to_thread(stream.next_request)
+        if first is None:
+            sync()
+            return stream, None
+
+        async def requests() -> AsyncIterator[search_pb2.IngestRequest]:
+            request: search_pb2.IngestRequest | None = first
+            while request is not None:
+                yield request
+                sync()
+                request = await asyncio.to_thread(stream.next_request)
+
+        try:
+            response = await self._stub.Ingest(
+                requests(), timeout=self.config.ingest_timeout, metadata=self.config.metadata()
+            )
+        except grpc.RpcError:
+            bar.update(-shown)  # the call is sent again from its first item
+            raise
+        sync()
+        return stream, response
+
+    async def ingest_source(self, collection: str, source: Source, **kwargs: Any) -> IngestSummary:
+        summary = await self.ingest(collection, source.items, **kwargs)
+        summary.skipped.extend(str(p) for p in source.problems)
+        return summary
+
+    async def ingest_folder(
+        self, collection: str, folder: str | Path, *, recursive: bool = True, **kwargs: Any
+    ) -> IngestSummary:
+        source = await asyncio.to_thread(from_folder, Path(folder), recursive=recursive)
+        return await self.ingest_source(collection, source, **kwargs)
+
+    async def ingest_glob(self, collection: str, pattern: str, **kwargs: Any) -> IngestSummary:
+        source = await asyncio.to_thread(from_glob, pattern)
+        return await self.ingest_source(collection, source, **kwargs)
+
+    async def ingest_csv(
+        self, collection: str, csv_path: str | Path, **kwargs: Any
+    ) -> IngestSummary:
+        source = await asyncio.to_thread(from_csv, Path(csv_path))
+        return await self.ingest_source(collection, source, **kwargs)
+
+    async def search(
+        self,
+        collection: str,
+        query: QueryLike,
+        *,
+        top_k: int = 10,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        ids: Iterable[str] | None = None,
+        exclude_self: bool = False,
+    ) -> QueryResult:
+        results = await self.search_batch(
+            collection,
+            [query],
+            top_k=top_k,
+            labels=labels,
+            metadata=metadata,
+            ids=ids,
+            exclude_self=exclude_self,
+        )
+        if results[0].error is not None:
+            raise QueryFailed(f"query failed: {results[0].error.message}")
+        return results[0]
+
+    async def search_batch(
+        self,
+        collection: str,
+        queries: Sequence[QueryLike],
+        *,
+        top_k: int = 10,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        ids: Iterable[str] | None = None,
+        exclude_self: bool = False,
+    ) -> list[QueryResult]:
+        filter_ = convert.to_filter(labels, metadata, ids)
+        request = await asyncio.to_thread(
+            convert.search_request, collection, queries, top_k, filter_, exclude_self
+        )
+        response = await self._unary(self._stub.Search, request, f"search {collection}")
+        return [convert.query_result(r) for r in response.results]
+
+    async def get(
+        self,
+        collection: str,
+        ids: Iterable[str] | None = None,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        limit: int = 0,
+        include_vectors: bool = False,
+    ) -> list[StoredItem]:
+        request = search_pb2.GetRequest(
+            collection=collection, ids=list(ids or []), limit=limit, include_vectors=include_vectors
+        )
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        response = await self._unary(self._stub.Get, request, f"get from {collection}")
+        return [convert.stored_item(i, include_vectors) for i in response.items]
+
+    async def delete(
+        self,
+        collection: str,
+        ids: Iterable[str] | None = None,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        request = search_pb2.DeleteRequest(collection=collection, ids=list(ids or []))
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        response = await self._unary(self._stub.Delete, request, f"delete from {collection}")
+        return int(response.deleted)
+
+    async def count(
+        self,
+        collection: str,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        request = search_pb2.CountRequest(collection=collection)
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        response = await self._unary(self._stub.Count, request, f"count {collection}")
+        return int(response.count)
+
+    async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
+        async def attempt() -> Any:
+            return await method(
+                request, timeout=self.config.timeout, metadata=self.config.metadata()
+            )
+
+        return await self._call(attempt, what)
+
+    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+        try:
+            return await acall_with_retry(fn, self.config.retry, on_retry=log_retry)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, what) from error

@@ -1,0 +1,322 @@
+"""`ris`: one command for serving, ingesting, searching, managing collections, eval and bench.
+
+    ris serve                                   # embedder + search service on Milvus Lite
+    ris collections create photos
+    ris ingest photos path/to/folder            # or a .csv (id,path,label) or a 'glob/**/*.jpg'
+    ris search photos query.jpg --top-k 5       # prints hits, writes ris_results/index.html
+    ris demo                                    # all of the above in one go, on a sample
+
+Client flags (--address, --token, TLS, --timeout, --retries) fall back to RIS_* variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from client import serve
+from client.client import RisClient
+from client.config import ClientConfig
+from client.errors import RisError
+from client.results_page import ShownQuery, write_results_page
+from client.sources import load_source
+from client.types import ById, ByText, CollectionInfo, IngestSummary, QueryLike
+
+DEFAULT_OUT = Path("ris_results")
+LAZY_COMMANDS = {
+    "eval": ("client.evaluation", "retrieval quality (mAP, recall@k) on a labelled set"),
+    "bench": ("client.loadtest", "load test: throughput and latency of embed and search"),
+}
+
+
+def client_options() -> argparse.ArgumentParser:
+    """Flags shared by every subcommand that talks to the search service."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection (defaults from RIS_* environment)")
+    group.add_argument("--address", help="search service host:port (RIS_ADDRESS, 127.0.0.1:50052)")
+    group.add_argument("--token", help="bearer token (RIS_TOKEN)")
+    group.add_argument("--tls", action="store_true", default=None, help="use TLS (RIS_TLS)")
+    group.add_argument("--root-cert", type=Path, help="CA certificate PEM (RIS_TLS_ROOT_CERT)")
+    group.add_argument("--client-cert", type=Path, help="mTLS certificate (RIS_TLS_CLIENT_CERT)")
+    group.add_argument("--client-key", type=Path, help="mTLS key PEM (RIS_TLS_CLIENT_KEY)")
+    group.add_argument("--server-name", help="TLS name override (RIS_TLS_SERVER_NAME)")
+    group.add_argument("--timeout", type=float, help="seconds per call (RIS_TIMEOUT, 30)")
+    group.add_argument("--retries", type=int, help="attempts on UNAVAILABLE (RIS_RETRIES, 5)")
+    return parent
+
+
+def config_from_args(args: argparse.Namespace) -> ClientConfig:
+    return ClientConfig.from_env(
+        address=args.address,
+        token=args.token,
+        tls=args.tls,
+        root_cert=args.root_cert,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        server_name=args.server_name,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ris", description=__doc__.split("\n\n")[0], formatter_class=_Formatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    conn = client_options()
+
+    p = sub.add_parser(
+        "serve",
+        help="run the embedder and the search service",
+        description=(
+            "Run both services in this process until Ctrl-C. Other settings: RIS_EMBEDDER_*, "
+            "RIS_SEARCH_*, RIS_MILVUS_* (see the README)."
+        ),
+    )
+    serve.add_arguments(p)
+
+    p = sub.add_parser("ingest", parents=[conn], help="add images to a collection")
+    p.add_argument("collection")
+    p.add_argument("source", help="folder, CSV (id,path,label) or quoted glob ('imgs/**/*.jpg')")
+    p.add_argument("--no-create", action="store_true", help="fail if the collection is missing")
+    p.add_argument("--metric", default="", help="for a new collection: COSINE (default), IP, L2")
+    p.add_argument("--index-type", default="", help="for a new collection: AUTOINDEX, HNSW, ...")
+    p.add_argument("--chunk-size", type=int, default=32, help="images per stream message")
+    p.add_argument("--items-per-call", type=int, default=512, help="images per Ingest call")
+    p.add_argument("--no-label-from-dir", action="store_true", help="folders: leave label empty")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+
+    p = sub.add_parser("search", parents=[conn], help="top-k for query images, ids or text")
+    p.add_argument("collection")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="image files (or ids / text)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--by-id", action="store_true", help="queries are ids of stored items")
+    kind.add_argument("--text", action="store_true", help="queries are text descriptions")
+    p.add_argument("-k", "--top-k", type=int, default=10)
+    p.add_argument("--label", action="append", default=[], help="only hits with this label")
+    p.add_argument("--exclude-self", action="store_true", help="id queries: skip the item")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the results page")
+    p.add_argument("--no-page", action="store_true", help="do not write the HTML/PNG page")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--image-root", type=Path, help="resolve relative hit uris against this")
+
+    p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
+    p.add_argument("action", choices=["list", "describe", "create", "drop", "count"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--metric", default="")
+    p.add_argument("--index-type", default="")
+    p.add_argument("--description", default="")
+    p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "demo",
+        parents=[conn],
+        help="the whole job on a sample: serve, ingest, search, write the results page",
+        description=DEMO_HELP,
+    )
+    serve.add_arguments(p)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="folder or CSV to ingest (default: the Caltech sample in ../shared when present)",
+    )
+    p.add_argument("--query", type=Path, action="append", default=[], help="query image(s)")
+    p.add_argument("--collection", default="demo")
+    p.add_argument("-k", "--top-k", type=int, default=5)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--use-running",
+        action="store_true",
+        help="use services already running at --address instead of starting them",
+    )
+
+    for name, (_, help_text) in LAZY_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+DEMO_HELP = (
+    "Start both services (unless --use-running), ingest a sample collection, search it with "
+    "query images and write the results page. Re-running replaces the collection's items."
+)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LAZY_COMMANDS:  # their flags are theirs, --help included
+        logging.basicConfig(level=logging.WARNING)
+        return run_lazy(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command in LAZY_COMMANDS:
+            return run_lazy(args.command, args.rest)
+        if args.command == "serve":
+            return serve.run(args)
+        handler = {
+            "ingest": cmd_ingest,
+            "search": cmd_search,
+            "collections": cmd_collections,
+            "demo": cmd_demo,
+        }[args.command]
+        return handler(args)
+    except (RisError, ValueError, FileNotFoundError) as error:
+        print(f"ris {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_lazy(command: str, argv: list[str]) -> int:
+    """eval/bench live in their own modules, imported only when asked for."""
+    module_name = LAZY_COMMANDS[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        print(f"ris {command}: unavailable ({error})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"ris {command}")
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    source = load_source(args.source, label_from_dir=not args.no_label_from_dir)
+    for problem in source.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    with RisClient(config_from_args(args)) as ris:
+        if not args.no_create:
+            ris.create_collection(
+                args.collection, metric=args.metric, index_type=args.index_type, exist_ok=True
+            )
+        summary = ris.ingest_source(
+            args.collection,
+            source,
+            chunk_size=args.chunk_size,
+            items_per_call=args.items_per_call,
+            show_progress=not args.no_progress,
+        )
+        total = ris.count(args.collection)
+    print_summary(summary, args.collection, total)
+    if args.strict and not summary.ok:
+        return 1
+    return 1 if summary.stored == 0 and summary.received > 0 else 0
+
+
+def print_summary(summary: IngestSummary, collection: str, total: int) -> None:
+    print(
+        f"ingested into {collection}: {summary.stored} stored, {summary.failed} failed, "
+        f"{len(summary.skipped)} skipped of {summary.received + len(summary.skipped)} "
+        f"in {summary.elapsed_seconds:.1f}s (embed {summary.embed_seconds:.1f}s, "
+        f"milvus {summary.milvus_seconds:.1f}s); collection now holds {total}"
+    )
+    for failure in summary.failures[:20]:
+        print(f"  failed #{failure.position} {failure.id}: {failure.message}", file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"  ... and {len(summary.failures) - 20} more", file=sys.stderr)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    queries: list[QueryLike]
+    if args.by_id:
+        queries = [ById(q) for q in args.queries]
+    elif args.text:
+        queries = [ByText(q) for q in args.queries]
+    else:
+        queries = [Path(q) for q in args.queries]
+    with RisClient(config_from_args(args)) as ris:
+        results = ris.search_batch(
+            args.collection,
+            queries,
+            top_k=args.top_k,
+            labels=args.label,
+            exclude_self=args.exclude_self,
+        )
+    shown = [
+        ShownQuery(name, Path(name) if not (args.by_id or args.text) else None, result)
+        for name, result in zip(args.queries, results, strict=True)
+    ]
+    if args.json:
+        print(json.dumps([{"query": s.name, **asdict(s.result)} for s in shown], indent=2))
+    else:
+        print_results(shown)
+    if not args.no_page:
+        page = write_results_page(args.out, shown, image_root=args.image_root)
+        print(f"results page: {page.html_path}\ncontact sheet: {page.png_path}")
+    return 0 if all(s.result.ok for s in shown) else 1
+
+
+def print_results(shown: Sequence[ShownQuery]) -> None:
+    for query in shown:
+        print(f"query {query.name}")
+        if query.result.error is not None:
+            print(f"  failed: {query.result.error.message}")
+        for rank, hit in enumerate(query.result.hits, start=1):
+            print(f"  {rank:>3}  {hit.score:8.4f}  {hit.label or '-':<20} {hit.id}  {hit.uri}")
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.name:
+        raise ValueError(f"collections {args.action} needs a collection name")
+    with RisClient(config_from_args(args)) as ris:
+        if args.action == "list":
+            infos = ris.list_collections()
+            if args.json:
+                print(json.dumps([asdict(i) for i in infos], indent=2))
+            for info in [] if args.json else infos:
+                print(describe_line(info))
+            return 0
+        if args.action == "drop":
+            dropped = ris.drop_collection(args.name)
+            print(f"dropped {args.name}" if dropped else f"{args.name} did not exist")
+            return 0
+        if args.action == "count":
+            print(ris.count(args.name))
+            return 0
+        if args.action == "create":
+            info = ris.create_collection(
+                args.name,
+                metric=args.metric,
+                index_type=args.index_type,
+                description=args.description,
+                exist_ok=args.exist_ok,
+            )
+        else:
+            info = ris.describe_collection(args.name)
+    print(json.dumps(asdict(info), indent=2) if args.json else describe_line(info))
+    return 0
+
+
+def describe_line(info: CollectionInfo) -> str:
+    return (
+        f"{info.name}: {info.count} items, dim {info.dim}, {info.metric}, {info.index_type}, "
+        f"model {info.model_name} {info.model_version}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from client.demo import run_demo  # keeps the sample-finding logic out of the CLI wiring
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""RisClient: the blocking high-level client of the search service.
+
+from client import RisClient
+with RisClient(address="127.0.0.1:50052") as ris:
+    ris.create_collection("photos", exist_ok=True)
+    ris.ingest_folder("photos", "path/to/images", show_progress=True)
+    for hit in ris.search("photos", "query.jpg", top_k=5).hits:
+        print(hit.score, hit.id, hit.label)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from tqdm import tqdm
+
+from client import convert
+from client.channel import open_channel
+from client.config import ClientConfig
+from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
+from client.grpc_gen import search_pb2, search_pb2_grpc
+from client.ingest import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_ITEMS_PER_CALL,
+    DEFAULT_MAX_CHUNK_BYTES,
+    CallStream,
+    IngestCall,
+    plan_calls,
+)
+from client.retry import call_with_retry
+from client.sources import Source, from_csv, from_folder, from_glob
+from client.types import (
+    CollectionInfo,
+    IngestItem,
+    IngestSummary,
+    QueryLike,
+    QueryResult,
+    StoredItem,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def log_retry(attempt: int, delay: float, error: BaseException) -> None:
+    log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, delay)
+
+
+class RisClient:
+    """Typed, retrying access to every SearchService call. Thread-safe; close() when done."""
+
+    def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
+        """`config` or keyword overrides of ClientConfig.from_env() (address=, token=, ...)."""
+        self.config = config or ClientConfig.from_env(**overrides)
+        self._channel = open_channel(self.config)
+        self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RisClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the channel connects (raises Unavailable after timeout seconds)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(f"{self.config.address} not reachable within {timeout}s") from None
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        metric: str = "",
+        index_type: str = "",
+        index_params: Mapping[str, str] | None = None,
+        description: str = "",
+        exist_ok: bool = False,
+        model: str = "",
+    ) -> CollectionInfo:
+        request = search_pb2.CreateCollectionRequest(
+            name=name,
+            metric=convert.metric_value(metric),  # type: ignore[arg-type]
+            index_type=index_type,
+            index_params=dict(index_params or {}),
+            description=description,
+            exist_ok=exist_ok,
+            model=model,
+        )
+        response = self._unary(self._stub.CreateCollection, request, f"create {name}")
+        return convert.collection_info(response)
+
+    def describe_collection(self, name: str) -> CollectionInfo:
+        request = search_pb2.DescribeCollectionRequest(name=name)
+        return convert.collection_info(
+            self._unary(self._stub.DescribeCollection, request, f"describe {name}")
+        )
+
+    def list_collections(self) -> list[CollectionInfo]:
+        request = search_pb2.ListCollectionsRequest()
+        response = self._unary(self._stub.ListCollections, request, "list collections")
+        return [convert.collection_info(c) for c in response.collections]
+
+    def drop_collection(self, name: str) -> bool:
+        request = search_pb2.DropCollectionRequest(name=name)
+        return bool(self._unary(self._stub.DropCollection, request, f"drop {name}").dropped)
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        collection: str,
+        items: Iterable[IngestItem],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        items_per_call: int = DEFAULT_ITEMS_PER_CALL,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        show_progress: bool = False,
+        total: int | None = None,
+    ) -> IngestSummary:
+        """Stream items in chunks; bad items are reported in the summary, never raised."""
+        if total is None and isinstance(items, Sequence):
+            total = len(items)
+        summary = IngestSummary()
+        started = time.perf_counter()
+        with tqdm(
+            total=total, unit="img", desc=f"ingest {collection}", disable=not show_progress
+        ) as bar:
+            for call in plan_calls(items, items_per_call):
+
+                def attempt(call: IngestCall = call) -> tuple[CallStream, Any]:
+                    stream = CallStream(collection, call, chunk_size, max_chunk_bytes)
+                    progress = _Progress(bar, stream)
+                    first = stream.next_request()
+                    if first is None:
+                        progress.sync()
+                        return stream, None
+                    requests = progress.follow(itertools.chain([first], stream.requests()))
+                    try:
+                        response = self._stub.Ingest(
+                            requests,
+                            timeout=self.config.ingest_timeout,
+                            metadata=self.config.metadata(),
+                        )
+                    except grpc.RpcError:
+                        progress.undo()  # the call is sent again from its first item
+                        raise
+                    progress.sync()
+                    return stream, response
+
+                stream, response = self._call(attempt, f"ingest into {collection}")
+                if response is None:
+                    stream.record_local_only(summary)
+                else:
+                    stream.record(response, summary)
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+
+    def ingest_source(self, collection: str, source: Source, **kwargs: Any) -> IngestSummary:
+        """Ingest scanned items; the source's rejected rows land in summary.skipped."""
+        summary = self.ingest(collection, source.items, **kwargs)
+        summary.skipped.extend(str(p) for p in source.problems)
+        return summary
+
+    def ingest_folder(
+        self, collection: str, folder: str | Path, *, recursive: bool = True, **kwargs: Any
+    ) -> IngestSummary:
+        """Every image under folder; id = relative path, label = parent folder name."""
+        source = from_folder(Path(folder), recursive=recursive)
+        return self.ingest_source(collection, source, **kwargs)
+
+    def ingest_glob(self, collection: str, pattern: str, **kwargs: Any) -> IngestSummary:
+        return self.ingest_source(collection, from_glob(pattern), **kwargs)
+
+    def ingest_csv(self, collection: str, csv_path: str | Path, **kwargs: Any) -> IngestSummary:
+        """Rows of id,path,label with paths relative to the CSV (the seed's format)."""
+        return self.ingest_source(collection, from_csv(Path(csv_path)), **kwargs)
+
+    # -- search and items --------------------------------------------------------------------
+
+    def search(
+        self,
+        collection: str,
+        query: QueryLike,
+        *,
+        top_k: int = 10,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        ids: Iterable[str] | None = None,
+        exclude_self: bool = False,
+    ) -> QueryResult:
+        """Top-k for one query: an image path, image bytes, a vector, ById(...) or ByText(...).
+
+        Raises QueryFailed when the server could not use the query (e.g. not an image)."""
+        result = self.search_batch(
+            collection,
+            [query],
+            top_k=top_k,
+            labels=labels,
+            metadata=metadata,
+            ids=ids,
+            exclude_self=exclude_self,
+        )[0]
+        if result.error is not None:
+            raise QueryFailed(f"query failed: {result.error.message}")
+        return result
+
+    def search_batch(
+        self,
+        collection: str,
+        queries: Sequence[QueryLike],
+        *,
+        top_k: int = 10,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        ids: Iterable[str] | None = None,
+        exclude_self: bool = False,
+    ) -> list[QueryResult]:
+        """One result per query, in order; a failed query carries .error, the others are fine."""
+        filter_ = convert.to_filter(labels, metadata, ids)
+        request = convert.search_request(collection, queries, top_k, filter_, exclude_self)
+        response = self._unary(self._stub.Search, request, f"search {collection}")
+        return [convert.query_result(r) for r in response.results]
+
+    def get(
+        self,
+        collection: str,
+        ids: Iterable[str] | None = None,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        limit: int = 0,
+        include_vectors: bool = False,
+    ) -> list[StoredItem]:
+        request = search_pb2.GetRequest(
+            collection=collection, ids=list(ids or []), limit=limit, include_vectors=include_vectors
+        )
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        response = self._unary(self._stub.Get, request, f"get from {collection}")
+        return [convert.stored_item(i, include_vectors) for i in response.items]
+
+    def delete(
+        self,
+        collection: str,
+        ids: Iterable[str] | None = None,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        request = search_pb2.DeleteRequest(collection=collection, ids=list(ids or []))
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        return int(self._unary(self._stub.Delete, request, f"delete from {collection}").deleted)
+
+    def count(
+        self,
+        collection: str,
+        *,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        request = search_pb2.CountRequest(collection=collection)
+        filter_ = convert.to_filter(labels, metadata)
+        if filter_ is not None:
+            request.filter.CopyFrom(filter_)
+        return int(self._unary(self._stub.Count, request, f"count {collection}").count)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _unary(self, method: Callable[..., T], request: Any, what: str) -> T:
+        return self._call(
+            lambda: method(request, timeout=self.config.timeout, metadata=self.config.metadata()),
+            what,
+        )
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return call_with_retry(fn, self.config.retry, on_retry=log_retry)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, what) from error
+
+
+class _Progress:
+    """Moves a progress bar with the items a call attempt has handled; undone on retry."""
+
+    def __init__(self, bar: tqdm, stream: CallStream) -> None:
+        self.bar = bar
+        self.stream = stream
+        self.shown = 0
+
+    def sync(self) -> None:
+        self.bar.update(self.stream.consumed - self.shown)
+        self.shown = self.stream.consumed
+
+    def undo(self) -> None:
+        self.bar.update(-self.shown)
+        self.shown = 0
+
+    def follow(
+        self, requests: Iterable[search_pb2.IngestRequest]
+    ) -> Iterator[search_pb2.IngestRequest]:
+        for request in requests:
+            yield request
+            self.sync()
+
+
+__all__ = ["RisClient", "RisError"]

@@ -1,0 +1,125 @@
+"""Request builders and response readers: the only place that touches protobuf messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from client.grpc_gen import search_pb2
+from client.types import (
+    ById,
+    ByText,
+    CollectionInfo,
+    Hit,
+    ItemError,
+    QueryLike,
+    QueryResult,
+    StoredItem,
+)
+
+METRICS = {"COSINE": search_pb2.COSINE, "IP": search_pb2.IP, "L2": search_pb2.L2}
+
+
+def metric_value(name: str) -> int:
+    """Metric enum value from its name ("" = server default)."""
+    if not name:
+        return search_pb2.METRIC_UNSPECIFIED
+    try:
+        return METRICS[name.upper()]
+    except KeyError:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}") from None
+
+
+def metric_name(value: int) -> str:
+    return str(search_pb2.Metric.Name(value))
+
+
+def to_query(query: QueryLike) -> search_pb2.Query:
+    """str/Path = image file, bytes = encoded image, numbers = vector, ById / ByText."""
+    if isinstance(query, ById):
+        return search_pb2.Query(id=query.id)
+    if isinstance(query, ByText):
+        return search_pb2.Query(text=query.text)
+    if isinstance(query, bytes | bytearray | memoryview):
+        return search_pb2.Query(image=bytes(query))
+    if isinstance(query, str | Path):
+        return search_pb2.Query(image=Path(query).read_bytes())
+    vector = np.asarray(query, dtype=np.float32)
+    if vector.ndim != 1 or vector.size == 0:
+        raise ValueError(f"a vector query must be 1-D and non-empty, got shape {vector.shape}")
+    return search_pb2.Query(vector=search_pb2.Vector(values=vector.tolist()))
+
+
+def to_filter(
+    labels: Iterable[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    ids: Iterable[str] | None = None,
+) -> search_pb2.Filter | None:
+    if not labels and not metadata and not ids:
+        return None
+    return search_pb2.Filter(
+        labels=list(labels or []), metadata=dict(metadata or {}), ids=list(ids or [])
+    )
+
+
+def search_request(
+    collection: str,
+    queries: Sequence[QueryLike],
+    top_k: int,
+    filter_: search_pb2.Filter | None,
+    exclude_self: bool,
+) -> search_pb2.SearchRequest:
+    request = search_pb2.SearchRequest(
+        collection=collection,
+        queries=[to_query(q) for q in queries],
+        top_k=top_k,
+        exclude_self=exclude_self,
+    )
+    if filter_ is not None:
+        request.filter.CopyFrom(filter_)
+    return request
+
+
+def hit(message: search_pb2.Hit) -> Hit:
+    return Hit(
+        id=message.id,
+        score=float(message.score),
+        label=message.label,
+        uri=message.uri,
+        metadata=dict(message.metadata),
+    )
+
+
+def query_result(message: search_pb2.QueryResult) -> QueryResult:
+    error = None
+    if message.HasField("error") and (message.error.code or message.error.message):
+        error = ItemError(code=message.error.code, message=message.error.message)
+    return QueryResult(
+        hits=[hit(h) for h in message.hits], error=error, low_confidence=message.low_confidence
+    )
+
+
+def collection_info(message: search_pb2.CollectionInfo) -> CollectionInfo:
+    return CollectionInfo(
+        name=message.name,
+        count=int(message.count),
+        dim=int(message.dim),
+        model_name=message.model_name,
+        model_version=message.model_version,
+        metric=metric_name(message.metric),
+        index_type=message.index_type,
+        index_params=dict(message.index_params),
+        description=message.description,
+    )
+
+
+def stored_item(message: search_pb2.StoredItem, with_vector: bool) -> StoredItem:
+    return StoredItem(
+        id=message.id,
+        label=message.label,
+        uri=message.uri,
+        metadata=dict(message.metadata),
+        vector=list(message.vector) if with_vector else None,
+    )

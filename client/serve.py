@@ -1,0 +1,136 @@
+"""`ris serve`: the embedder and the search service in one process, on Milvus Lite by default.
+
+The service packages (extra `server`) are imported only when this runs, so the client installs
+and works without onnxruntime or pymilvus. Every other setting comes from the services' own
+environment variables (RIS_EMBEDDER_*, RIS_SEARCH_*, RIS_MILVUS_*; see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The flags of `ris serve`; None keeps the service's own env/default value."""
+
+    host: str | None = None
+    port: int | None = None  # search service (what clients call)
+    embedder_port: int | None = None
+    embedder_address: str | None = None  # use a running embedder instead of starting one
+    model: Path | None = None
+    provider: str | None = None
+    milvus_uri: str | None = None
+
+
+class Services:
+    """Both servers, started in order (embedder first), stopped in reverse."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        from embedder_service import config as embedder_config
+        from embedder_service.server import start_server as start_embedder
+        from search_service import config as search_config
+        from search_service.server import start_server as start_search
+
+        self.embedder: Any = None
+        embedder_address = options.embedder_address
+        if embedder_address is None:
+            e_cfg = embedder_config.from_env()
+            e_cfg = dataclasses.replace(
+                e_cfg,
+                **_given(
+                    host=options.host,
+                    port=options.embedder_port,
+                    provider=options.provider,
+                    model_paths=[options.model] if options.model else None,
+                ),
+            )
+            self.embedder = start_embedder(e_cfg.validate())
+            embedder_address = f"{e_cfg.host}:{self.embedder.port}"
+        s_cfg = search_config.from_env()
+        s_cfg = dataclasses.replace(
+            s_cfg,
+            **_given(
+                host=options.host,
+                port=options.port,
+                milvus_uri=options.milvus_uri,
+                embedder_address=embedder_address,
+            ),
+        )
+        if s_cfg.is_milvus_lite:
+            Path(s_cfg.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.search = start_search(s_cfg.validate())
+        except BaseException:
+            if self.embedder is not None:
+                self.embedder.stop(0)
+            raise
+        self.embedder_address = embedder_address
+        self.address = f"{s_cfg.host}:{self.search.port}"
+        self.milvus_uri = s_cfg.milvus_uri
+
+    def stop(self, grace: float | None = None) -> None:
+        self.search.stop(grace)
+        if self.embedder is not None:
+            self.embedder.stop(grace)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop(1.0)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address of both services (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="search service port (default 50052)")
+    parser.add_argument("--embedder-port", type=int, help="embedder port (default 50051)")
+    parser.add_argument(
+        "--embedder-address", help="use this running embedder instead of starting one"
+    )
+    parser.add_argument("--model", type=Path, help="ONNX model (default models/resnet50.onnx)")
+    parser.add_argument("--provider", help="auto | cpu | cuda | tensorrt (default auto)")
+    parser.add_argument(
+        "--milvus-uri", help="Milvus Lite file (*.db) or server URI (default data/milvus/ris.db)"
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    names = [f.name for f in dataclasses.fields(ServeOptions)]
+    return ServeOptions(**{n: getattr(args, n, None) for n in names})
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then drain and stop both services."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with Services(options_from_args(args)) as services:
+        embedder = services.embedder_address
+        print(
+            f"ris serving: search service on {services.address}, embedder on {embedder}, "
+            f"Milvus at {services.milvus_uri} (Ctrl-C to stop)",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            pass
+    return 0
