@@ -1,0 +1,197 @@
+"""Benchmark the embedder: raw ONNX Runtime throughput vs the gRPC service at several concurrencies.
+
+1. Raw: the model's session, built exactly as the server builds it (same options, threads,
+   provider), timed on already-preprocessed batches of max_batch_size. No decoding, no gRPC.
+2. Service: `python -m embedder_service` in a subprocess on 127.0.0.1 (so client and server do not
+   share a GIL), loaded by client/loadtest.py with single-image Embed calls (decode included) at
+   each client concurrency.
+
+Prints a table with each level's images/s as a fraction of raw and writes JSON. Target: the best
+level reaches >= 80% of raw on a 2-core CPU machine.
+
+    python scripts/bench_embedder.py --duration 30 --requests 3000 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from client.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images  # noqa: E402
+from embedder_service.config import EmbedderConfig  # noqa: E402
+from embedder_service.preprocessing import prepare  # noqa: E402
+from embedder_service.runtime import ModelRuntime  # noqa: E402
+
+DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "imagenet-sample" / "images"
+
+
+def raw_throughput(
+    config: EmbedderConfig, images: list[bytes], seconds: float, max_iters: int
+) -> dict[str, float | str]:
+    """Images/s of the bare session on preprocessed uint8 batches (the ceiling for the service)."""
+    runtime = ModelRuntime(config.model_paths[0], config)
+    spec = runtime.metadata.preprocessing
+    batch_size = config.max_batch_size
+    arrays = [prepare(images[i % len(images)], spec) for i in range(batch_size)]
+    batch = np.stack(arrays)
+    decode_started = time.perf_counter()
+    for data in images[:32]:
+        prepare(data, spec)
+    decode_ms = (time.perf_counter() - decode_started) * 1000 / min(len(images), 32)
+    for _ in range(2):
+        runtime.infer(batch)
+    timings: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    while len(timings) < max_iters and time.perf_counter() < stop_at:
+        started = time.perf_counter()
+        runtime.infer(batch)
+        timings.append(time.perf_counter() - started)
+    total = sum(timings)
+    return {
+        "batch_size": batch_size,
+        "iterations": len(timings),
+        "images_per_s": batch_size * len(timings) / total,
+        "batch_ms_p50": float(np.percentile(timings, 50) * 1000),
+        "decode_ms_per_image": decode_ms,
+        "provider": runtime.execution_provider,
+    }
+
+
+def start_service(config: EmbedderConfig) -> tuple[subprocess.Popen, str]:
+    command = [
+        sys.executable, "-m", "embedder_service", "--port", "0",
+        "--model", ",".join(str(p) for p in config.model_paths),
+        "--provider", config.provider,
+        "--max-batch-size", str(config.max_batch_size),
+        "--max-queue-delay-ms", str(config.max_queue_delay_ms),
+        "--max-queue-images", str(config.max_queue_images),
+        "--decode-workers", str(config.decode_workers),
+        "--decode-mode", config.decode_mode,
+        "--intra-op-threads", str(config.intra_op_threads),
+        "--ort-spinning" if config.ort_spinning else "--no-ort-spinning",
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"embedder did not start: {line!r}")
+    return proc, match.group(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument(
+        "--images",
+        nargs="*",
+        default=None,
+        help=f"images or folders (default: {DEFAULT_IMAGES} or synthetic)",
+    )
+    parser.add_argument("--max-images", type=int, default=128)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--duration", type=float, default=20.0, help="max seconds per level")
+    parser.add_argument("--requests", type=int, default=2000, help="max requests per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per level")
+    parser.add_argument("--raw-seconds", type=float, default=20.0)
+    parser.add_argument("--raw-iters", type=int, default=200)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--decode-mode", default="thread", choices=("thread", "process"))
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--ort-spinning", action="store_true", help="let ORT threads spin")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    config = EmbedderConfig(
+        model_paths=[args.model],
+        provider=args.provider,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        decode_workers=args.decode_workers,
+        decode_mode=args.decode_mode,
+        intra_op_threads=args.intra_op_threads,
+        ort_spinning=args.ort_spinning,
+        max_queue_images=max(256, 2 * max(int(c) for c in args.concurrency.split(","))),
+    ).validate()
+    if args.images:
+        images = load_images(args.images, args.max_images)
+    elif DEFAULT_IMAGES.exists():
+        images = load_images([DEFAULT_IMAGES], args.max_images)
+    else:
+        images = synthetic_images(32)
+    print(
+        f"{len(images)} images, mean {np.mean([len(i) for i in images]) / 1024:.0f} KiB; "
+        f"{os.cpu_count()} CPUs; {platform.processor() or platform.machine()}"
+    )
+
+    raw = raw_throughput(config, images, args.raw_seconds, args.raw_iters)
+    print(
+        f"raw ORT ({raw['provider']}, batch {raw['batch_size']}): "
+        f"{raw['images_per_s']:.1f} images/s, {raw['batch_ms_p50']:.1f} ms/batch p50; "
+        f"decode+preprocess {raw['decode_ms_per_image']:.1f} ms/image on one thread"
+    )
+
+    proc, address = start_service(config)
+    levels = []
+    try:
+        print(HEADER + "   vs raw")
+        for level in [int(c) for c in args.concurrency.split(",")]:
+            spec = LoadSpec(
+                target=address,
+                call="embed",
+                concurrency=level,
+                max_requests=args.requests,
+                max_seconds=args.duration,
+                warmup_seconds=args.warmup,
+                batch=1,
+                timeout_s=60.0,
+            )
+            report = run_level(spec, images)
+            ratio = report.images_per_s / float(raw["images_per_s"])
+            print(f"{report.row()}   {ratio:6.1%}", flush=True)
+            levels.append({**asdict(report), "ratio_to_raw": ratio})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    best = max(levels, key=lambda r: r["images_per_s"])
+    verdict = "PASS" if best["ratio_to_raw"] >= 0.8 else "BELOW TARGET"
+    print(
+        f"best: concurrency {best['concurrency']}: {best['images_per_s']:.1f} images/s = "
+        f"{best['ratio_to_raw']:.1%} of raw ({verdict}, target 80%)"
+    )
+    if args.json_path:
+        result = {
+            "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
+            "raw": raw,
+            "levels": levels,
+            "best": best,
+            "cpus": os.cpu_count(),
+        }
+        args.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
