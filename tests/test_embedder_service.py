@@ -233,3 +233,37 @@ def test_metrics_endpoint_counts_requests(embedder_server, embedder_stub, embedd
         assert metric_sum(after, name) > metric_sum(before, name), name
     assert "ris_embedder_pending_images" in after
     assert after["ris_embedder_images_per_second"] > 0
+
+
+def test_stream_error_ends_stream_after_earlier_answers(embedder_stub, embedder_images):
+    too_many = [embedder_images[0]] * (TEST_MAX_IMAGES_PER_REQUEST + 1)
+
+    def requests():
+        yield embed_request(embedder_images[:2])
+        yield embed_request(too_many)
+        yield embed_request(embedder_images[2:3])
+
+    answers = []
+    with pytest.raises(grpc.RpcError) as info:
+        for response in embedder_stub.EmbedStream(requests(), timeout=60):
+            answers.append(len(response.results))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert answers == [2]
+
+
+def test_core_without_network_avg_pooling(model_path, embedder_images, direct_session):
+    """The plain-function layer, configured for average pooling (the `embedding` output)."""
+    from embedder_fixtures import embedder_config
+
+    from embedder_service.core import EmbedderCore
+
+    core = EmbedderCore(embedder_config(model_path, pooling="avg", metrics_port=None))
+    try:
+        results = core.embed([("a", embedder_images[0]), ("b", b"")], timeout=60)
+        assert core.default.description.pooling == "avg"
+    finally:
+        core.close()
+    assert results[1].vector is None and results[1].error_code == INVALID_ARGUMENT
+    expected = direct_vectors(direct_session, model_path, embedder_images[:1], output="embedding")
+    assert results[0].vector is not None
+    np.testing.assert_allclose(results[0].vector, expected[0], atol=1e-5)
