@@ -102,7 +102,10 @@ class ModelWorker:
 
     def __init__(self, path: Path, config: EmbedderConfig, metrics: EmbedderMetrics) -> None:
         self.runtime = ModelRuntime(path, config)
-        self.runtime.warm_up()
+        # Warm the shapes the batcher will use; on GPUs the first run of a shape is slow.
+        on_cpu = self.runtime.execution_provider == "CPUExecutionProvider"
+        for size in (1,) if on_cpu else (1, config.max_batch_size):
+            self.runtime.warm_up(size)
         meta = self.runtime.metadata
         self.name = meta.name
         self.version = meta.version
@@ -237,7 +240,13 @@ class EmbedderCore:
             final: Future = Future()
             final.add_done_callback(lambda _f: self.admission.release(1))
             pending.futures.append(final)
-            decode = self.decoder.submit(data, worker.spec, self.config.max_image_pixels, deadline)
+            try:
+                decode = self.decoder.submit(
+                    data, worker.spec, self.config.max_image_pixels, deadline
+                )
+            except RuntimeError:  # the pool shut down under us: answer, and free the slot
+                settle(final, error=BatcherClosed("embedder is shutting down"))
+                continue
             pending.decodes.append(decode)
             decode.add_done_callback(partial(self._decoded, worker, final, deadline))
         return pending
