@@ -1,0 +1,381 @@
+"""Copy-detection benchmark: find the original of an edited copy among originals + distractors.
+
+The 500 imagenet-sample photos are indexed with the 1000 Caltech candidates as distractors; every
+photo is then edited once per edit type (crop, resize, JPEG, rotation, flip, colour, brightness,
+greyscale, borders, overlaid text, and a combination), deterministically from --seed, and used as
+a query. Reported per edit type: recall@1 and recall@10 (the original is in the top 1 / top 10).
+
+Two paths:
+- through the real services (default): --address of the search service; the index is a
+  collection filled by client-streaming Ingest, copies are sent as image bytes in Search calls;
+- --direct: onnxruntime on --model with the embedder's preprocessing, exhaustive cosine search in
+  numpy (the offline study path; no services needed).
+
+    python scripts/copy_detection.py --address 127.0.0.1:50051 --json copy_detection.json
+    python scripts/copy_detection.py --direct --limit 20 --distractors 50   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from client.evaluation import Candidate, recall_at_k  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+WORDS = ("COPY", "sample", "© 2024", "sale!", "meme", "watermark", "hello", "RIS", "photo")
+
+# ---------------------------------------------------------------------------------------------
+# Edits: each takes the RGB image and its own seeded random generator.
+# ---------------------------------------------------------------------------------------------
+
+
+def edit_crop(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Keep 40-70% of the area, at a random position."""
+    w, h = im.size
+    frac = math.sqrt(rng.uniform(0.4, 0.7))
+    cw, ch = max(1, round(w * frac)), max(1, round(h * frac))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return im.crop((x, y, x + cw, y + ch))
+
+
+def edit_resize(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Downscale to 20-40% of each side (a thumbnail)."""
+    s = rng.uniform(0.2, 0.4)
+    w, h = im.size
+    return im.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BILINEAR)
+
+
+def edit_jpeg(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Re-encode at JPEG quality 5-20 (blocking artefacts)."""
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=rng.randint(5, 20))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def edit_rotation(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Rotate 10-30 degrees either way; the corners fill black."""
+    angle = rng.uniform(10, 30) * rng.choice((-1, 1))
+    return im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+
+
+def edit_flip(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Mirror left-right."""
+    return ImageOps.mirror(im)
+
+
+def edit_colour(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Saturation and contrast change plus a per-channel tint."""
+    im = ImageEnhance.Color(im).enhance(rng.choice((rng.uniform(0.2, 0.5), rng.uniform(1.6, 2.5))))
+    im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.6, 1.5))
+    gains = np.array([rng.uniform(0.75, 1.25) for _ in range(3)], dtype=np.float32)
+    arr = np.clip(np.asarray(im, dtype=np.float32) * gains, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def edit_brightness(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Darken to 40-65% or brighten to 140-180%."""
+    factor = rng.choice((rng.uniform(0.4, 0.65), rng.uniform(1.4, 1.8)))
+    return ImageEnhance.Brightness(im).enhance(factor)
+
+
+def edit_greyscale(im: Image.Image, rng: random.Random) -> Image.Image:
+    return ImageOps.grayscale(im).convert("RGB")
+
+
+def edit_borders(im: Image.Image, rng: random.Random) -> Image.Image:
+    """A plain frame 10-25% of the shorter side wide, in a random colour."""
+    pad = round(min(im.size) * rng.uniform(0.10, 0.25))
+    colour = tuple(rng.randint(0, 255) for _ in range(3))
+    return ImageOps.expand(im, border=pad, fill=colour)
+
+
+def edit_text(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Two or three lines of large text over the picture (a meme / watermark)."""
+    im = im.copy()
+    draw = ImageDraw.Draw(im)
+    w, h = im.size
+    for _ in range(rng.randint(2, 3)):
+        size = max(10, round(h * rng.uniform(0.08, 0.15)))
+        font = ImageFont.load_default(size=size)
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        xy = (rng.uniform(0, w * 0.4), rng.uniform(0, h * 0.85))
+        fill = tuple(rng.randint(0, 255) for _ in range(3))
+        draw.text(xy, text, font=font, fill=fill, stroke_width=max(1, size // 12), stroke_fill=0)
+    return im
+
+
+def edit_combo(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Crop, then brightness, then a text line, then JPEG quality 30-50."""
+    im = edit_crop(im, rng)
+    im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.7, 1.3))
+    im = edit_text(im, rng)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=rng.randint(30, 50))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+EDITS: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "crop": edit_crop,
+    "resize": edit_resize,
+    "jpeg": edit_jpeg,
+    "rotation": edit_rotation,
+    "flip": edit_flip,
+    "colour": edit_colour,
+    "brightness": edit_brightness,
+    "greyscale": edit_greyscale,
+    "borders": edit_borders,
+    "text": edit_text,
+    "combo": edit_combo,
+}
+
+
+def make_copy(data: bytes, edit: str, seed: int, key: str) -> bytes:
+    """The edited copy of one image as encoded bytes; same (edit, seed, key) -> same bytes."""
+    rng = random.Random(f"{seed}:{edit}:{key}")
+    im: Image.Image = Image.open(io.BytesIO(data))
+    im = ImageOps.exif_transpose(im).convert("RGB")
+    out = EDITS[edit](im, rng)
+    buf = io.BytesIO()
+    if edit in ("jpeg", "combo"):  # already carries its artefacts: store them losslessly
+        out.save(buf, "PNG")
+    else:
+        out.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_index(
+    imagenet: Path, caltech: Path, limit: int, distractors: int
+) -> tuple[list[Candidate], list[Candidate]]:
+    """(originals, distractors) as Candidates with unique ids."""
+    with (imagenet / "labels.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if limit:
+        rows = rows[:limit]
+    originals = [
+        Candidate(f"orig_{i:04d}", imagenet / r["path"], r["name"]) for i, r in enumerate(rows)
+    ]
+    with (caltech / "reverse_image_search.csv").open(newline="") as fh:
+        crows = list(csv.DictReader(fh))
+    if distractors >= 0:
+        crows = crows[:distractors]
+    extra = [Candidate(f"caltech_{r['id']}", caltech / r["path"], r["label"]) for r in crows]
+    return originals, extra
+
+
+# ---------------------------------------------------------------------------------------------
+# The two search paths: both map (index, list of query bytes) -> ranked id lists.
+# ---------------------------------------------------------------------------------------------
+
+
+class DirectSearcher:
+    """onnxruntime + exhaustive cosine search: the offline path."""
+
+    def __init__(self, model: Path, output: str, threads: int) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        from embedder_service.preprocessing import PreprocessSpec
+
+        props = {
+            p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props
+        }
+        self.spec = PreprocessSpec.from_json(props["ris.preprocessing"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.output = output
+        self.ids: list[str] = []
+        self.db = np.zeros((0, 0), dtype=np.float32)
+
+    def embed(self, blobs: Sequence[bytes], batch: int = 16) -> np.ndarray:
+        from embedder_service.preprocessing import prepare
+
+        out = []
+        for start in range(0, len(blobs), batch):
+            x = np.stack([prepare(b, self.spec) for b in blobs[start : start + batch]])
+            (y,) = self.session.run([self.output], {self.input: x})
+            out.append(y / (np.linalg.norm(y, axis=1, keepdims=True) + 1e-12))
+        return np.concatenate(out).astype(np.float32)
+
+    def index(self, items: Sequence[Candidate]) -> dict[str, object]:
+        t0 = time.perf_counter()
+        self.ids = [c.id for c in items]
+        self.db = self.embed([c.path.read_bytes() for c in items])
+        return {"stored": len(items), "seconds": round(time.perf_counter() - t0, 2)}
+
+    def search(self, blobs: Sequence[bytes], k: int) -> list[list[str]]:
+        sim = self.embed(blobs) @ self.db.T
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        return [[self.ids[j] for j in row] for row in top]
+
+    def close(self) -> None:
+        pass
+
+
+class ServiceSearcher:
+    """The real SearchService: a collection filled by Ingest, queried by Search with image bytes."""
+
+    def __init__(self, address: str, collection: str, keep: bool) -> None:
+        import grpc
+
+        from client.grpc_gen import search_pb2, search_pb2_grpc
+
+        self.pb = search_pb2
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self.collection = collection
+        self.keep = keep
+        self.created = False
+
+    def index(self, items: Sequence[Candidate]) -> dict[str, object]:
+        from client.evaluation import ensure_collection, ingest
+
+        _, self.created = ensure_collection(
+            self.stub, self.collection, metric=0, exist_ok=False, timeout=60.0
+        )
+        return ingest(self.stub, self.collection, items, timeout=1800.0)
+
+    def search(self, blobs: Sequence[bytes], k: int) -> list[list[str]]:
+        req = self.pb.SearchRequest(
+            collection=self.collection,
+            queries=[self.pb.Query(image=b) for b in blobs],
+            top_k=k,
+        )
+        resp = self.stub.Search(req, timeout=600.0)
+        return [[h.id for h in r.hits] for r in resp.results]
+
+    def close(self) -> None:
+        if self.created and not self.keep:
+            self.stub.DropCollection(self.pb.DropCollectionRequest(name=self.collection))
+        self.channel.close()
+
+
+def run_benchmark(
+    searcher: DirectSearcher | ServiceSearcher,
+    originals: Sequence[Candidate],
+    distractors: Sequence[Candidate],
+    edits: Sequence[str],
+    seed: int,
+    k: int = 10,
+    batch: int = 16,
+) -> dict[str, object]:
+    """Index, query every edit of every original, and score recall@1 / recall@k per edit."""
+    index_summary = searcher.index([*originals, *distractors])
+    per_edit: dict[str, dict[str, float]] = {}
+    raw = [(o, o.path.read_bytes()) for o in originals]
+    for edit in edits:
+        t0 = time.perf_counter()
+        r1 = rk = 0.0
+        for start in range(0, len(raw), batch):
+            part = raw[start : start + batch]
+            copies = [make_copy(data, edit, seed, o.id) for o, data in part]
+            rankings = searcher.search(copies, k)
+            for (o, _), ranked in zip(part, rankings, strict=True):
+                r1 += recall_at_k(ranked, {o.id}, 1)
+                rk += recall_at_k(ranked, {o.id}, k)
+        n = max(1, len(raw))
+        per_edit[edit] = {
+            "recall_at_1": round(r1 / n, 4),
+            f"recall_at_{k}": round(rk / n, 4),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        print(
+            f"{edit:<11} R@1 {r1 / n:.3f}  R@{k} {rk / n:.3f}  ({per_edit[edit]['seconds']} s)",
+            file=sys.stderr,
+        )
+    mean1 = float(np.mean([v["recall_at_1"] for v in per_edit.values()])) if per_edit else 0.0
+    meank = float(np.mean([v[f"recall_at_{k}"] for v in per_edit.values()])) if per_edit else 0.0
+    return {
+        "n_originals": len(originals),
+        "n_distractors": len(distractors),
+        "seed": seed,
+        "top_k": k,
+        "index": index_summary,
+        "per_edit": per_edit,
+        "mean_recall_at_1": round(mean1, 4),
+        f"mean_recall_at_{k}": round(meank, 4),
+    }
+
+
+def format_table(result: dict[str, object]) -> str:
+    k = result["top_k"]
+    lines = [f"| edit | R@1 | R@{k} |", "|---|---:|---:|"]
+    for edit, v in result["per_edit"].items():  # type: ignore[attr-defined]
+        lines.append(f"| {edit} | {v['recall_at_1']:.3f} | {v[f'recall_at_{k}']:.3f} |")
+    lines.append(
+        f"| **mean** | {result['mean_recall_at_1']:.3f} | {result[f'mean_recall_at_{k}']:.3f} |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--address", default="127.0.0.1:50051", help="search service host:port")
+    ap.add_argument("--collection", default="ris_copy_detection")
+    ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
+    ap.add_argument("--direct", action="store_true", help="onnxruntime + numpy, no services")
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    ap.add_argument("--output", default="gem", help="--direct: ONNX output used as embedding")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--imagenet", type=Path, default=DATASETS / "imagenet-sample")
+    ap.add_argument("--caltech", type=Path, default=DATASETS / "caltech101-ris")
+    ap.add_argument("--limit", type=int, default=0, help="first N originals only (0 = all)")
+    ap.add_argument("--distractors", type=int, default=-1, help="first N Caltech (-1 = all)")
+    ap.add_argument("--edits", default=",".join(EDITS), help="comma list of edit types")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    edits = [e for e in args.edits.split(",") if e]
+    unknown = [e for e in edits if e not in EDITS]
+    if unknown:
+        ap.error(f"unknown edit(s): {', '.join(unknown)}; known: {', '.join(EDITS)}")
+    originals, distractors = load_index(args.imagenet, args.caltech, args.limit, args.distractors)
+    searcher: DirectSearcher | ServiceSearcher = (
+        DirectSearcher(args.model, args.output, args.threads)
+        if args.direct
+        else ServiceSearcher(args.address, args.collection, args.keep)
+    )
+    try:
+        result = run_benchmark(searcher, originals, distractors, edits, args.seed, args.top_k)
+    finally:
+        searcher.close()
+    result["path"] = f"direct:{args.model.name}:{args.output}" if args.direct else args.address
+    print(format_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
