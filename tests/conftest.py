@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["embedder_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 CALTECH = SHARED_DATASETS / "caltech101-ris"
