@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as ris_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ris/v1/embedder.proto\x12\x06ris.v1\x1a\x13ris/v1/common.proto\"&\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\"A\n\x0c\x45mbedRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.ris.v1.ImageInput\x12\r\n\x05model\x18\x02 \x01(\t\"N\n\x0b\x45mbedResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.ris.v1.ItemError\"h\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.ris.v1.EmbedResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"c\n\x14GetModelInfoResponse\x12(\n\rdefault_model\x18\x01 \x01(\x0b\x32\x11.ris.v1.ModelInfo\x12!\n\x06models\x18\x02 \x03(\x0b\x32\x11.ris.v1.ModelInfo2\xcb\x01\n\x08\x45mbedder\x12\x34\n\x05\x45mbed\x12\x14.ris.v1.EmbedRequest\x1a\x15.ris.v1.EmbedResponse\x12>\n\x0b\x45mbedStream\x12\x14.ris.v1.EmbedRequest\x1a\x15.ris.v1.EmbedResponse(\x01\x30\x01\x12I\n\x0cGetModelInfo\x12\x1b.ris.v1.GetModelInfoRequest\x1a\x1c.ris.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ris/v1/embedder.proto\x12\x06ris.v1\x1a\x13ris/v1/common.proto\"&\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\"A\n\x0c\x45mbedRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.ris.v1.ImageInput\x12\r\n\x05model\x18\x02 \x01(\t\"z\n\x0b\x45mbedResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.ris.v1.ItemError\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x16\n\x0elow_confidence\x18\x05 \x01(\x08\"h\n\rEmbedResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.ris.v1.EmbedResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\"0\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"c\n\x14GetModelInfoResponse\x12(\n\rdefault_model\x18\x01 \x01(\x0b\x32\x11.ris.v1.ModelInfo\x12!\n\x06models\x18\x02 \x03(\x0b\x32\x11.ris.v1.ModelInfo2\x89\x02\n\x08\x45mbedder\x12\x34\n\x05\x45mbed\x12\x14.ris.v1.EmbedRequest\x1a\x15.ris.v1.EmbedResponse\x12>\n\x0b\x45mbedStream\x12\x14.ris.v1.EmbedRequest\x1a\x15.ris.v1.EmbedResponse(\x01\x30\x01\x12<\n\tEmbedText\x12\x18.ris.v1.EmbedTextRequest\x1a\x15.ris.v1.EmbedResponse\x12I\n\x0cGetModelInfo\x12\x1b.ris.v1.GetModelInfoRequest\x1a\x1c.ris.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_start=94
   _globals['_EMBEDREQUEST']._serialized_end=159
   _globals['_EMBEDRESULT']._serialized_start=161
-  _globals['_EMBEDRESULT']._serialized_end=239
-  _globals['_EMBEDRESPONSE']._serialized_start=241
-  _globals['_EMBEDRESPONSE']._serialized_end=345
-  _globals['_GETMODELINFOREQUEST']._serialized_start=347
-  _globals['_GETMODELINFOREQUEST']._serialized_end=368
-  _globals['_GETMODELINFORESPONSE']._serialized_start=370
-  _globals['_GETMODELINFORESPONSE']._serialized_end=469
-  _globals['_EMBEDDER']._serialized_start=472
-  _globals['_EMBEDDER']._serialized_end=675
+  _globals['_EMBEDRESULT']._serialized_end=283
+  _globals['_EMBEDRESPONSE']._serialized_start=285
+  _globals['_EMBEDRESPONSE']._serialized_end=389
+  _globals['_EMBEDTEXTREQUEST']._serialized_start=391
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=439
+  _globals['_GETMODELINFOREQUEST']._serialized_start=441
+  _globals['_GETMODELINFOREQUEST']._serialized_end=462
+  _globals['_GETMODELINFORESPONSE']._serialized_start=464
+  _globals['_GETMODELINFORESPONSE']._serialized_end=563
+  _globals['_EMBEDDER']._serialized_start=566
+  _globals['_EMBEDDER']._serialized_end=831
 # @@protoc_insertion_point(module_scope)

@@ -24,14 +24,18 @@ class EmbedRequest(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedResult(_message.Message):
-    __slots__ = ("id", "embedding", "error")
+    __slots__ = ("id", "embedding", "error", "confidence", "low_confidence")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
     error: _common_pb2.ItemError
-    def __init__(self, id: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    confidence: float
+    low_confidence: bool
+    def __init__(self, id: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., confidence: _Optional[float] = ..., low_confidence: _Optional[bool] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("results", "model", "model_version", "dim")
@@ -44,6 +48,14 @@ class EmbedResponse(_message.Message):
     model_version: str
     dim: int
     def __init__(self, results: _Optional[_Iterable[_Union[EmbedResult, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., dim: _Optional[int] = ...) -> None: ...
+
+class EmbedTextRequest(_message.Message):
+    __slots__ = ("texts", "model")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

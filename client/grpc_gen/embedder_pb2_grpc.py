@@ -46,6 +46,11 @@ class EmbedderStub:
                 request_serializer=ris_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=ris_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.EmbedText = channel.unary_unary(
+                '/ris.v1.Embedder/EmbedText',
+                request_serializer=ris_dot_v1_dot_embedder__pb2.EmbedTextRequest.SerializeToString,
+                response_deserializer=ris_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/ris.v1.Embedder/GetModelInfo',
                 request_serializer=ris_dot_v1_dot_embedder__pb2.GetModelInfoRequest.SerializeToString,
@@ -72,6 +77,14 @@ class EmbedderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedText(self, request, context):
+        """Embed text descriptions into an image model's embedding space (the text model's target_space),
+        so that they can query collections of images. Results come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """What the server runs: model, dimension, provider, precision, preprocessing, limits.
         """
@@ -90,6 +103,11 @@ def add_EmbedderServicer_to_server(servicer, server):
             'EmbedStream': grpc.stream_stream_rpc_method_handler(
                     servicer.EmbedStream,
                     request_deserializer=ris_dot_v1_dot_embedder__pb2.EmbedRequest.FromString,
+                    response_serializer=ris_dot_v1_dot_embedder__pb2.EmbedResponse.SerializeToString,
+            ),
+            'EmbedText': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedText,
+                    request_deserializer=ris_dot_v1_dot_embedder__pb2.EmbedTextRequest.FromString,
                     response_serializer=ris_dot_v1_dot_embedder__pb2.EmbedResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
@@ -153,6 +171,33 @@ class Embedder:
             target,
             '/ris.v1.Embedder/EmbedStream',
             ris_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
+            ris_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ris.v1.Embedder/EmbedText',
+            ris_dot_v1_dot_embedder__pb2.EmbedTextRequest.SerializeToString,
             ris_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
