@@ -37,47 +37,20 @@ class Services:
     """Both servers, started in order (embedder first), stopped in reverse."""
 
     def __init__(self, options: ServeOptions) -> None:
-        from embedder_service import config as embedder_config
-        from embedder_service.server import start_server as start_embedder
-        from search_service import config as search_config
-        from search_service.server import start_server as start_search
-
         self.embedder: Any = None
         embedder_address = options.embedder_address
         if embedder_address is None:
-            e_cfg = embedder_config.from_env()
-            e_cfg = dataclasses.replace(
-                e_cfg,
-                **_given(
-                    host=options.host,
-                    port=options.embedder_port,
-                    provider=options.provider,
-                    model_paths=[options.model] if options.model else None,
-                ),
-            )
-            self.embedder = start_embedder(e_cfg.validate())
-            embedder_address = f"{e_cfg.host}:{self.embedder.port}"
-        s_cfg = search_config.from_env()
-        s_cfg = dataclasses.replace(
-            s_cfg,
-            **_given(
-                host=options.host,
-                port=options.port,
-                milvus_uri=options.milvus_uri,
-                embedder_address=embedder_address,
-            ),
-        )
-        if s_cfg.is_milvus_lite:
-            Path(s_cfg.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+            self.embedder, host = _start_embedder(options)
+            embedder_address = f"{host}:{self.embedder.port}"
         try:
-            self.search = start_search(s_cfg.validate())
+            self.search, search_config = _start_search(options, embedder_address)
         except BaseException:
             if self.embedder is not None:
                 self.embedder.stop(0)
             raise
         self.embedder_address = embedder_address
-        self.address = f"{s_cfg.host}:{self.search.port}"
-        self.milvus_uri = s_cfg.milvus_uri
+        self.address = f"{search_config.host}:{self.search.port}"
+        self.milvus_uri: str = search_config.milvus_uri
 
     def stop(self, grace: float | None = None) -> None:
         self.search.stop(grace)
@@ -89,6 +62,42 @@ class Services:
 
     def __exit__(self, *_: object) -> None:
         self.stop(1.0)
+
+
+def _start_embedder(options: ServeOptions) -> tuple[Any, str]:
+    """The running embedder and the host it listens on."""
+    from embedder_service.config import from_env
+    from embedder_service.server import start_server
+
+    config = dataclasses.replace(
+        from_env(),
+        **_given(
+            host=options.host,
+            port=options.embedder_port,
+            provider=options.provider,
+            model_paths=[options.model] if options.model else None,
+        ),
+    )
+    return start_server(config.validate()), config.host
+
+
+def _start_search(options: ServeOptions, embedder_address: str) -> tuple[Any, Any]:
+    """The running search service and its configuration."""
+    from search_service.config import from_env
+    from search_service.server import start_server
+
+    config = dataclasses.replace(
+        from_env(),
+        **_given(
+            host=options.host,
+            port=options.port,
+            milvus_uri=options.milvus_uri,
+            embedder_address=embedder_address,
+        ),
+    )
+    if config.is_milvus_lite:
+        Path(config.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+    return start_server(config.validate()), config
 
 
 def _given(**values: Any) -> dict[str, Any]:
