@@ -1,0 +1,169 @@
+"""Search service configuration: one dataclass, filled from defaults, then env, then flags.
+
+Env: RIS_SEARCH_* for the service, RIS_MILVUS_* for Milvus, RIS_EMBEDDER_ADDRESS for the embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MILVUS_URI = "data/milvus/ris.db"
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or unknown; raised before anything starts."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything the search service needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 50052  # 0 = pick a free port
+    embedder_address: str = "127.0.0.1:50051"  # host:port[,host:port...] (round robin)
+    embed_timeout_s: float = 60.0
+    # Milvus: a local path ending in .db = Milvus Lite (nothing to start); else a URI.
+    milvus_uri: str = DEFAULT_MILVUS_URI
+    milvus_host: str = ""  # IBM-style alternative to the URI: host + port (+ secure)
+    milvus_port: int = 19530
+    milvus_token: str = ""
+    milvus_user: str = ""
+    milvus_password: str = ""
+    milvus_db_name: str = ""
+    milvus_secure: bool = False
+    milvus_server_name: str = ""  # TLS SNI / hostname override
+    milvus_ca_cert: str = ""  # PEM file of the CA that signed the server's certificate
+    milvus_timeout_s: float = 30.0
+    default_index_type: str = "AUTOINDEX"
+    ingest_batch_size: int = 32  # images per embed request (capped by the embedder's limit)
+    allowed_roots: list[Path] = field(default_factory=list)  # server-side paths; empty = none
+    max_file_bytes: int = 64 * 1024 * 1024
+    grpc_workers: int = 16
+    max_message_bytes: int = 64 * 1024 * 1024
+    metrics_port: int | None = None  # None = off, 0 = pick a free port
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def embedder_addresses(self) -> list[str]:
+        return [a.strip() for a in self.embedder_address.split(",") if a.strip()]
+
+    @property
+    def is_milvus_lite(self) -> bool:
+        return not self.milvus_host and self.milvus_uri.endswith(".db")
+
+    def milvus_target(self) -> str:
+        """The URI given to pymilvus: Lite path, explicit URI, or built from host/port."""
+        if self.milvus_host:
+            scheme = "https" if self.milvus_secure else "http"
+            return f"{scheme}://{self.milvus_host}:{self.milvus_port}"
+        return self.milvus_uri
+
+    def validate(self) -> SearchConfig:
+        """Reject impossible settings early, with the setting's name in the message."""
+        checks = [
+            (0 <= self.port <= 65535, "port must be 0..65535"),
+            (bool(self.embedder_addresses), "embedder_address must name at least one host:port"),
+            (self.embed_timeout_s > 0, "embed_timeout_s must be > 0"),
+            (bool(self.milvus_uri or self.milvus_host), "milvus_uri or milvus_host is needed"),
+            (0 < self.milvus_port <= 65535, "milvus_port must be 1..65535"),
+            (1 <= self.ingest_batch_size <= 1024, "ingest_batch_size must be 1..1024"),
+            (self.max_file_bytes >= 1, "max_file_bytes must be >= 1"),
+            (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
+            (self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024"),
+            (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
+            (
+                self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+                "metrics_port must be 0..65535",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+_ENV = {
+    "host": "RIS_SEARCH_HOST",
+    "port": "RIS_SEARCH_PORT",
+    "embedder_address": "RIS_EMBEDDER_ADDRESS",
+    "embed_timeout_s": "RIS_SEARCH_EMBED_TIMEOUT_S",
+    "milvus_uri": "RIS_MILVUS_URI",
+    "milvus_host": "RIS_MILVUS_HOST",
+    "milvus_port": "RIS_MILVUS_PORT",
+    "milvus_token": "RIS_MILVUS_TOKEN",
+    "milvus_user": "RIS_MILVUS_USER",
+    "milvus_password": "RIS_MILVUS_PASSWORD",
+    "milvus_db_name": "RIS_MILVUS_DB_NAME",
+    "milvus_secure": "RIS_MILVUS_SECURE",
+    "milvus_server_name": "RIS_MILVUS_SERVER_NAME",
+    "milvus_ca_cert": "RIS_MILVUS_CA_CERT",
+    "milvus_timeout_s": "RIS_MILVUS_TIMEOUT_S",
+    "default_index_type": "RIS_SEARCH_DEFAULT_INDEX_TYPE",
+    "ingest_batch_size": "RIS_SEARCH_INGEST_BATCH_SIZE",
+    "allowed_roots": "RIS_SEARCH_ALLOWED_ROOTS",
+    "max_file_bytes": "RIS_SEARCH_MAX_FILE_BYTES",
+    "grpc_workers": "RIS_SEARCH_GRPC_WORKERS",
+    "max_message_bytes": "RIS_SEARCH_MAX_MESSAGE_BYTES",
+    "metrics_port": "RIS_SEARCH_METRICS_PORT",
+    "metrics_host": "RIS_SEARCH_METRICS_HOST",
+    "shutdown_grace_s": "RIS_SEARCH_SHUTDOWN_GRACE_S",
+    "log_level": "RIS_SEARCH_LOG_LEVEL",
+}
+_SECRETS = {"milvus_token", "milvus_password"}
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {text!r}")
+
+
+def _convert(name: str, text: str) -> object:
+    """Turn one env/flag string into the field's type."""
+    default = getattr(SearchConfig(), name)
+    try:
+        if name == "allowed_roots":
+            return [Path(p) for p in text.split(os.pathsep) if p]
+        if name == "metrics_port":
+            return None if text.strip().lower() in ("", "none", "off") else int(text)
+        if isinstance(default, bool):
+            return _parse_bool(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    return text
+
+
+def from_env(env: Mapping[str, str] | None = None) -> SearchConfig:
+    """Defaults overridden by whichever RIS_* variables are set."""
+    env = os.environ if env is None else env
+    values = {name: _convert(name, env[var]) for name, var in _ENV.items() if var in env}
+    return dataclasses.replace(SearchConfig(), **values)  # type: ignore[arg-type]
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> SearchConfig:
+    """Flags (``--milvus-uri`` ...) override env, which overrides defaults."""
+    base = from_env(env)
+    parser = argparse.ArgumentParser(prog="python -m search_service", description=__doc__)
+    for name, var in _ENV.items():
+        flag = "--" + name.replace("_", "-")
+        shown = "***" if name in _SECRETS else getattr(base, name)
+        parser.add_argument(flag, dest=name, default=None, help=f"env {var} (now: {shown})")
+    args = parser.parse_args(argv)
+    values = {k: _convert(k, v) for k, v in vars(args).items() if v is not None}
+    return dataclasses.replace(base, **values).validate()  # type: ignore[arg-type]

@@ -1,0 +1,89 @@
+"""Vector index choice: which Milvus index and parameters a collection gets, and how to search it.
+
+Defaults, and why:
+
+* ``AUTOINDEX`` (the default): Milvus picks and tunes the index itself (HNSW on standalone 2.3+,
+  brute force on Milvus Lite). The index is created before any insert, so the row count is not
+  known yet; letting the server size it is the safe choice for both backends.
+* ``HNSW``: ``M=16, efConstruction=200`` unless given. Graph quality does not depend on the row
+  count, so the defaults fit 1k and 10M rows alike; search ``ef = max(64, 2*top_k)``.
+* ``IVF_FLAT`` / ``IVF_SQ8``: ``nlist`` should follow the data: ``4*sqrt(n)`` clusters, clamped to
+  16..16384. Give ``nlist`` directly or ``expected_rows`` (default 10,000 -> nlist 400). A fixed
+  ``nlist=2048`` on 1,000 vectors would leave most clusters empty. Search ``nprobe = nlist/8``
+  clamped to 8..128 (about 12% of clusters: recall near 99% on ResNet features).
+* ``FLAT``: exact search, no parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from search_service.errors import InvalidArgument
+
+INDEX_TYPES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW")
+METRICS = ("COSINE", "IP", "L2")
+DEFAULT_EXPECTED_ROWS = 10_000
+_INT_PARAMS = {"M", "efConstruction", "nlist", "expected_rows", "ef", "nprobe"}
+_ALLOWED = {
+    "AUTOINDEX": set(),
+    "FLAT": set(),
+    "IVF_FLAT": {"nlist", "expected_rows", "nprobe"},
+    "IVF_SQ8": {"nlist", "expected_rows", "nprobe"},
+    "HNSW": {"M", "efConstruction", "ef"},
+}
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """What to build (``build_params``) and what the user asked for (``params``, kept as given)."""
+
+    index_type: str
+    build_params: dict[str, int]
+    params: dict[str, str]
+
+
+def nlist_for(rows: int) -> int:
+    """IVF cluster count for ``rows`` vectors: 4*sqrt(n), clamped to 16..16384."""
+    return max(16, min(16384, round(4 * math.sqrt(max(rows, 1)))))
+
+
+def plan_index(index_type: str, params: Mapping[str, str], default_type: str) -> IndexPlan:
+    """Validate a requested index and fill in sized defaults."""
+    kind = (index_type or default_type).upper()
+    if kind not in INDEX_TYPES:
+        raise InvalidArgument(f"index_type {index_type!r} not supported; use one of {INDEX_TYPES}")
+    unknown = set(params) - _ALLOWED[kind]
+    if unknown:
+        raise InvalidArgument(f"unknown {kind} index params: {sorted(unknown)}")
+    values: dict[str, int] = {}
+    for key, text in params.items():
+        try:
+            values[key] = int(text)
+        except ValueError as exc:
+            raise InvalidArgument(f"index param {key} must be an integer, got {text!r}") from exc
+        if values[key] < 1:
+            raise InvalidArgument(f"index param {key} must be >= 1")
+    build: dict[str, int] = {}
+    if kind == "HNSW":
+        build = {"M": values.get("M", 16), "efConstruction": values.get("efConstruction", 200)}
+        if not 2 <= build["M"] <= 2048:
+            raise InvalidArgument("HNSW M must be 2..2048")
+    elif kind.startswith("IVF"):
+        rows = values.get("expected_rows", DEFAULT_EXPECTED_ROWS)
+        build = {"nlist": values.get("nlist", nlist_for(rows))}
+        if build["nlist"] > 65536:
+            raise InvalidArgument("nlist must be 1..65536")
+    return IndexPlan(kind, build, {k: str(v) for k, v in params.items()})
+
+
+def search_params(plan: IndexPlan, top_k: int) -> dict[str, int]:
+    """Per-query search parameters for a collection built with ``plan``."""
+    given = {k: int(v) for k, v in plan.params.items() if k in ("ef", "nprobe")}
+    if plan.index_type == "HNSW":
+        return {"ef": max(given.get("ef", 64), 2 * top_k)}
+    if plan.index_type.startswith("IVF"):
+        nlist = plan.build_params.get("nlist", nlist_for(DEFAULT_EXPECTED_ROWS))
+        return {"nprobe": min(nlist, given.get("nprobe", max(8, min(128, nlist // 8))))}
+    return {}

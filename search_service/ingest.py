@@ -1,0 +1,235 @@
+"""Ingest: a stream of items -> batches -> embedder (EmbedStream) -> Milvus upserts.
+
+Every received item ends up either stored or in the failure list with its 0-based position in
+the stream; nothing is dropped silently. A bad item (undecodable image, bad id, path outside the
+roots) fails alone; its batch neighbours are stored. The whole call fails only when the
+collection is unusable (unknown, model mismatch) or a dependency goes away (UNAVAILABLE).
+At most ``WINDOW`` batches are in the embedder at once, so memory stays bounded however long the
+client's stream is. Items are searchable when the call returns: upserts are acknowledged before
+it does and reads use Strong consistency. Milvus Lite gets a final flush (writes its files); a
+Milvus server does not: acknowledged writes are already durable in its log, and a flush per call
+would seal tiny segments and cost seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from client.grpc_gen import search_pb2
+from search_service.config import SearchConfig
+from search_service.embedder_client import EmbedderClient, ModelRef, check_model
+from search_service.errors import FailedPrecondition, InvalidArgument, SearchError, Unavailable
+from search_service.metrics import SearchMetrics
+from search_service.paths import SourceError, read_image_file
+from search_service.store import CollectionMeta, MilvusStore, Record, check_record_fields
+
+log = logging.getLogger(__name__)
+WINDOW = 4  # embed batches in flight per Ingest call
+
+
+@dataclass
+class Failure:
+    id: str
+    position: int
+    code: int
+    message: str
+
+
+@dataclass
+class IngestSummary:
+    received: int = 0
+    stored: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    embed_seconds: float = 0.0
+    milvus_seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    position: int
+    item: search_pb2.Item
+    data: bytes
+    uri: str
+
+
+def _code(status: grpc.StatusCode) -> int:
+    return int(status.value[0])
+
+
+class Ingestor:
+    """Runs one Ingest call; create one per call."""
+
+    def __init__(
+        self,
+        store: MilvusStore,
+        embedder: EmbedderClient,
+        config: SearchConfig,
+        metrics: SearchMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.config = config
+        self.metrics = metrics
+        self.summary = IngestSummary()
+        self._lock = threading.Lock()
+
+    def _fail(self, item_id: str, position: int, code: int, message: str) -> None:
+        with self._lock:
+            self.summary.failures.append(Failure(item_id, position, code, message))
+
+    # -- input side (runs on gRPC's sending thread) ----------------------------------------
+
+    def _items(self, requests: Iterable[search_pb2.IngestRequest], name: str) -> Iterator[_Pending]:
+        """Valid items with their image bytes; invalid ones go straight to the failure list."""
+        position = 0
+        for request in requests:
+            if request.collection and request.collection != name:
+                raise InvalidArgument(
+                    f"one Ingest call fills one collection: got {request.collection!r} "
+                    f"after {name!r}"
+                )
+            for item in request.items:
+                pos, position = position, position + 1
+                with self._lock:
+                    self.summary.received += 1
+                try:
+                    check_record_fields(item.id, item.label, item.display_uri, dict(item.metadata))
+                    source = item.WhichOneof("source")
+                    if source == "image":
+                        if not item.image:
+                            raise InvalidArgument("empty image")
+                        yield _Pending(pos, item, item.image, item.display_uri)
+                    elif source == "uri":
+                        check_record_fields(item.id, item.label, item.uri, {})
+                        data = read_image_file(
+                            item.uri, self.config.allowed_roots, self.config.max_file_bytes
+                        )
+                        yield _Pending(pos, item, data, item.uri)
+                    else:
+                        raise InvalidArgument("item has neither image bytes nor a uri")
+                except InvalidArgument as exc:
+                    self._fail(item.id, pos, _code(grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+                except SourceError as exc:
+                    self._fail(item.id, pos, _code(exc.code), str(exc))
+
+    # -- the call -----------------------------------------------------------------------------
+
+    def run(self, requests: Iterator[search_pb2.IngestRequest]) -> IngestSummary:
+        first = next(requests, None)
+        if first is None:
+            return self.summary
+        if not first.collection:
+            raise InvalidArgument("the first IngestRequest must name the collection")
+        meta = self.store.describe(first.collection)
+        self.store.ensure_loaded(meta.name)
+        model = self.embedder.model_info(meta.model_name)
+        check_model(meta.name, meta.model_name, meta.model_version, meta.dim, model)
+        size = self.config.ingest_batch_size
+        if model.max_images_per_request:
+            size = min(size, model.max_images_per_request)
+
+        pending: deque[list[_Pending]] = deque()
+        window = threading.Semaphore(WINDOW)
+        done = threading.Event()
+        input_error: list[BaseException] = []
+
+        def batches() -> Iterator[list[bytes]]:
+            try:
+                items = self._items(itertools.chain([first], requests), meta.name)
+                while True:
+                    batch = list(itertools.islice(items, size))
+                    if not batch:
+                        return
+                    while not window.acquire(timeout=0.2):
+                        if done.is_set():
+                            return
+                    pending.append(batch)
+                    yield [p.data for p in batch]
+            except Exception as exc:  # surfaced on the calling thread below
+                input_error.append(exc)
+
+        try:
+            self._embed_and_store(meta, model, batches(), pending, window)
+        finally:
+            done.set()
+        if input_error:
+            raise input_error[0]
+        for batch in pending:  # answered by nobody: the embedder closed the stream early
+            for p in batch:
+                self._fail(
+                    p.item.id, p.position, _code(grpc.StatusCode.UNAVAILABLE), "not embedded"
+                )
+        if self.summary.stored and self.config.is_milvus_lite:
+            start = time.perf_counter()
+            self.store.flush(meta.name)
+            self.summary.milvus_seconds += time.perf_counter() - start
+        self.summary.failures.sort(key=lambda f: f.position)
+        if self.metrics:
+            self.metrics.ingest_items.labels("stored").inc(self.summary.stored)
+            self.metrics.ingest_items.labels("failed").inc(len(self.summary.failures))
+            self.metrics.stage_seconds.labels("ingest", "embed").observe(self.summary.embed_seconds)
+            self.metrics.stage_seconds.labels("ingest", "milvus").observe(
+                self.summary.milvus_seconds
+            )
+        return self.summary
+
+    def _embed_and_store(
+        self,
+        meta: CollectionMeta,
+        model: ModelRef,
+        batches: Iterator[list[bytes]],
+        pending: deque[list[_Pending]],
+        window: threading.Semaphore,
+    ) -> None:
+        stream = self.embedder.embed_stream(batches, model=meta.model_name)
+        while True:
+            start = time.perf_counter()
+            answer = next(stream, None)
+            self.summary.embed_seconds += time.perf_counter() - start
+            if answer is None:
+                return
+            batch = pending.popleft()
+            window.release()
+            if answer.model.dim != meta.dim or (
+                meta.model_name
+                and (answer.model.name, answer.model.version) != (model.name, model.version)
+            ):
+                raise FailedPrecondition(
+                    f"embedder switched to model {answer.model.name} {answer.model.version} "
+                    f"({answer.model.dim}-d) during the call"
+                )
+            records: dict[str, Record] = {}  # last one wins for ids repeated in a batch
+            stored_items: list[_Pending] = []
+            for p, result in zip(batch, answer.results, strict=True):
+                if result.vector is None:
+                    self._fail(p.item.id, p.position, result.error_code, result.error_message)
+                    continue
+                records.pop(p.item.id, None)
+                records[p.item.id] = Record(
+                    p.item.id, result.vector, p.item.label, p.uri, dict(p.item.metadata)
+                )
+                stored_items.append(p)
+            if not records:
+                continue
+            start = time.perf_counter()
+            try:
+                self.store.upsert(meta, list(records.values()))
+            except Unavailable as exc:
+                raise Unavailable(
+                    f"{exc} (stored {self.summary.stored} items before this failure)"
+                ) from exc
+            except SearchError as exc:
+                for p in stored_items:
+                    self._fail(p.item.id, p.position, _code(exc.code), str(exc))
+                continue
+            finally:
+                self.summary.milvus_seconds += time.perf_counter() - start
+            self.summary.stored += len(stored_items)

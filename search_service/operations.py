@@ -1,0 +1,229 @@
+"""The service's requests as plain functions over the store and the embedder (no gRPC here
+beyond the message types), so they read and test without a network in between."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from client.grpc_gen import common_pb2, search_pb2
+from search_service.config import SearchConfig
+from search_service.embedder_client import EmbedderClient, check_model
+from search_service.errors import AlreadyExists, InvalidArgument, NotFound
+from search_service.filters import build_filter
+from search_service.indexing import plan_index
+from search_service.metrics import SearchMetrics
+from search_service.store import CollectionMeta, Hit, MilvusStore, validate_name
+
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 1024
+DEFAULT_GET_LIMIT = 100
+MAX_GET_LIMIT = 16384
+MAX_QUERIES = 256
+_METRIC_NAMES = {1: "COSINE", 2: "IP", 3: "L2"}
+_METRIC_ENUM = {v: k for k, v in _METRIC_NAMES.items()}
+
+
+def filter_expr(f: search_pb2.Filter | None) -> str:
+    if f is None:
+        return ""
+    return build_filter(ids=f.ids, labels=f.labels, metadata=dict(f.metadata))
+
+
+def collection_info(meta: CollectionMeta, count: int) -> search_pb2.CollectionInfo:
+    return search_pb2.CollectionInfo(
+        name=meta.name,
+        count=count,
+        dim=meta.dim,
+        model_name=meta.model_name,
+        model_version=meta.model_version,
+        metric=_METRIC_ENUM.get(meta.metric, 0),  # type: ignore[arg-type]
+        index_type=meta.index.index_type,
+        index_params={
+            **{k: str(v) for k, v in meta.index.build_params.items()},
+            **meta.index.params,
+        },
+        description=meta.description,
+    )
+
+
+@dataclass
+class Services:
+    """What every request needs."""
+
+    config: SearchConfig
+    store: MilvusStore
+    embedder: EmbedderClient
+    metrics: SearchMetrics = field(default_factory=SearchMetrics)
+
+    # -- collections -------------------------------------------------------------------------
+
+    def create_collection(
+        self, req: search_pb2.CreateCollectionRequest
+    ) -> search_pb2.CollectionInfo:
+        validate_name(req.name)
+        if self.store.exists(req.name):
+            if req.exist_ok:
+                return self.describe_collection(req.name)
+            raise AlreadyExists(f"collection {req.name!r} already exists")
+        metric = _METRIC_NAMES.get(int(req.metric), "COSINE")
+        plan = plan_index(req.index_type, dict(req.index_params), self.config.default_index_type)
+        model = self.embedder.model_info(req.model)
+        meta = CollectionMeta(
+            name=req.name,
+            dim=model.dim,
+            metric=metric,
+            index=plan,
+            model_name=model.name,
+            model_version=model.version,
+            description=req.description,
+        )
+        self.store.create_collection(meta)
+        return collection_info(self.store.describe(req.name), 0)
+
+    def describe_collection(self, name: str) -> search_pb2.CollectionInfo:
+        meta = self.store.describe(name)
+        return collection_info(meta, self.store.count(name))
+
+    def list_collections(self) -> search_pb2.ListCollectionsResponse:
+        out = search_pb2.ListCollectionsResponse()
+        for name in self.store.list_collections():
+            try:
+                out.collections.append(self.describe_collection(name))
+            except NotFound:  # dropped meanwhile
+                continue
+        return out
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def get(self, req: search_pb2.GetRequest) -> search_pb2.GetResponse:
+        limit = req.limit or DEFAULT_GET_LIMIT
+        if not 1 <= limit <= MAX_GET_LIMIT:
+            raise InvalidArgument(f"limit must be 1..{MAX_GET_LIMIT}")
+        self.store.describe(req.collection)
+        rows = self.store.get(
+            req.collection,
+            ids=list(req.ids),
+            expr=filter_expr(req.filter),
+            limit=limit,
+            include_vectors=req.include_vectors,
+        )
+        return search_pb2.GetResponse(
+            items=[
+                search_pb2.StoredItem(
+                    id=r.id, label=r.label, uri=r.uri, metadata=r.metadata, vector=r.vector or []
+                )
+                for r in rows
+            ]
+        )
+
+    def delete(self, req: search_pb2.DeleteRequest) -> search_pb2.DeleteResponse:
+        expr = filter_expr(req.filter)
+        if not req.ids and not expr:
+            raise InvalidArgument("delete needs ids or a non-empty filter")
+        self.store.describe(req.collection)
+        return search_pb2.DeleteResponse(
+            deleted=self.store.delete(req.collection, ids=list(req.ids), expr=expr)
+        )
+
+    def count(self, req: search_pb2.CountRequest) -> search_pb2.CountResponse:
+        self.store.describe(req.collection)
+        return search_pb2.CountResponse(
+            count=self.store.count(req.collection, filter_expr(req.filter))
+        )
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, req: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
+        """Resolve every query to a vector (embed / given / stored), then one Milvus search."""
+        top_k = req.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be 1..{MAX_TOP_K}")
+        if not req.queries:
+            raise InvalidArgument("no queries")
+        if len(req.queries) > MAX_QUERIES:
+            raise InvalidArgument(f"at most {MAX_QUERIES} queries per call")
+        meta = self.store.describe(req.collection)
+        expr = filter_expr(req.filter)
+        response = search_pb2.SearchResponse()
+        results = [response.results.add() for _ in req.queries]
+        vectors: dict[int, np.ndarray] = {}
+        kinds = [q.WhichOneof("kind") for q in req.queries]
+        for kind in kinds:
+            self.metrics.search_queries.labels(kind or "empty").inc()
+
+        images = [i for i, k in enumerate(kinds) if k == "image"]
+        if images:
+            start = time.perf_counter()
+            model = self.embedder.model_info(meta.model_name)
+            check_model(meta.name, meta.model_name, meta.model_version, meta.dim, model)
+            batch = self.embedder.embed([req.queries[i].image for i in images], meta.model_name)
+            check_model(meta.name, meta.model_name, meta.model_version, meta.dim, batch.model)
+            for i, outcome in zip(images, batch.results, strict=True):
+                if outcome.vector is None:
+                    results[i].error.CopyFrom(
+                        common_pb2.ItemError(code=outcome.error_code, message=outcome.error_message)
+                    )
+                else:
+                    vectors[i] = outcome.vector
+            response.embed_seconds = time.perf_counter() - start
+            self.metrics.stage_seconds.labels("search", "embed").observe(response.embed_seconds)
+
+        milvus_start = time.perf_counter()
+        ids = {i: req.queries[i].id for i, k in enumerate(kinds) if k == "id"}
+        found: dict[str, list[float] | None] = {}
+        if ids:
+            rows = self.store.get(
+                meta.name, ids=list(set(ids.values())), limit=len(ids), include_vectors=True
+            )
+            found = {r.id: r.vector for r in rows}
+        for i, kind in enumerate(kinds):
+            query = req.queries[i]
+            if kind == "vector":
+                if len(query.vector.values) != meta.dim:
+                    _error(
+                        results[i],
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"vector has {len(query.vector.values)} values, collection dim {meta.dim}",
+                    )
+                else:
+                    vectors[i] = np.asarray(query.vector.values, dtype=np.float32)
+            elif kind == "id":
+                vec = found.get(query.id)
+                if vec is None:
+                    _error(results[i], grpc.StatusCode.NOT_FOUND, f"no item with id {query.id!r}")
+                else:
+                    vectors[i] = np.asarray(vec, dtype=np.float32)
+            elif kind == "text":
+                _error(
+                    results[i],
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "text queries need a text model; the embedder serves image models",
+                )
+            elif kind is None:
+                _error(results[i], grpc.StatusCode.INVALID_ARGUMENT, "empty query")
+
+        order = sorted(vectors)
+        exclude = req.exclude_self and any(kinds[i] == "id" for i in order)
+        limit = min(top_k + 1, MAX_TOP_K + 1) if exclude else top_k
+        hits = self.store.search(meta, [vectors[i] for i in order], limit, expr)
+        for i, row in zip(order, hits, strict=True):
+            if req.exclude_self and kinds[i] == "id":
+                row = [h for h in row if h.id != req.queries[i].id]
+            results[i].hits.extend(_hit(h) for h in row[:top_k])
+        response.milvus_seconds = time.perf_counter() - milvus_start
+        self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
+        return response
+
+
+def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:
+    result.error.CopyFrom(common_pb2.ItemError(code=int(code.value[0]), message=message))
+
+
+def _hit(h: Hit) -> search_pb2.Hit:
+    return search_pb2.Hit(
+        id=h.id, score=h.score + 0.0, label=h.label, uri=h.uri, metadata=h.metadata
+    )

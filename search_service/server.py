@@ -1,0 +1,121 @@
+"""Start the search service: gRPC server with health checking, reflection and metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client.grpc_gen import search_pb2, search_pb2_grpc
+from search_service.config import SearchConfig
+from search_service.embedder_client import EmbedderClient
+from search_service.metrics import SearchMetrics
+from search_service.operations import Services
+from search_service.servicer import SearchServicer
+from search_service.store import MilvusStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+class PortInUseError(OSError):
+    """The configured address could not be bound."""
+
+
+class SearchServer:
+    """A running search service. ``stop()`` drains in-flight calls, then closes Milvus."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config.validate()
+        self.metrics = SearchMetrics()
+        self.store = MilvusStore(config)
+        self.embedder = EmbedderClient(
+            config.embedder_addresses, config.embed_timeout_s, config.max_message_bytes
+        )
+        self.services = Services(config, self.store, self.embedder, self.metrics)
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(config.grpc_workers, thread_name_prefix="search-grpc"),
+            options=options,
+            maximum_concurrent_rpcs=config.grpc_workers,
+        )
+        search_pb2_grpc.add_SearchServiceServicer_to_server(
+            SearchServicer(self.services), self._grpc
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        address = f"{config.host}:{config.port}"
+        try:
+            self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            self._close_clients()
+            raise PortInUseError(f"cannot bind {address}: {exc}") from exc
+        if not self.port:
+            self._close_clients()
+            raise PortInUseError(f"cannot bind {address}")
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    def _close_clients(self) -> None:
+        self.embedder.close()
+        self.store.close()
+
+    def start(self) -> SearchServer:
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(
+                self.config.metrics_host, self.config.metrics_port
+            )
+        self._grpc.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "search service listening on %s:%d (milvus %s, embedder %s, metrics %s)",
+            self.config.host,
+            self.port,
+            "lite " + self.config.milvus_uri if self.config.is_milvus_lite else "server",
+            self.config.embedder_address,
+            f"{self.config.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
+        )
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let running ones finish (up to ``grace`` s), then release all."""
+        with self._stop_lock:
+            if self._stopping:
+                self._stopped.wait()
+                return
+            self._stopping = True
+        grace = self.config.shutdown_grace_s if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        self._close_clients()
+        self.metrics.close()
+        log.info("search service stopped")
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stop() has finished; True when it has."""
+        return self._stopped.wait(timeout)
+
+
+def start_server(config: SearchConfig) -> SearchServer:
+    """Connect to Milvus, bind, start serving; port 0 picks a free port (see ``.port``)."""
+    return SearchServer(config).start()

@@ -1,0 +1,107 @@
+"""gRPC <-> Services: message plumbing and the one place errors become status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
+from search_service.errors import SearchError
+from search_service.ingest import Ingestor
+from search_service.operations import Services
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Run one RPC: time it, count it, and map failures to status codes exactly once."""
+
+    @functools.wraps(method)
+    def wrapper(self: SearchServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        name = method.__name__
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return method(self, request, context)
+        except SearchError as exc:
+            code = exc.code
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+                log.warning("%s failed: %s", name, exc)
+            context.abort(code, str(exc))
+        except Exception as exc:
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortedError":
+                raise  # context.abort's own exception, or a cancelled client stream
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s crashed", name)
+            context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            metrics = self.services.metrics
+            metrics.requests.labels(name, code.name).inc()
+            metrics.request_seconds.labels(name).observe(time.perf_counter() - start)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @rpc
+    def CreateCollection(self, request, context):
+        return self.services.create_collection(request)
+
+    @rpc
+    def DescribeCollection(self, request, context):
+        return self.services.describe_collection(request.name)
+
+    @rpc
+    def ListCollections(self, request, context):
+        return self.services.list_collections()
+
+    @rpc
+    def DropCollection(self, request, context):
+        return search_pb2.DropCollectionResponse(
+            dropped=self.services.store.drop_collection(request.name)
+        )
+
+    @rpc
+    def Ingest(self, request_iterator: Iterator[search_pb2.IngestRequest], context):
+        s = self.services
+        summary = Ingestor(s.store, s.embedder, s.config, s.metrics).run(request_iterator)
+        return search_pb2.IngestResponse(
+            received=summary.received,
+            stored=summary.stored,
+            failed=len(summary.failures),
+            failures=[
+                search_pb2.ItemFailure(
+                    id=f.id,
+                    position=f.position,
+                    error=common_pb2.ItemError(code=f.code, message=f.message),
+                )
+                for f in summary.failures
+            ],
+            embed_seconds=summary.embed_seconds,
+            milvus_seconds=summary.milvus_seconds,
+        )
+
+    @rpc
+    def Search(self, request, context):
+        return self.services.search(request)
+
+    @rpc
+    def Get(self, request, context):
+        return self.services.get(request)
+
+    @rpc
+    def Delete(self, request, context):
+        return self.services.delete(request)
+
+    @rpc
+    def Count(self, request, context):
+        return self.services.count(request)

@@ -1,0 +1,478 @@
+"""Everything Milvus: schema, collection properties, upsert, search, query, delete, count.
+
+Works on Milvus Lite (a local ``*.db`` path) and on Milvus 2.3+ servers through ``MilvusClient``.
+
+Consistency: collections are created with ``Strong`` consistency and every read passes
+``consistency_level="Strong"``, so a search/get/count sees every write acknowledged before it
+(Ingest returns only after its upserts are acknowledged, hence fresh items are searchable when it
+returns). Strong costs a wait for the query nodes to catch up (milliseconds on standalone); the
+default ``Bounded`` would let a search miss rows written in the last few seconds.
+
+The model that fills a collection (name, version, dim) and the index choice are stored as
+collection properties (``ris.*``), which both Lite and Milvus 2.3+ keep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from search_service.config import SearchConfig
+from search_service.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    SearchError,
+    Unavailable,
+)
+from search_service.filters import build_filter, combine
+from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+VECTOR_FIELD = "embedding"
+MAX_ID_BYTES = 512
+MAX_LABEL_BYTES = 1024
+MAX_URI_BYTES = 4096
+MAX_METADATA_BYTES = 60_000  # Milvus JSON fields hold up to 64 KiB
+MAX_WRITE_BYTES = 16 * 1024 * 1024  # per upsert call, well under the 64 MB gRPC message limit
+MAX_QUERY_LIMIT = 16384  # Milvus' offset+limit ceiling
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_OUTPUT = ["id", "label", "uri", "metadata"]
+
+
+@dataclass(frozen=True)
+class CollectionMeta:
+    """What a collection is: its vectors (dim, metric, index) and the model that fills it."""
+
+    name: str
+    dim: int
+    metric: str
+    index: IndexPlan
+    model_name: str = ""
+    model_version: str = ""
+    description: str = ""
+
+
+@dataclass
+class Record:
+    """One row to write."""
+
+    id: str
+    vector: Sequence[float] | np.ndarray
+    label: str = ""
+    uri: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One stored row as read back (``vector`` only when asked for)."""
+
+    id: str
+    label: str
+    uri: str
+    metadata: dict[str, str]
+    vector: list[float] | None = None
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float  # higher is better: similarity for COSINE/IP, negative distance for L2
+    label: str
+    uri: str
+    metadata: dict[str, str]
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise InvalidArgument(
+            f"collection name {name!r} invalid: letters, digits, underscores; "
+            "starts with a letter or _; at most 255 characters"
+        )
+    return name
+
+
+def check_record_fields(item_id: str, label: str, uri: str, metadata: dict[str, str]) -> None:
+    """Raise InvalidArgument when a row would not fit the schema."""
+    if not item_id:
+        raise InvalidArgument("id is empty")
+    if len(item_id.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument(f"id longer than {MAX_ID_BYTES} bytes")
+    if len(label.encode()) > MAX_LABEL_BYTES:
+        raise InvalidArgument(f"label longer than {MAX_LABEL_BYTES} bytes")
+    if len(uri.encode()) > MAX_URI_BYTES:
+        raise InvalidArgument(f"uri longer than {MAX_URI_BYTES} bytes")
+    if any(not k for k in metadata):
+        raise InvalidArgument("metadata keys must not be empty")
+    if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
+        raise InvalidArgument(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    text = str(exc).lower()
+    return any(
+        s in text for s in ("unavailable", "connect", "deadline exceeded", "timeout", "closed")
+    )
+
+
+def _rows_bytes(record: Record, dim: int) -> int:
+    meta = sum(len(k) + len(v) + 8 for k, v in record.metadata.items())
+    return 4 * dim + len(record.id) + len(record.label) + len(record.uri) + meta + 64
+
+
+def write_batches(
+    records: Sequence[Record], dim: int, limit: int = MAX_WRITE_BYTES
+) -> Iterator[list[Record]]:
+    """Split rows into upsert calls of at most ``limit`` bytes (estimated)."""
+    batch: list[Record] = []
+    size = 0
+    for rec in records:
+        rec_size = _rows_bytes(rec, dim)
+        if batch and size + rec_size > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(rec)
+        size += rec_size
+    if batch:
+        yield batch
+
+
+class MilvusStore:
+    """A connection to one Milvus (Lite or server) and the operations the service needs."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self._config = config
+        self._lite_path = config.milvus_target() if config.is_milvus_lite else ""
+        self._loaded: set[str] = set()
+        self._lock = threading.Lock()
+        self._client = self._guard(self._connect)
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> MilvusClient:
+        cfg = self._config
+        kwargs: dict[str, Any] = {"timeout": cfg.milvus_timeout_s}
+        if self._lite_path:
+            from pathlib import Path
+
+            Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
+            return MilvusClient(self._lite_path, **kwargs)
+        if cfg.milvus_secure:
+            kwargs["secure"] = True
+        if cfg.milvus_server_name:
+            kwargs["server_name"] = cfg.milvus_server_name
+        if cfg.milvus_ca_cert:
+            kwargs["server_pem_path"] = cfg.milvus_ca_cert
+            kwargs["secure"] = True
+        return MilvusClient(
+            uri=cfg.milvus_target(),
+            user=cfg.milvus_user,
+            password=cfg.milvus_password,
+            db_name=cfg.milvus_db_name,
+            token=cfg.milvus_token,
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        """Close the client; for Lite also stop its in-process server so the dir is released."""
+        try:
+            self._client.close()
+        except Exception:  # closing must not mask the reason for stopping
+            log.exception("closing the Milvus client failed")
+        if self._lite_path:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self._lite_path)
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """Run one Milvus call, turning its failures into typed errors."""
+        try:
+            return fn()
+        except SearchError:
+            raise
+        except (MilvusException, grpc.RpcError, OSError) as exc:
+            if _is_unavailable(exc):
+                raise Unavailable(f"Milvus unavailable: {exc}") from exc
+            raise SearchError(f"Milvus error: {exc}") from exc
+
+    # -- collections ------------------------------------------------------------------------
+
+    def list_collections(self) -> list[str]:
+        return sorted(self._guard(self._client.list_collections))
+
+    def exists(self, name: str) -> bool:
+        return bool(self._guard(lambda: self._client.has_collection(name)))
+
+    def create_collection(self, meta: CollectionMeta) -> None:
+        """Schema, index and properties in one go; the index exists before any insert."""
+        validate_name(meta.name)
+        if meta.metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {METRICS}")
+        if meta.dim < 1 or meta.dim > 32768:
+            raise InvalidArgument(f"dim {meta.dim} out of range")
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=meta.description
+        )
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=meta.dim)
+        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL_BYTES)
+        schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        index = MilvusClient.prepare_index_params()
+        index.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=meta.index.index_type,
+            metric_type=meta.metric,
+            params=dict(meta.index.build_params),
+        )
+        properties = {
+            "ris.model_name": meta.model_name,
+            "ris.model_version": meta.model_version,
+            "ris.dim": str(meta.dim),
+            "ris.metric": meta.metric,
+            "ris.index_type": meta.index.index_type,
+            "ris.index_params": json.dumps(meta.index.params, sort_keys=True),
+            "ris.description": meta.description,
+        }
+        with self._lock:
+            if self.exists(meta.name):
+                raise AlreadyExists(f"collection {meta.name!r} already exists")
+            self._guard(
+                lambda: self._client.create_collection(
+                    meta.name,
+                    schema=schema,
+                    index_params=index,
+                    consistency_level="Strong",
+                    properties=properties,
+                )
+            )
+            self._loaded.discard(meta.name)
+        self.ensure_loaded(meta.name)
+
+    def describe(self, name: str) -> CollectionMeta:
+        """The collection's stored description; NotFound when it does not exist."""
+        validate_name(name)
+        if not self.exists(name):
+            raise NotFound(f"collection {name!r} not found")
+        desc = self._guard(lambda: self._client.describe_collection(name))
+        props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+        dim = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == VECTOR_FIELD)
+        metric = props.get("ris.metric", "")
+        if metric not in METRICS:
+            metric = self._index_metric(name)
+        try:
+            params = json.loads(props.get("ris.index_params", "{}"))
+            plan = plan_index(props.get("ris.index_type", "AUTOINDEX"), params, "AUTOINDEX")
+        except (ValueError, InvalidArgument):
+            plan = IndexPlan("AUTOINDEX", {}, {})
+        return CollectionMeta(
+            name=name,
+            dim=dim,
+            metric=metric,
+            index=plan,
+            model_name=props.get("ris.model_name", ""),
+            model_version=props.get("ris.model_version", ""),
+            description=props.get("ris.description", desc.get("description", "")),
+        )
+
+    def _index_metric(self, name: str) -> str:
+        """Fallback for collections made elsewhere: read the metric from the index."""
+        info = self._guard(lambda: self._client.describe_index(name, VECTOR_FIELD))
+        return str(info.get("metric_type", "COSINE")).upper()
+
+    def drop_collection(self, name: str) -> bool:
+        validate_name(name)
+        with self._lock:
+            if not self.exists(name):
+                return False
+            self._guard(lambda: self._client.drop_collection(name))
+            self._loaded.discard(name)
+        return True
+
+    def ensure_loaded(self, name: str) -> None:
+        """Load a collection into memory once per process (after a restart it starts released)."""
+        if name in self._loaded:
+            return
+        with self._lock:
+            if name in self._loaded:
+                return
+            state = self._guard(lambda: self._client.get_load_state(name))
+            if "NotLoad" in str(state.get("state")) or "NotExist" in str(state.get("state")):
+                self._guard(lambda: self._client.load_collection(name))
+            self._loaded.add(name)
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def upsert(self, meta: CollectionMeta, records: Sequence[Record]) -> int:
+        """Insert or replace rows by id; returns how many were written."""
+        written = 0
+        for batch in write_batches(records, meta.dim):
+            rows = [
+                {
+                    "id": r.id,
+                    VECTOR_FIELD: np.asarray(r.vector, dtype=np.float32).tolist(),
+                    "label": r.label,
+                    "uri": r.uri,
+                    "metadata": dict(r.metadata),
+                }
+                for r in batch
+            ]
+            self._upsert(meta.name, rows)
+            written += len(rows)
+        return written
+
+    def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self._guard(lambda: self._client.upsert(name, rows))
+
+    def _delete_ids(self, name: str, ids: list[str]) -> None:
+        self._guard(lambda: self._client.delete(name, ids=ids))
+
+    def flush(self, name: str) -> None:
+        """Persist growing segments (Lite writes its files; servers seal segments)."""
+        self._guard(lambda: self._client.flush(name))
+
+    def search(
+        self,
+        meta: CollectionMeta,
+        vectors: Sequence[Sequence[float] | np.ndarray],
+        top_k: int,
+        expr: str = "",
+    ) -> list[list[Hit]]:
+        """Top-k per vector, best first; scores are higher-is-better for every metric."""
+        if not vectors:
+            return []
+        self.ensure_loaded(meta.name)
+        params = {"metric_type": meta.metric, "params": search_params(meta.index, top_k)}
+        data = [np.asarray(v, dtype=np.float32).tolist() for v in vectors]
+        result = self._guard(
+            lambda: self._client.search(
+                meta.name,
+                data=data,
+                limit=top_k,
+                filter=expr,
+                output_fields=_OUTPUT,
+                search_params=params,
+                anns_field=VECTOR_FIELD,
+                consistency_level="Strong",
+            )
+        )
+        sign = -1.0 if meta.metric == "L2" else 1.0
+        out = []
+        for hits in result:
+            row_hits = []
+            for h in hits:
+                ent = h.get("entity") or {}
+                row_hits.append(
+                    Hit(
+                        id=str(h.get("id", ent.get("id"))),
+                        score=sign * float(h["distance"]),
+                        label=str(ent.get("label", "")),
+                        uri=str(ent.get("uri", "")),
+                        metadata=_str_map(ent.get("metadata")),
+                    )
+                )
+            row_hits.sort(key=lambda x: x.score, reverse=True)
+            out.append(row_hits)
+        return out
+
+    def get(
+        self,
+        name: str,
+        ids: Sequence[str] = (),
+        expr: str = "",
+        limit: int = 100,
+        include_vectors: bool = False,
+    ) -> list[Row]:
+        """Rows by ids and/or a filter expression (AND), up to ``limit``."""
+        where = combine(build_filter(ids=ids), expr)
+        if not where and limit < 1:
+            return []
+        self.ensure_loaded(name)
+        fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
+        res = self._guard(
+            lambda: self._client.query(
+                name,
+                filter=where,
+                output_fields=fields,
+                limit=min(limit, MAX_QUERY_LIMIT),
+                consistency_level="Strong",
+            )
+        )
+        rows = [
+            Row(
+                id=str(r["id"]),
+                label=str(r.get("label", "")),
+                uri=str(r.get("uri", "")),
+                metadata=_str_map(r.get("metadata")),
+                vector=[float(x) for x in r[VECTOR_FIELD]] if include_vectors else None,
+            )
+            for r in res
+        ]
+        if ids:
+            order = {v: i for i, v in enumerate(ids)}
+            rows.sort(key=lambda r: order.get(r.id, len(order)))
+        return rows
+
+    def delete(self, name: str, ids: Sequence[str] = (), expr: str = "") -> int:
+        """Delete rows by ids and/or filter (AND); returns how many existing rows went.
+
+        Matching ids are queried first and deleted by primary key, so the count is exact on every
+        backend (Milvus 2.3 reports requested, not existing, keys) and no row is deleted twice.
+        """
+        where = combine(build_filter(ids=ids), expr)
+        if not where:
+            raise InvalidArgument("delete needs ids or a filter")
+        self.ensure_loaded(name)
+        deleted = 0
+        for _ in range(10_000):  # bounded: each round removes up to MAX_QUERY_LIMIT rows
+            found = self._guard(
+                lambda: self._client.query(
+                    name,
+                    filter=where,
+                    output_fields=["id"],
+                    limit=MAX_QUERY_LIMIT,
+                    consistency_level="Strong",
+                )
+            )
+            keys = [str(r["id"]) for r in found]
+            if not keys:
+                break
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                self._delete_ids(name, chunk)
+            deleted += len(keys)
+            if len(keys) < MAX_QUERY_LIMIT:
+                break
+        return deleted
+
+    def count(self, name: str, expr: str = "") -> int:
+        """Live rows (deleted ones excluded, unlike ``num_entities``)."""
+        self.ensure_loaded(name)
+        res = self._guard(
+            lambda: self._client.query(
+                name, filter=expr, output_fields=["count(*)"], consistency_level="Strong"
+            )
+        )
+        return int(res[0]["count(*)"]) if res else 0
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}

@@ -1,0 +1,187 @@
+"""A real Milvus 2.3 standalone server (PyPI ``milvus``) for the ``milvus_server`` tests.
+
+One server per test session: a temp data dir, free loopback ports for every component (the
+embedded etcd included, which otherwise takes 2379/2380), every advertised address pinned to
+127.0.0.1 (the gRPC servers still bind all interfaces: Milvus 2.3 has no setting for that, but
+all their traffic stays on loopback), ``gracefulStopTimeout`` cut to 3 s so SIGTERM returns
+quickly (the data dir is thrown away anyway). Start-up waits on ``/healthz`` with a bound;
+teardown sends SIGTERM, then SIGKILL after a bound. The unpacked binaries are cached in
+``~/.cache/ris-milvus/<version>`` (or ``$RIS_MILVUS_SERVER_CACHE``).
+
+Also runnable by hand: ``python tests/milvus_server.py DIR`` starts one and prints its URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class MilvusServerHandle:
+    """A running server: its gRPC URI, health port, data dir and process."""
+
+    uri: str
+    port: int
+    metrics_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together so none repeats)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _write_configs(data_dir: Path) -> tuple[int, int]:
+    """Write milvus.yaml and the embedded etcd's config; return (proxy port, metrics port)."""
+    from milvus import MilvusServerConfig
+
+    cfg = MilvusServerConfig()
+    cfg.configs["data_dir"] = str(data_dir)
+    port_keys = [k for k in cfg.configurable_items if k.endswith("_port")]
+    ports = _free_ports(len(port_keys) + 3)
+    for key, port in zip(port_keys, ports, strict=False):
+        cfg.configs[key] = port
+    etcd_client, etcd_peer, metrics = ports[-3:]
+    cfg.configs["etcd_port"] = etcd_client
+    cfg.resolve()
+
+    etcd_cfg = data_dir / "configs" / "etcd.yaml"
+    etcd_cfg.write_text(
+        "name: standalone\n"
+        f"data-dir: {data_dir / 'data' / 'etcd.data'}\n"
+        f"listen-client-urls: http://127.0.0.1:{etcd_client}\n"
+        f"advertise-client-urls: http://127.0.0.1:{etcd_client}\n"
+        f"listen-peer-urls: http://127.0.0.1:{etcd_peer}\n"
+        f"initial-advertise-peer-urls: http://127.0.0.1:{etcd_peer}\n"
+        f"initial-cluster: standalone=http://127.0.0.1:{etcd_peer}\n"
+        "listen-metrics-urls: ''\n"
+    )
+    path = data_dir / "configs" / "milvus.yaml"
+    text = path.read_text()
+    text = re.sub(r"(?m)^(\s+)ip:\s*(#.*)?$", r"\1ip: 127.0.0.1", text)
+    text = text.replace("localhost", "127.0.0.1")
+    text = re.sub(r"gracefulStopTimeout: \d+", "gracefulStopTimeout: 3", text)
+    text = re.sub(
+        r"(?m)^(  use:\n    embed: true.*)$",
+        lambda m: f"{m.group(1)}\n  config:\n    path: {etcd_cfg}",
+        text,
+    )
+    if f"path: {etcd_cfg}" not in text:
+        raise RuntimeError("could not point the embedded etcd at its config")
+    path.write_text(text)
+    return int(cfg.get("proxy_port")), metrics
+
+
+def _healthy(metrics_port: int) -> bool:
+    try:
+        url = f"http://127.0.0.1:{metrics_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return b"OK" in resp.read()
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _binaries() -> Path:
+    """The unpacked Milvus binary and libraries, cached across sessions (unpacking takes ~5 s).
+
+    The package's own helper unpacks into ``<base>/bin`` and skips files whose checksum matches.
+    """
+    from milvus import __version__, _initialize_data_files
+
+    base = Path(os.environ.get("RIS_MILVUS_SERVER_CACHE", Path.home() / ".cache" / "ris-milvus"))
+    base = base / __version__
+    base.mkdir(parents=True, exist_ok=True)
+    _initialize_data_files(str(base))
+    return base / "bin"
+
+
+def start_milvus_server(data_dir: Path, timeout: float = START_TIMEOUT_S) -> MilvusServerHandle:
+    """Start Milvus standalone in ``data_dir`` and wait until /healthz says OK."""
+    port, metrics_port = _write_configs(data_dir)
+    bin_dir = _binaries()
+    env = dict(
+        os.environ,
+        DEPLOY_MODE="STANDALONE",
+        METRICS_PORT=str(metrics_port),
+        MILVUS_RUN_DIR=str(data_dir / "run"),
+        LD_LIBRARY_PATH=f"{bin_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+    )
+    log = (data_dir / "logs" / "milvus-stdout.log").open("wb")
+    proc = subprocess.Popen(
+        [str(bin_dir / "milvus"), "run", "standalone"],
+        cwd=data_dir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    handle = MilvusServerHandle(f"http://127.0.0.1:{port}", port, metrics_port, data_dir, proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"milvus exited with {proc.returncode}; see {data_dir}/logs")
+        if _healthy(metrics_port):
+            return handle
+        time.sleep(0.5)
+    handle.stop()
+    raise TimeoutError(f"milvus not healthy within {timeout:.0f} s; see {data_dir}/logs")
+
+
+@pytest.fixture(scope="session")
+def milvus_server() -> Iterator[MilvusServerHandle]:
+    """A real Milvus standalone on loopback for the whole session (skips if not installed)."""
+    pytest.importorskip("milvus", reason="PyPI milvus (milvus-server) not installed")
+    with tempfile.TemporaryDirectory(prefix="ris-milvus-") as tmp:
+        handle = start_milvus_server(Path(tmp))
+        try:
+            yield handle
+        finally:
+            handle.stop()
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="ris-milvus-"))
+    target.mkdir(parents=True, exist_ok=True)
+    server = start_milvus_server(target)
+    print(server.uri, server.metrics_port, server.process.pid, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.process.wait()
