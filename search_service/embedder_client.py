@@ -46,6 +46,7 @@ class Embedded:
     vector: np.ndarray | None
     error_code: int = 0
     error_message: str = ""
+    low_confidence: bool = False  # text: matched no concept the model knows
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _batch(response: embedder_pb2.EmbedResponse, expected: int) -> EmbedBatch:
         if r.HasField("error") and r.error.code:
             results.append(Embedded(None, r.error.code, r.error.message))
         else:
-            results.append(Embedded(np.asarray(r.embedding, dtype=np.float32)))
+            vector = np.asarray(r.embedding, dtype=np.float32)
+            results.append(Embedded(vector, low_confidence=r.low_confidence))
     ref = ModelRef(response.model, response.model_version, response.dim)
     return EmbedBatch(ref, results)
 
@@ -137,6 +139,28 @@ class EmbedderClient:
                 return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
         served = sorted({m.name for m in candidates})
         raise FailedPrecondition(f"the embedder does not serve model {model!r} (serves {served})")
+
+    def text_model_for(self, image_model: str) -> ModelRef | None:
+        """The served text model whose embeddings live in ``image_model``'s space, if any."""
+        try:
+            info = self._stub().GetModelInfo(
+                embedder_pb2.GetModelInfoRequest(), timeout=min(self.timeout_s, 10.0)
+            )
+        except grpc.RpcError as exc:
+            raise translate(exc) from exc
+        for m in info.models:
+            if m.modality == "text" and (m.target_space == image_model or not image_model):
+                return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
+        return None
+
+    def embed_text(self, texts: Sequence[str], model: str = "") -> EmbedBatch:
+        """Embed text descriptions into the image space of ``model``'s target."""
+        request = embedder_pb2.EmbedTextRequest(texts=list(texts), model=model)
+        try:
+            response = self._stub().EmbedText(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise translate(exc) from exc
+        return _batch(response, len(texts))
 
     def embed(self, images: Sequence[bytes], model: str = "") -> EmbedBatch:
         """Embed a few images in one call; results in order."""

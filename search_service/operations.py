@@ -172,6 +172,12 @@ class Services:
             response.embed_seconds = time.perf_counter() - start
             self.metrics.stage_seconds.labels("search", "embed").observe(response.embed_seconds)
 
+        texts = [i for i, k in enumerate(kinds) if k == "text"]
+        if texts:
+            start = time.perf_counter()
+            self._embed_texts(meta, req, texts, results, vectors)
+            response.embed_seconds += time.perf_counter() - start
+
         milvus_start = time.perf_counter()
         ids = {i: req.queries[i].id for i, k in enumerate(kinds) if k == "id"}
         found: dict[str, list[float] | None] = {}
@@ -197,12 +203,6 @@ class Services:
                     _error(results[i], grpc.StatusCode.NOT_FOUND, f"no item with id {query.id!r}")
                 else:
                     vectors[i] = np.asarray(vec, dtype=np.float32)
-            elif kind == "text":
-                _error(
-                    results[i],
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    "text queries need a text model; the embedder serves image models",
-                )
             elif kind is None:
                 _error(results[i], grpc.StatusCode.INVALID_ARGUMENT, "empty query")
 
@@ -217,6 +217,37 @@ class Services:
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
         return response
+
+    def _embed_texts(
+        self,
+        meta: CollectionMeta,
+        req: search_pb2.SearchRequest,
+        positions: list[int],
+        results: list[search_pb2.QueryResult],
+        vectors: dict[int, np.ndarray],
+    ) -> None:
+        """Text queries through a text model that maps into the collection's image space."""
+        text_model = self.embedder.text_model_for(meta.model_name)
+        problem = ""
+        if text_model is None:
+            problem = f"the embedder serves no text model for {meta.model_name or 'this space'}"
+        elif text_model.dim != meta.dim:
+            problem = (
+                f"text model {text_model.name} makes {text_model.dim}-d vectors, not {meta.dim}"
+            )
+        if text_model is None or problem:
+            for i in positions:
+                _error(results[i], grpc.StatusCode.FAILED_PRECONDITION, problem)
+            return
+        batch = self.embedder.embed_text([req.queries[i].text for i in positions], text_model.name)
+        for i, outcome in zip(positions, batch.results, strict=True):
+            if outcome.vector is None:
+                results[i].error.CopyFrom(
+                    common_pb2.ItemError(code=outcome.error_code, message=outcome.error_message)
+                )
+            else:
+                vectors[i] = outcome.vector
+                results[i].low_confidence = outcome.low_confidence
 
 
 def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:
