@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,12 +79,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty image data (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        # No warnings.catch_warnings here: it is not thread-safe and servers decode in
+        # threads. Pillow's own bomb error (> 2x its MAX_IMAGE_PIXELS) is caught below;
+        # our max_pixels check follows before any pixel is decoded.
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not an image: unrecognised or unsupported format") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"too many pixels (decompression bomb?): {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt image header: {exc}") from exc
@@ -136,7 +136,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         upright = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         upright = image
-    return _to_rgb(upright if upright is not None else image)
+    try:
+        return _to_rgb(upright if upright is not None else image)
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(f"unsupported colour mode {image.mode}: {exc}") from exc
 
 
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+from quantize_int8 import quantize_int8  # noqa: E402
 from resnet50_torch import ResNet50, UInt8Model, build_keras, build_torchvision  # noqa: E402
 from sample_images import load_sample_batch  # noqa: E402
 from tfjs_weights import WeightFileError, load_tfjs_weights  # noqa: E402
@@ -39,8 +40,8 @@ INPUT = "images"
 OUTPUTS = ("embedding", "logits", "gem")
 MIN_COSINE_FP32 = 0.99999
 MIN_COSINE_FP16 = 0.999
-# Measured on imagenet-sample by scripts/check_accuracy.py (see its JSON report):
-# for the Keras weights resize-shorter 256 scored best among the plain choices.
+# Chosen with scripts/check_accuracy.py --compare-resize on imagenet-sample (500 photos):
+# shorter side 256 + centre crop 224: top-1 0.908, top-5 0.986; shorter 224: 0.880, 0.984.
 KERAS_SPEC = PreprocessSpec(
     color_order="BGR",
     mean=(103.939, 116.779, 123.68),
@@ -161,12 +162,26 @@ def _set_metadata(path: Path, source: Source, precision: str) -> None:
     onnx.save(model, str(path))
 
 
-def _run_onnx(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run_onnx(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    session = _session(path)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, {INPUT: images}), strict=True))
+
+
+def cpu_ms_per_image(path: Path, images: np.ndarray, repeats: int = 2) -> float:
+    """Rough CPU latency (2 threads, after one warm-up run): for comparing variants only."""
+    session = _session(path)
+    session.run(None, {INPUT: images})
+    started = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, {INPUT: images})
+    return round((time.perf_counter() - started) * 1000 / (repeats * len(images)), 1)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,7 +215,12 @@ def _replace_if_changed(tmp: Path, out: Path) -> str:
 
 
 def export_variant(
-    source: Source, out: Path, precision: str, images: np.ndarray, reference: dict | None
+    source: Source,
+    out: Path,
+    precision: str,
+    images: np.ndarray,
+    reference: dict | None,
+    calibration: np.ndarray | None = None,
 ) -> dict:
     """Export one precision, verify it, then atomically place it at out."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +228,9 @@ def export_variant(
     with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
         tmp = Path(tmpdir) / out.name
         if precision == "int8":
-            _quantize_int8(reference_path=out.with_name(out.name.replace(".int8", "")), tmp=tmp)
+            if calibration is None:
+                raise ExportError("int8 needs calibration photos")
+            quantize_int8(out.with_name(out.name.replace(".int8", "")), tmp, calibration)
         else:
             model = UInt8Model(copy.deepcopy(source.net), source.spec, half=precision == "fp16")
             _export(model.eval(), tmp)
@@ -218,6 +240,8 @@ def export_variant(
         if reference is not None:
             report.update(compare(reference, outputs))
         _check(report, precision)
+        report["cpu_ms_per_image"] = cpu_ms_per_image(tmp, images[:8])
+        print(f"{precision}: ~{report['cpu_ms_per_image']} ms/image on CPU (2 threads)", flush=True)
         report["sha256"] = _replace_if_changed(tmp, out)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
@@ -237,12 +261,6 @@ def _check(report: dict, precision: str) -> None:
         raise ExportError(f"{precision} cosine below {floor}: {summary}")
     if precision == "fp32" and report["top1_agreement"] < 1.0:
         raise ExportError(f"fp32 ONNX top-1 differs from torch: {summary}")
-
-
-def _quantize_int8(reference_path: Path, tmp: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(reference_path), str(tmp), weight_type=QuantType.QInt8)
 
 
 def torch_outputs(source: Source, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -286,7 +304,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.fp16:
         report["fp16"] = export_variant(source, out.with_suffix(".fp16.onnx"), "fp16", images, fp32)
     if args.int8:
-        report["int8"] = export_variant(source, out.with_suffix(".int8.onnx"), "int8", images, fp32)
+        calibration, _ = load_sample_batch(args.images_dir, 32, source.spec, skip=set(names))
+        int8_out = out.with_suffix(".int8.onnx")
+        report["int8"] = export_variant(source, int8_out, "int8", images, fp32, calibration)
     report_path = args.report or out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=2))
     print(f"report: {report_path}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,13 +23,16 @@ def read_labels(images_dir: Path) -> list[tuple[Path, int]]:
 
 
 def load_sample_batch(
-    images_dir: Path, count: int, spec: PreprocessSpec
+    images_dir: Path, count: int, spec: PreprocessSpec, skip: Collection[str] = ()
 ) -> tuple[np.ndarray, list[str]]:
-    """Every (len/count)-th photo, preprocessed; random noise if the data set is absent."""
+    """Photos spread evenly over the set, preprocessed; noise if the data set is absent.
+
+    skip: file names to leave out (keeps a calibration set apart from a check set).
+    """
     if (images_dir / "labels.csv").exists():
-        rows = read_labels(images_dir)
+        rows = [(p, c) for p, c in read_labels(images_dir) if p.name not in skip]
         step = max(1, len(rows) // count)
-        picked = [path for path, _ in rows[::step][:count]]
+        picked = [path for path, _ in rows[step // 2 if skip else 0 :: step][:count]]
         batch = np.stack([prepare(p.read_bytes(), spec) for p in picked])
         return batch, [p.name for p in picked]
     rng = np.random.default_rng(0)
