@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument(
+        "--reingest",
+        action="store_true",
+        help="ingest even when the collection already holds every id",
+    )
+    p.add_argument(
         "--use-running",
         action="store_true",
         help="use services already running at --address instead of starting them",
@@ -148,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEMO_HELP = (
     "Start both services (unless --use-running), ingest a sample collection, search it with "
-    "query images and write the results page. Re-running replaces the collection's items."
+    "query images and write the results page. Re-running skips the ingest when the collection "
+    "already holds every id (--reingest forces it); ingest upserts, so nothing is duplicated."
 )
 
 

@@ -55,7 +55,7 @@ def write_results_page(
         query_thumb = thumbnail(query.image)
         query_file = f"q{q_index:03d}.jpg"
         query_thumb.save(images_dir / query_file, quality=85)
-        row = [(query_thumb, f"query: {_short(query.name)}")]
+        row = [(query_thumb, _short(query.name, 26))]  # the blue frame marks the query
         figures = [_figure(f"images/{query_file}", "query", query.name, "query")]
         if query.result.error is not None:
             figures.append(
@@ -127,8 +127,9 @@ def contact_sheet(rows: Sequence[Sequence[tuple[Image.Image, str]]]) -> Image.Im
 
 
 def _short(text: str, limit: int = 18) -> str:
-    name = text.rsplit("/", 1)[-1]
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    """The tail of a path (folder/file), cut from the left to fit under a thumbnail."""
+    name = "/".join(text.replace("\\", "/").split("/")[-2:])
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def _figure(src: str, caption: str, title: str, alt: str) -> str:

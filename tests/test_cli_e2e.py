@@ -131,19 +131,15 @@ def test_cli_end_to_end(server: str, photos: Path, caltech: Path, tmp_path: Path
     assert json.loads(described.stdout)["count"] == len(CLASSES) * PER_CLASS
 
     demo_out = tmp_path / "demo"
-    demo = ris(
-        "demo",
-        "--use-running",
-        "--data",
-        str(photos / "accordion"),
-        "--collection",
-        "demo_e2e",
-        "--out",
-        str(demo_out),
-        *conn,
-    )
+    demo_args = ["demo", "--use-running", "--data", str(photos / "accordion")]
+    demo_args += ["--collection", "demo_e2e", "--out", str(demo_out)]
+    demo = ris(*demo_args, *conn)
     assert demo.returncode == 0, demo.stderr
     assert (demo_out / "index.html").is_file() and "results page:" in demo.stdout
+    assert f"ingested into demo_e2e: {PER_CLASS} stored" in demo.stdout
+    again = ris(*demo_args, *conn)
+    assert again.returncode == 0, again.stderr
+    assert f"already holds all {PER_CLASS} images" in again.stdout
 
     for name in ("e2e", "demo_e2e"):
         assert ris("collections", "drop", name, *conn).returncode == 0
