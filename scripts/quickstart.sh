@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 OUT=${RIS_OUT:-ris_results}
 
 if [ -z "${RIS_SKIP_INSTALL:-}" ]; then
-  echo "== installing ris with the server and export extras"
+  echo "== installing ris with the server, export and dev extras (dev: what scripts/test.sh needs)"
   "$PY" -m pip install -q -e '.[server,export,dev]'
 fi
 
