@@ -29,6 +29,15 @@ from client.sources import load_source
 from client.types import ById, ByText, CollectionInfo, IngestSummary, QueryLike
 
 DEFAULT_OUT = Path("ris_results")
+# What `serve` and `demo` import; missing ones mean the server extra is not installed.
+SERVER_MODULES = {
+    "onnxruntime",
+    "pymilvus",
+    "milvus_lite",
+    "grpc_health",
+    "grpc_reflection",
+    "prometheus_client",
+}
 LAZY_COMMANDS = {
     "eval": ("client.evaluation", "retrieval quality (mAP, recall@k) on a labelled set"),
     "bench": ("client.loadtest", "load test: throughput and latency of embed and search"),
@@ -184,6 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
         }[args.command]
         return handler(args)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        print(
+            f"ris {args.command}: {error}: starting the services needs the server extra "
+            "(pip install 'ris[server]')",
+            file=sys.stderr,
+        )
+        return 2
     except (RisError, ValueError, FileNotFoundError) as error:
         print(f"ris {args.command}: {error}", file=sys.stderr)
         return 1

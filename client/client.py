@@ -23,7 +23,7 @@ from tqdm import tqdm
 from client import convert
 from client.channel import open_channel
 from client.config import ClientConfig
-from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
+from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error, rpc_code
 from client.grpc_gen import search_pb2, search_pb2_grpc
 from client.ingest import (
     DEFAULT_CHUNK_SIZE,
@@ -49,7 +49,10 @@ T = TypeVar("T")
 
 
 def log_retry(attempt: int, delay: float, error: BaseException) -> None:
-    log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, error, delay)
+    code = rpc_code(error)
+    details = getattr(error, "details", None)
+    reason = f"{code.name if code else 'error'}: {details() if callable(details) else error}"
+    log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, reason, delay)
 
 
 class RisClient:

@@ -169,3 +169,18 @@ def test_cli_help_needs_no_server_packages() -> None:
         check=True,
     )
     assert result.stdout.strip().endswith("[]")
+
+
+def test_serve_without_the_server_extra_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('onnxruntime', 'grpc_health', 'pymilvus'):\n"
+        "    sys.modules[name] = None  # as if the server extra were not installed\n"
+        "from client.cli import main\n"
+        "sys.exit(main(['serve', '--port', '0', '--embedder-port', '0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'ris[server]'" in result.stderr and "Traceback" not in result.stderr
