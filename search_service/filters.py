@@ -3,7 +3,8 @@
 User input never reaches the expression unquoted: values become double-quoted string literals in
 which ``"`` and ``\\`` are escaped and newline/CR/tab use their escapes. Other characters go in
 raw: Milvus Lite's parser knows no ``\\u``/``\\x`` escapes, while both it and Milvus 2.3 accept raw
-control characters inside a literal. Metadata keys are quoted the same way (``metadata["k"]``).
+control characters inside a literal. Metadata keys are quoted the same way (``metadata["k"]``);
+keys with control characters are refused (Milvus 2.3 never matches them), values may hold any.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from search_service.errors import InvalidArgument
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_FILTER_VALUES = 16384
+
+
+def check_metadata_key(key: str) -> str:
+    """Metadata keys: non-empty, no control characters (Milvus 2.3 cannot match such JSON keys)."""
+    if not key:
+        raise InvalidArgument("metadata keys must not be empty")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise InvalidArgument(f"metadata key {key!r} contains control characters")
+    return key
 
 
 def quote(value: str) -> str:
@@ -46,8 +56,7 @@ def build_filter(
     if labels:
         parts.append(_in_list("label", labels))
     for key, value in sorted((metadata or {}).items()):
-        if not key:
-            raise InvalidArgument("metadata filter keys must not be empty")
+        check_metadata_key(key)
         parts.append(f"metadata[{quote(key)}] == {quote(value)}")
     return " and ".join(f"({p})" if len(parts) > 1 else p for p in parts)
 

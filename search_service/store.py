@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -35,7 +36,7 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
-from search_service.filters import build_filter, combine
+from search_service.filters import build_filter, check_metadata_key, combine
 from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,35 @@ def check_record_fields(item_id: str, label: str, uri: str, metadata: dict[str, 
         raise InvalidArgument(f"label longer than {MAX_LABEL_BYTES} bytes")
     if len(uri.encode()) > MAX_URI_BYTES:
         raise InvalidArgument(f"uri longer than {MAX_URI_BYTES} bytes")
-    if any(not k for k in metadata):
-        raise InvalidArgument("metadata keys must not be empty")
+    for key in metadata:
+        check_metadata_key(key)
     if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
         raise InvalidArgument(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def client_kwargs(cfg: SearchConfig) -> dict[str, Any]:
+    """MilvusClient arguments for the configured target: Lite path, URI, or host/port with TLS.
+
+    ``milvus_ca_cert`` implies TLS (``server_pem_path``: the CA/server certificate to trust);
+    ``milvus_server_name`` overrides the name checked against the certificate (SNI).
+    Token wins over user/password when both are given (that is pymilvus' rule too).
+    """
+    kwargs: dict[str, Any] = {"uri": cfg.milvus_target(), "timeout": cfg.milvus_timeout_s}
+    if cfg.is_milvus_lite:
+        return kwargs
+    kwargs.update(
+        user=cfg.milvus_user,
+        password=cfg.milvus_password,
+        token=cfg.milvus_token,
+        db_name=cfg.milvus_db_name,
+    )
+    if cfg.milvus_secure or cfg.milvus_ca_cert or cfg.milvus_target().startswith("https://"):
+        kwargs["secure"] = True
+    if cfg.milvus_ca_cert:
+        kwargs["server_pem_path"] = cfg.milvus_ca_cert
+    if cfg.milvus_server_name:
+        kwargs["server_name"] = cfg.milvus_server_name
+    return kwargs
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -166,28 +192,10 @@ class MilvusStore:
     # -- connection -------------------------------------------------------------------------
 
     def _connect(self) -> MilvusClient:
-        cfg = self._config
-        kwargs: dict[str, Any] = {"timeout": cfg.milvus_timeout_s}
         if self._lite_path:
-            from pathlib import Path
-
             Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
-            return MilvusClient(self._lite_path, **kwargs)
-        if cfg.milvus_secure:
-            kwargs["secure"] = True
-        if cfg.milvus_server_name:
-            kwargs["server_name"] = cfg.milvus_server_name
-        if cfg.milvus_ca_cert:
-            kwargs["server_pem_path"] = cfg.milvus_ca_cert
-            kwargs["secure"] = True
-        return MilvusClient(
-            uri=cfg.milvus_target(),
-            user=cfg.milvus_user,
-            password=cfg.milvus_password,
-            db_name=cfg.milvus_db_name,
-            token=cfg.milvus_token,
-            **kwargs,
-        )
+        # dedicated: this store owns its connection, so close() really closes it
+        return MilvusClient(**client_kwargs(self._config), dedicated=True)
 
     def close(self) -> None:
         """Close the client; for Lite also stop its in-process server so the dir is released."""

@@ -1,0 +1,208 @@
+"""The Milvus layer alone, with vectors made here, on Milvus Lite and on a real Milvus server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search_service.config import SearchConfig
+from search_service.errors import AlreadyExists, NotFound
+from search_service.filters import build_filter
+from search_service.indexing import plan_index
+from search_service.store import CollectionMeta, MilvusStore, Record
+
+DIM = 16
+NASTY = [
+    "plain",
+    'double"quote',
+    "single'quote",
+    "back\\slash",
+    "trailing\\",
+    '\\"',
+    "new\nline",
+    "cr\rlf",
+    "tab\tstop",
+    "ctrl\x01\x1f",
+    "del\x7f",
+    "unicode é中文",
+    "emoji 😀",
+    'x" or id != "',
+    '"] or true or ["',
+    "label == label",
+    'metadata["k"]',
+    "(",
+    "%_like%",
+    "   ",
+    "in [1, 2]",
+]
+
+
+def _key(value: str) -> str:
+    """The value itself as a metadata key, unless it holds control characters (refused)."""
+    return "ctrl" if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) else value
+
+
+def _config(uri: str) -> SearchConfig:
+    return SearchConfig(milvus_uri=uri, milvus_timeout_s=30.0)
+
+
+@pytest.fixture(scope="module")
+def store_uri(milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Same backend as the service tests, but a Lite dir of its own (Lite: one owner per dir)."""
+    if milvus_uri.endswith(".db"):
+        return str(tmp_path_factory.mktemp("store-lite") / "store.db")
+    return milvus_uri
+
+
+@pytest.fixture(scope="module")
+def store(store_uri: str) -> Iterator[MilvusStore]:
+    s = MilvusStore(_config(store_uri))
+    yield s
+    s.close()
+
+
+def _meta(metric: str = "COSINE", index: str = "FLAT", **params: str) -> CollectionMeta:
+    return CollectionMeta(
+        name=f"s_{uuid.uuid4().hex[:10]}",
+        dim=DIM,
+        metric=metric,
+        index=plan_index(index, params, "AUTOINDEX"),
+        model_name="unit-model",
+        model_version="0011223344556677",
+        description="store test",
+    )
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def made(store: MilvusStore) -> Iterator[CollectionMeta]:
+    meta = _meta()
+    store.create_collection(meta)
+    yield meta
+    store.drop_collection(meta.name)
+
+
+def test_properties_round_trip(store: MilvusStore, made: CollectionMeta) -> None:
+    back = store.describe(made.name)
+    assert back == made
+    with pytest.raises(AlreadyExists):
+        store.create_collection(made)
+    with pytest.raises(NotFound):
+        store.describe("s_not_there")
+    assert made.name in store.list_collections()
+
+
+def test_filter_values_match_exactly(store: MilvusStore, made: CollectionMeta) -> None:
+    """Every hostile string is stored and found again by itself, and only by itself."""
+    vecs = _vectors(len(NASTY))
+    records = [
+        Record(f"r{i}", vecs[i], label=s, uri=f"/u/{i}", metadata={_key(s): s, "n": str(i)})
+        for i, s in enumerate(NASTY)
+    ]
+    assert store.upsert(made, records) == len(NASTY)
+    for i, s in enumerate(NASTY):
+        by_label = store.get(made.name, expr=build_filter(labels=[s]))
+        assert [r.id for r in by_label] == [f"r{i}"], repr(s)
+        assert by_label[0].label == s and by_label[0].metadata[_key(s)] == s
+        by_meta = store.count(made.name, build_filter(metadata={_key(s): s}))
+        assert by_meta == 1, repr(s)
+        by_id = store.get(made.name, ids=[f"r{i}", s])
+        assert [r.id for r in by_id] == [f"r{i}"]
+    everything = store.count(made.name, build_filter(labels=NASTY))
+    assert everything == len(NASTY)
+
+
+def test_upsert_search_delete_count(store: MilvusStore, made: CollectionMeta) -> None:
+    vecs = _vectors(40, seed=1)
+    records = [Record(f"i{i}", vecs[i], "odd" if i % 2 else "even") for i in range(40)]
+    store.upsert(made, records)
+    store.upsert(made, records[:10])  # replaces, never duplicates
+    assert store.count(made.name) == 40
+    hits = store.search(made, [vecs[5]], top_k=5)[0]
+    assert hits[0].id == "i5" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    odd = store.search(made, [vecs[4]], top_k=5, expr=build_filter(labels=["odd"]))[0]
+    assert len(odd) == 5 and all(h.label == "odd" for h in odd)
+
+    assert store.delete(made.name, ids=["i1", "i2", "missing"]) == 2
+    assert store.delete(made.name, ids=["i1"]) == 0  # already gone: exact counts
+    assert store.delete(made.name, expr=build_filter(labels=["odd"])) == 19
+    assert store.count(made.name) == 19
+    assert store.count(made.name, build_filter(labels=["odd"])) == 0
+    left = store.search(made, [vecs[1]], top_k=40)[0]
+    assert len(left) == 19 and all(h.label == "even" for h in left)
+
+
+@pytest.mark.parametrize(
+    ("metric", "index", "params"),
+    [
+        ("L2", "HNSW", {}),
+        ("IP", "IVF_FLAT", {"expected_rows": "200"}),
+        ("COSINE", "AUTOINDEX", {}),
+    ],
+)
+def test_metrics_and_indexes(store: MilvusStore, metric: str, index: str, params: dict) -> None:
+    meta = _meta(metric, index, **params)
+    store.create_collection(meta)
+    try:
+        vecs = _vectors(200, seed=2)
+        store.upsert(meta, [Record(f"v{i}", vecs[i]) for i in range(200)])
+        hits = store.search(meta, [vecs[7], vecs[8]], top_k=3)
+        assert [h[0].id for h in hits] == ["v7", "v8"]
+        for row in hits:
+            scores = [h.score for h in row]
+            assert scores == sorted(scores, reverse=True)
+        if metric == "L2":  # negative distance: the query itself scores 0, others below
+            assert hits[0][0].score == pytest.approx(0.0, abs=1e-4)
+            assert all(h.score < 0 for h in hits[0][1:])
+        assert store.describe(meta.name).index == meta.index
+    finally:
+        store.drop_collection(meta.name)
+
+
+def test_reopen_finds_data_and_loads_it(store_uri: str, tmp_path: Path) -> None:
+    """A new process-side store (as after a restart) sees the rows; load happens on first use."""
+    uri = str(tmp_path / "reopen.db") if store_uri.endswith(".db") else store_uri
+    meta = _meta()
+    first = MilvusStore(_config(uri))
+    first.create_collection(meta)
+    first.upsert(meta, [Record(f"p{i}", v) for i, v in enumerate(_vectors(5, seed=3))])
+    first.flush(meta.name)
+    first.close()
+    second = MilvusStore(_config(uri))
+    try:
+        assert second.describe(meta.name) == meta
+        assert second.count(meta.name) == 5
+        assert second.search(meta, [_vectors(5, seed=3)[4]], top_k=1)[0][0].id == "p4"
+    finally:
+        second.drop_collection(meta.name)
+        second.close()
+
+
+@pytest.mark.milvus_server
+def test_database_name_is_honoured(milvus_server) -> None:
+    """``milvus_db_name`` puts collections in that database (the IBM/cluster option)."""
+    from pymilvus import MilvusClient
+
+    admin = MilvusClient(milvus_server.uri)
+    admin.create_database("ris_db_test")
+    admin.close()
+    in_db = MilvusStore(SearchConfig(milvus_uri=milvus_server.uri, milvus_db_name="ris_db_test"))
+    default = MilvusStore(SearchConfig(milvus_uri=milvus_server.uri))
+    meta = _meta()
+    try:
+        in_db.create_collection(meta)
+        assert meta.name in in_db.list_collections()
+        assert meta.name not in default.list_collections()
+    finally:
+        in_db.drop_collection(meta.name)
+        in_db.close()
+        default.close()

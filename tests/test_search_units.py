@@ -1,0 +1,225 @@
+"""Search service parts without a server: filters, index sizing, config, paths, write batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from search_service.config import ConfigError, SearchConfig, from_env, parse_args
+from search_service.errors import InvalidArgument
+from search_service.filters import build_filter, combine, quote
+from search_service.indexing import nlist_for, plan_index, search_params
+from search_service.paths import SourceError, read_image_file, resolve
+from search_service.store import (
+    MAX_WRITE_BYTES,
+    Record,
+    check_record_fields,
+    client_kwargs,
+    validate_name,
+    write_batches,
+)
+
+# -- filters -------------------------------------------------------------------------------
+
+
+def _unquote(literal: str) -> str:
+    """Read a literal back the way Milvus' parser does (escapes: \\" \\\\ \\n \\r \\t)."""
+    assert literal[0] == literal[-1] == '"'
+    out, i, body = [], 0, literal[1:-1]
+    table = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    while i < len(body):
+        if body[i] == "\\":
+            out.append(table[body[i + 1]])
+            i += 2
+        else:
+            assert body[i] != '"', "unescaped quote ends the literal early"
+            out.append(body[i])
+            i += 1
+    return "".join(out)
+
+
+@given(st.text(max_size=40))
+def test_quote_round_trips_any_text(value: str) -> None:
+    literal = quote(value)
+    assert _unquote(literal) == value
+    assert "\n" not in literal and "\r" not in literal
+
+
+def test_build_filter_shapes() -> None:
+    assert build_filter() == ""
+    assert build_filter(ids=["a"]) == 'id == "a"'
+    assert build_filter(labels=["x", "y", "x"]) == 'label in ["x", "y"]'
+    expr = build_filter(ids=["a", "b"], labels=["cat"], metadata={"k": 'v"1', "a": "2"})
+    assert expr == (
+        '(id in ["a", "b"]) and (label == "cat") and (metadata["a"] == "2") and '
+        '(metadata["k"] == "v\\"1")'
+    )
+    assert combine("", 'a == "1"') == 'a == "1"'
+    assert combine('a == "1"', 'b == "2"') == '(a == "1") and (b == "2")'
+    for key in ["", "a\x01", "tab\t", "del\x7f"]:
+        with pytest.raises(InvalidArgument):
+            build_filter(metadata={key: "x"})
+        with pytest.raises(InvalidArgument):
+            check_record_fields("id", "", "", {key: "x"})
+    assert build_filter(metadata={"k": "any\x01value"}) == 'metadata["k"] == "any\x01value"'
+
+
+# -- index sizing --------------------------------------------------------------------------
+
+
+def test_ivf_nlist_follows_the_data() -> None:
+    assert nlist_for(1_000) == 126
+    assert nlist_for(10) == 16  # floor
+    assert nlist_for(1_000_000) == 4000
+    assert nlist_for(10**12) == 16384  # ceiling
+    plan = plan_index("ivf_flat", {"expected_rows": "1000"}, "AUTOINDEX")
+    assert plan.index_type == "IVF_FLAT" and plan.build_params == {"nlist": 126}
+    assert search_params(plan, 10) == {"nprobe": 15}
+    explicit = plan_index("IVF_SQ8", {"nlist": "64", "nprobe": "64"}, "AUTOINDEX")
+    assert search_params(explicit, 10) == {"nprobe": 64}
+
+
+def test_hnsw_and_defaults() -> None:
+    plan = plan_index("HNSW", {}, "AUTOINDEX")
+    assert plan.build_params == {"M": 16, "efConstruction": 200}
+    assert search_params(plan, 10) == {"ef": 64}
+    assert search_params(plan, 100) == {"ef": 200}  # ef >= top_k
+    assert plan_index("", {}, "AUTOINDEX").index_type == "AUTOINDEX"
+    assert plan_index("", {}, "FLAT").index_type == "FLAT"
+    for kind, params in [
+        ("NOPE", {}),
+        ("HNSW", {"nlist": "8"}),
+        ("FLAT", {"M": "8"}),
+        ("HNSW", {"M": "0"}),
+        ("IVF_FLAT", {"nlist": "x"}),
+    ]:
+        with pytest.raises(InvalidArgument):
+            plan_index(kind, params, "AUTOINDEX")
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_config_env_then_flags() -> None:
+    env = {
+        "RIS_MILVUS_URI": "http://127.0.0.1:19530",
+        "RIS_MILVUS_SECURE": "true",
+        "RIS_EMBEDDER_ADDRESS": "127.0.0.1:1,127.0.0.1:2",
+        "RIS_SEARCH_ALLOWED_ROOTS": os.pathsep.join(["/data/a", "/data/b"]),
+        "RIS_SEARCH_METRICS_PORT": "0",
+        "RIS_SEARCH_PORT": "6000",
+    }
+    cfg = from_env(env)
+    assert cfg.milvus_secure and cfg.metrics_port == 0 and cfg.port == 6000
+    assert cfg.embedder_addresses == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert cfg.allowed_roots == [Path("/data/a"), Path("/data/b")]
+    flagged = parse_args(["--port", "7000", "--milvus-db-name", "ris"], env=env)
+    assert (flagged.port, flagged.milvus_db_name, flagged.milvus_secure) == (7000, "ris", True)
+    with pytest.raises(ConfigError):
+        parse_args(["--port", "99999"], env={})
+    with pytest.raises(ConfigError):
+        from_env({"RIS_MILVUS_SECURE": "perhaps"})
+
+
+def test_milvus_connection_settings() -> None:
+    lite = client_kwargs(SearchConfig(milvus_uri="/tmp/x/ris.db"))
+    assert lite == {"uri": "/tmp/x/ris.db", "timeout": 30.0}
+    ibm = SearchConfig(
+        milvus_host="abc.lakehouse.appdomain.cloud",
+        milvus_port=30439,
+        milvus_secure=True,
+        milvus_server_name="abc.lakehouse.appdomain.cloud",
+        milvus_user="ibmlhapikey",
+        milvus_password="secret",
+        milvus_db_name="default",
+    )
+    kwargs = client_kwargs(ibm)
+    assert kwargs["uri"] == "https://abc.lakehouse.appdomain.cloud:30439"
+    assert kwargs["secure"] is True and kwargs["server_name"] == ibm.milvus_server_name
+    assert (kwargs["user"], kwargs["password"], kwargs["db_name"]) == (
+        "ibmlhapikey",
+        "secret",
+        "default",
+    )
+    ca = client_kwargs(SearchConfig(milvus_uri="http://m:19530", milvus_ca_cert="/c/ca.pem"))
+    assert ca["secure"] is True and ca["server_pem_path"] == "/c/ca.pem"
+    token = client_kwargs(SearchConfig(milvus_uri="http://m:19530", milvus_token="root:Milvus"))
+    assert token["token"] == "root:Milvus" and "secure" not in token
+
+
+# -- rows ----------------------------------------------------------------------------------
+
+
+def test_collection_names_and_fields() -> None:
+    assert validate_name("_ok_Name9") == "_ok_Name9"
+    for bad in ["", "9x", "a-b", "a b", "x" * 256, 'a"']:
+        with pytest.raises(InvalidArgument):
+            validate_name(bad)
+    check_record_fields("id", "label", "/p.jpg", {"k": "v"})
+    for args in [
+        ("", "", "", {}),
+        ("x" * 513, "", "", {}),
+        ("é" * 300, "", "", {}),
+        ("a", "l" * 1025, "", {}),
+        ("a", "", "", {"": "v"}),
+        ("a", "", "", {"k": "v" * 70_000}),
+    ]:
+        with pytest.raises(InvalidArgument):
+            check_record_fields(*args)
+
+
+def test_write_batches_stay_under_the_message_limit() -> None:
+    dim = 2048
+    records = [Record(f"id{i}", [0.0] * 4, "l", "u", {"k": "v"}) for i in range(3000)]
+    batches = list(write_batches(records, dim))
+    assert sum(len(b) for b in batches) == 3000
+    assert [r.id for b in batches for r in b] == [r.id for r in records]  # order kept
+    assert len(batches) >= 2
+    assert all(len(b) * (4 * dim) < MAX_WRITE_BYTES for b in batches)
+    assert list(write_batches([], dim)) == []
+
+
+# -- server-side paths ---------------------------------------------------------------------
+
+
+def test_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    inside = root / "sub" / "a.jpg"
+    inside.write_bytes(b"jpeg")
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"secret")
+    (root / "link_out.jpg").symlink_to(secret)
+    (root / "link_in.jpg").symlink_to(inside)
+    roots = [root]
+
+    assert read_image_file(str(inside), roots, 100) == b"jpeg"
+    assert read_image_file(f"file://{inside}", roots, 100) == b"jpeg"
+    assert read_image_file(str(root / "link_in.jpg"), roots, 100) == b"jpeg"
+    assert resolve(str(root / "sub" / ".." / "sub" / "a.jpg"), roots) == inside
+
+    cases = {
+        str(root / "link_out.jpg"): grpc.StatusCode.PERMISSION_DENIED,
+        str(root / ".." / "secret.jpg"): grpc.StatusCode.PERMISSION_DENIED,
+        str(secret): grpc.StatusCode.PERMISSION_DENIED,
+        "sub/a.jpg": grpc.StatusCode.INVALID_ARGUMENT,
+        "https://example.com/a.jpg": grpc.StatusCode.INVALID_ARGUMENT,
+        "s3://bucket/a.jpg": grpc.StatusCode.INVALID_ARGUMENT,
+        str(root / "missing.jpg"): grpc.StatusCode.NOT_FOUND,
+        str(root / "sub"): grpc.StatusCode.INVALID_ARGUMENT,
+    }
+    for uri, code in cases.items():
+        with pytest.raises(SourceError) as info:
+            read_image_file(uri, roots, 100)
+        assert info.value.code == code, uri
+    with pytest.raises(SourceError) as info:
+        read_image_file(str(inside), roots, 3)
+    assert "too large" in str(info.value)
+    with pytest.raises(SourceError) as info:
+        read_image_file(str(inside), [], 100)
+    assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
