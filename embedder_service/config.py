@@ -15,6 +15,7 @@ PRECISIONS = ("auto", "fp32", "fp16")
 POOLINGS = ("gem", "avg")
 DECODE_MODES = ("thread", "process")
 DEFAULT_MODEL = Path("models/resnet50.onnx")
+DEFAULT_TEXT_MODEL = Path("models/minilm")  # made by scripts/export_text_model.py
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,9 @@ class EmbedderConfig:
     host: str = "127.0.0.1"
     port: int = 50051  # 0 = pick a free port
     model_paths: list[Path] = field(default_factory=lambda: [DEFAULT_MODEL])
+    # Text models (EmbedText): "auto" = models/minilm when it has been exported, else none;
+    # "off" = none; else comma-separated text model files or directories (each must load).
+    text_models: str = "auto"
     provider: str = "auto"  # auto | cpu | cuda | tensorrt
     allow_fallback: bool = False  # a requested GPU provider may fall back to CPU (logged)
     precision: str = "auto"  # auto = fp16 on GPU when a .fp16.onnx sibling exists, else fp32
@@ -39,6 +43,7 @@ class EmbedderConfig:
     max_queue_images: int = 256  # admitted, not yet answered; beyond: RESOURCE_EXHAUSTED
     max_images_per_request: int = 64
     max_image_pixels: int = 40_000_000
+    max_text_chars: int = 2000  # per text; beyond: that item fails with INVALID_ARGUMENT
     max_message_bytes: int = 64 * 1024 * 1024
     decode_workers: int = 2
     decode_mode: str = "thread"  # thread | process
@@ -68,6 +73,7 @@ class EmbedderConfig:
                 "max_queue_images must be >= max_images_per_request",
             ),
             (self.max_image_pixels >= 1, "max_image_pixels must be >= 1"),
+            (self.max_text_chars >= 1, "max_text_chars must be >= 1"),
             (self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024"),
             (self.decode_workers >= 1, "decode_workers must be >= 1"),
             (self.intra_op_threads >= 0, "intra_op_threads must be >= 0"),
@@ -79,6 +85,15 @@ class EmbedderConfig:
             if not ok:
                 raise ConfigError(message)
         return self
+
+    def text_model_paths(self) -> list[Path]:
+        """The text models to load, "auto" and "off" resolved."""
+        value = self.text_models.strip()
+        if value.lower() == "auto":
+            return [DEFAULT_TEXT_MODEL] if (DEFAULT_TEXT_MODEL / "model.onnx").exists() else []
+        if value.lower() in ("", "off", "none"):
+            return []
+        return _parse_paths(value)
 
 
 def _parse_bool(text: str) -> bool:
@@ -95,7 +110,7 @@ def _parse_optional_int(text: str) -> int | None:
 
 
 def _parse_paths(text: str) -> list[Path]:
-    return [Path(p) for p in text.split(",") if p.strip()]
+    return [Path(p.strip()) for p in text.split(",") if p.strip()]
 
 
 # Field annotations are strings here (from __future__ import annotations).
@@ -130,6 +145,8 @@ def from_env(
     # The shorter RIS_EMBEDDER_MODEL names one model path, like --model.
     if ENV_PREFIX + "MODEL" in env:
         config.model_paths = _parse_paths(env[ENV_PREFIX + "MODEL"])
+    if ENV_PREFIX + "TEXT_MODEL" in env:
+        config.text_models = env[ENV_PREFIX + "TEXT_MODEL"]
     return config
 
 
@@ -150,6 +167,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_parse_paths,
         default=None,
         help="comma-separated ONNX model path(s); the first is the default",
+    )
+    parser.add_argument(
+        "--text-model",
+        dest="text_models",
+        default=None,
+        help="text model file(s)/dir(s), comma-separated; 'auto' (default) or 'off'",
     )
 
 

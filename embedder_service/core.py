@@ -12,59 +12,27 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 from embedder_service.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher, settle
 from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.core_types import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    ItemResult,
+    ModelDescription,
+    ServiceError,
+)
 from embedder_service.decoding import DecodePool
 from embedder_service.metrics import EmbedderMetrics
 from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec
 from embedder_service.runtime import ModelRuntime
+from embedder_service.text_worker import TextWorker
 
 log = logging.getLogger(__name__)
-
-INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-INTERNAL = grpc.StatusCode.INTERNAL.value[0]
-
-
-class ServiceError(Exception):
-    """A whole call fails with this gRPC status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    id: str
-    vector: np.ndarray | None = None
-    error_code: int = 0
-    error_message: str = ""
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """What GetModelInfo reports for one model."""
-
-    name: str
-    version: str
-    dim: int
-    execution_provider: str
-    providers: tuple[str, ...]
-    precision: str
-    preprocessing: PreprocessSpec
-    pooling: str
-    max_batch_size: int
-    max_images_per_request: int
-    max_image_pixels: int
-    modality: str = "image"
 
 
 class Admission:
@@ -101,6 +69,7 @@ class ModelWorker:
     """One model: its runtime, its batcher and its description."""
 
     def __init__(self, path: Path, config: EmbedderConfig, metrics: EmbedderMetrics) -> None:
+        self.path = path
         self.runtime = ModelRuntime(path, config)
         # Warm the shapes the batcher will use; on GPUs the first run of a shape is slow.
         on_cpu = self.runtime.execution_provider == "CPUExecutionProvider"
@@ -196,7 +165,71 @@ class EmbedderCore:
                 raise ConfigError(f"two models are named {worker.name!r}; names must differ")
             self.models[worker.name] = worker
         self.default = self.models[next(iter(self.models))]
+        self.text_models: dict[str, TextWorker] = {}
+        images = {w.name: (w.path, w.description) for w in self.models.values()}
+        try:
+            for path in config.text_model_paths():
+                text = TextWorker(path, config, images, self.default.name)
+                if text.name in self.models or text.name in self.text_models:
+                    raise ConfigError(f"two models are named {text.name!r}; names must differ")
+                self.text_models[text.name] = text
+        except BaseException:
+            for worker in self.models.values():  # started batcher threads must not outlive us
+                worker.batcher.close()
+            raise
         self.decoder = DecodePool(config.decode_workers, config.decode_mode)
+
+    def descriptions(self) -> list[ModelDescription]:
+        """Every model served: image models (default first), then text models."""
+        return [w.description for w in self.models.values()] + [
+            t.description for t in self.text_models.values()
+        ]
+
+    def text_model(self, name: str = "") -> TextWorker:
+        """By name or version; "" = the text model that maps into the default image model."""
+        for worker in self.text_models.values():
+            if (name and name in (worker.name, worker.version)) or (
+                not name and worker.description.target_space == self.default.name
+            ):
+                return worker
+        if not name and self.text_models:
+            return next(iter(self.text_models.values()))
+        served = sorted(self.text_models)
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown text model {name!r}; text models served: {served}"
+            if name
+            else "no text model is served (start the embedder with --text-model)",
+        )
+
+    def embed_text(
+        self, texts: Sequence[str], model: str = ""
+    ) -> tuple[TextWorker, list[ItemResult]]:
+        """Embed texts; per-item errors for empty or too-long texts, whole-call for the rest."""
+        if self.draining:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down")
+        limit = self.config.max_images_per_request
+        if len(texts) > limit:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"too many texts in one request: {len(texts)} > max_images_per_request {limit}",
+            )
+        worker = self.text_model(model)
+        try:
+            results = worker.embed(list(texts))
+        except Exception as exc:  # the text model failed: every item says so, the call succeeds
+            log.exception("text model %s failed", worker.name)
+            results = [
+                ItemResult(str(i), None, INTERNAL, f"text inference failed: {exc}")
+                for i in range(len(texts))
+            ]
+        ok = [r for r in results if r.vector is not None]
+        self.metrics.texts.labels(worker.name).inc(len(ok))
+        self.metrics.low_confidence_texts.labels(worker.name).inc(sum(r.low_confidence for r in ok))
+        for r in results:
+            if r.vector is None:
+                self.metrics.item_errors.labels("invalid_text").inc()
+        return worker, results
 
     def model(self, name: str = "") -> ModelWorker:
         """The default model for "", else the model with this name or version."""

@@ -99,6 +99,15 @@ class EmbedderMetrics:
             "Requests refused because the queue was full",
             registry=r,
         )
+        self.texts = Counter(
+            "ris_embedder_texts", "Texts embedded successfully", ["model"], registry=r
+        )
+        self.low_confidence_texts = Counter(
+            "ris_embedder_low_confidence_texts",
+            "Texts that matched no known concept (answered, flagged low_confidence)",
+            ["model"],
+            registry=r,
+        )
         self._rate = _RateWindow()
         self.images_per_second = Gauge(
             "ris_embedder_images_per_second",

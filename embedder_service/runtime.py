@@ -207,6 +207,12 @@ class ModelRuntime:
         outputs = {o.name for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)":
             raise ModelLoadError(f"model needs a uint8 input named {INPUT_NAME!r}, has {inputs}")
+        if self.output_name not in outputs and "embedding" in outputs:
+            # Models without pooling variants (e.g. a CLIP image tower) serve their embedding.
+            log.info(
+                "%s has no %r output: serving its 'embedding'", self.metadata.name, self.output_name
+            )
+            self.output_name, self.pooling = "embedding", "model"
         if self.output_name not in outputs:
             raise ModelLoadError(f"model has no output {self.output_name!r} (has {outputs})")
 

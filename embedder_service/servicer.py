@@ -18,6 +18,7 @@ from embedder_service.core import (
     PendingEmbed,
     ServiceError,
 )
+from embedder_service.text_worker import TextWorker
 
 OK = grpc.StatusCode.OK
 
@@ -34,13 +35,20 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def to_response(worker: ModelWorker, results: list[ItemResult]) -> embedder_pb2.EmbedResponse:
+def to_response(
+    worker: ModelWorker | TextWorker, results: list[ItemResult]
+) -> embedder_pb2.EmbedResponse:
     response = embedder_pb2.EmbedResponse(
         model=worker.name, model_version=worker.version, dim=worker.description.dim
     )
     for r in results:
         if r.vector is not None:
-            response.results.add(id=r.id, embedding=r.vector.tolist())
+            response.results.add(
+                id=r.id,
+                embedding=r.vector.tolist(),
+                confidence=r.confidence,
+                low_confidence=r.low_confidence,
+            )
         else:
             error = common_pb2.ItemError(code=r.error_code, message=r.error_message)
             response.results.add(id=r.id, error=error)
@@ -49,28 +57,33 @@ def to_response(worker: ModelWorker, results: list[ItemResult]) -> embedder_pb2.
 
 def to_model_info(d: ModelDescription) -> common_pb2.ModelInfo:
     p = d.preprocessing
-    return common_pb2.ModelInfo(
+    info = common_pb2.ModelInfo(
         name=d.name,
         version=d.version,
         dim=d.dim,
         execution_provider=d.execution_provider,
         providers=list(d.providers),
         precision=d.precision,
-        preprocessing=common_pb2.Preprocessing(
-            color_order=p.color_order,
-            mean=list(p.mean),
-            std=list(p.std),
-            resize_shorter=p.resize_shorter,
-            crop_size=p.crop_size,
-            interpolation=p.interpolation,
-            input_layout=p.input_layout,
-        ),
         max_batch_size=d.max_batch_size,
         max_images_per_request=d.max_images_per_request,
         max_image_pixels=d.max_image_pixels,
         modality=d.modality,
         pooling=d.pooling,
+        target_space=d.target_space,
     )
+    if p is not None:
+        info.preprocessing.CopyFrom(
+            common_pb2.Preprocessing(
+                color_order=p.color_order,
+                mean=list(p.mean),
+                std=list(p.std),
+                resize_shorter=p.resize_shorter,
+                crop_size=p.crop_size,
+                interpolation=p.interpolation,
+                input_layout=p.input_layout,
+            )
+        )
+    return info
 
 
 def _images(request: embedder_pb2.EmbedRequest) -> list[tuple[str, bytes]]:
@@ -182,9 +195,19 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         except Exception as exc:  # the request stream broke (client cancelled, server stopping)
             put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))
 
+    def EmbedText(self, request, context):
+        started = time.perf_counter()
+        try:
+            worker, results = self.core.embed_text(list(request.texts), request.model)
+        except ServiceError as exc:
+            self._finish("EmbedText", exc.code, started)
+            context.abort(exc.code, exc.message)
+        self._finish("EmbedText", OK, started)
+        return to_response(worker, results)
+
     def GetModelInfo(self, request, context):
         started = time.perf_counter()
-        models = [to_model_info(w.description) for w in self.core.models.values()]
+        models = [to_model_info(d) for d in self.core.descriptions()]
         response = embedder_pb2.GetModelInfoResponse(
             default_model=to_model_info(self.core.default.description), models=models
         )

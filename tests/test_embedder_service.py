@@ -212,7 +212,7 @@ def test_model_info(embedder_stub, model_path):
         spec.color_order,
     )
     np.testing.assert_allclose(list(p.mean), spec.mean, rtol=1e-6)
-    assert [m.name for m in info.models] == [meta.name]
+    assert [m.name for m in info.models if m.modality == "image"] == [meta.name]
 
 
 def test_metrics_endpoint_counts_requests(embedder_server, embedder_stub, embedder_images):

@@ -1,0 +1,51 @@
+"""Plain types shared by the core, the text workers and the servicer (no logic, no cycles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from embedder_service.preprocessing import PreprocessSpec
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+
+
+class ServiceError(Exception):
+    """A whole call fails with this gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    id: str
+    vector: np.ndarray | None = None
+    error_code: int = 0
+    error_message: str = ""
+    confidence: float = 0.0  # text only: how well the text matched a known concept, 0..1
+    low_confidence: bool = False
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What GetModelInfo reports for one model."""
+
+    name: str
+    version: str
+    dim: int
+    execution_provider: str
+    providers: tuple[str, ...]
+    precision: str
+    preprocessing: PreprocessSpec | None  # None for text models
+    pooling: str
+    max_batch_size: int
+    max_images_per_request: int
+    max_image_pixels: int
+    modality: str = "image"
+    target_space: str = ""  # text models: the image model whose space their vectors are in
