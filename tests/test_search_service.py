@@ -177,7 +177,9 @@ def test_search_by_id_and_vector(search_stub, catalog) -> None:
     assert by_vector.embed_seconds == 0  # no embedder involved
 
 
-def test_batch_search_isolates_bad_queries(search_stub, catalog, query_photos) -> None:
+def test_batch_search_isolates_bad_queries(
+    search_stub, catalog, query_photos, embedder_stub
+) -> None:
     response = search(
         search_stub,
         catalog,
@@ -191,8 +193,43 @@ def test_batch_search_isolates_bad_queries(search_stub, catalog, query_photos) -
     codes = [r.error.code for r in response.results]
     assert codes[:3] == [INVALID_ARGUMENT, NOT_FOUND, INVALID_ARGUMENT]
     assert codes[3] == 0 and response.results[3].hits[0].label == "Leopards"
-    assert codes[4] == grpc.StatusCode.FAILED_PRECONDITION.value[0]  # no text model here
-    assert all(not r.hits for i, r in enumerate(response.results) if i != 3)
+    assert all(not r.hits for i, r in enumerate(response.results) if i not in (3, 4))
+    text = response.results[4]
+    if _serves_text_model(embedder_stub):
+        assert codes[4] == 0 and text.hits  # the query got an answer, weak or not
+    else:
+        assert codes[4] == grpc.StatusCode.FAILED_PRECONDITION.value[0] and not text.hits
+        assert "text model" in text.error.message
+
+
+def _serves_text_model(embedder_stub) -> bool:
+    from client.grpc_gen import embedder_pb2
+
+    info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())
+    image_model = info.default_model.name
+    return any(
+        m.modality == "text" and getattr(m, "target_space", "") == image_model for m in info.models
+    )
+
+
+def test_search_by_text(search_stub, catalog, embedder_stub) -> None:
+    """Text goes through the embedder's text model into the image space (when it has one)."""
+    if not _serves_text_model(embedder_stub):
+        response = search(search_stub, catalog, search_pb2.Query(text="a leopard"))
+        assert response.results[0].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        return
+    response = search(
+        search_stub,
+        catalog,
+        search_pb2.Query(text="a photo of a leopard"),
+        search_pb2.Query(text="an airplane"),
+        top_k=PER_CLASS,
+    )
+    for result in response.results:
+        assert not result.HasField("error")
+        scores = [h.score for h in result.hits]
+        assert len(scores) == PER_CLASS and scores == sorted(scores, reverse=True)
+    assert response.embed_seconds > 0
 
 
 def test_search_filters(search_stub, catalog, query_photos) -> None:
