@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,50 @@ def test_database_name_is_honoured(milvus_server) -> None:
         in_db.drop_collection(meta.name)
         in_db.close()
         default.close()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _is_loopback(hex_addr: str) -> bool:
+    host = hex_addr.split(":")[0]
+    if len(host) == 8:  # IPv4, little-endian: 127.x.x.x ends in 7F
+        return host.endswith("7F")
+    return host in (
+        "00000000000000000000000001000000",  # ::1
+    ) or (host.startswith("0000000000000000FFFF0000") and host.endswith("7F"))
+
+
+@pytest.mark.milvus_server
+def test_milvus_server_talks_only_on_loopback(milvus_server) -> None:
+    """Every established TCP connection of the server process has loopback at both ends."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc")
+    store = MilvusStore(_config(milvus_server.uri))
+    meta = _meta()
+    store.create_collection(meta)  # make the components talk to each other
+    store.upsert(meta, [Record("a", _vectors(1)[0])])
+    try:
+        inodes = _socket_inodes(milvus_server.process.pid)
+        established = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+                if inode in inodes and state == "01":  # ESTABLISHED
+                    established.append((local, remote))
+        assert established, "expected the server to hold connections"
+        outside = [c for c in established if not (_is_loopback(c[0]) and _is_loopback(c[1]))]
+        assert not outside, outside
+    finally:
+        store.drop_collection(meta.name)
+        store.close()
