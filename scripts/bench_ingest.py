@@ -1,0 +1,286 @@
+"""Ingest throughput end to end, beside its two baselines, all measured in the same run.
+
+1. raw: ONNX Runtime alone on preprocessed batches (scripts/bench_embedder.py's measurement:
+   the server's session options, batches of max_batch_size, no decoding, no gRPC, no Milvus).
+2. naive: the seed's pipeline in one process, one image at a time: decode + preprocess
+   (embedder_service.preprocessing), one session run with batch 1 (same session options),
+   one MilvusClient insert of that row into Milvus Lite; a flush at the end.
+3. end to end: RisClient.ingest -> search service (subprocess, Milvus Lite inside it) ->
+   embedder (subprocess): the real services on 127.0.0.1, fresh collection per repeat.
+
+Targets on a 2-core CPU: end to end >= 80% of raw and >= 2x naive.
+
+    python scripts/bench_ingest.py --limit 300 --json out/bench_ingest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_common import (  # noqa: E402
+    CALTECH_TRAIN,
+    describe_machine,
+    existing,
+    machine_info,
+    percentiles_ms,
+    start_search_service,
+    stop_process,
+    verdict,
+    write_json,
+)
+from bench_embedder import raw_throughput, start_service  # noqa: E402
+
+from client import RisClient  # noqa: E402
+from client.loadtest import load_images  # noqa: E402
+from client.types import IngestItem  # noqa: E402
+from embedder_service.config import EmbedderConfig  # noqa: E402
+from embedder_service.preprocessing import prepare  # noqa: E402
+from embedder_service.runtime import ModelRuntime  # noqa: E402
+
+RAW_TARGET = 0.8
+NAIVE_TARGET = 2.0
+
+
+def naive_baseline(
+    config: EmbedderConfig, images: list[bytes], db_dir: Path, max_seconds: float
+) -> dict[str, Any]:
+    """The seed's loop: decode, embed (batch 1), insert one row, for each image in turn."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import DataType, MilvusClient
+
+    runtime = ModelRuntime(config.model_paths[0], config)
+    spec = runtime.metadata.preprocessing
+    runtime.warm_up(1)
+    uri = str(db_dir / "naive.db")
+    client = MilvusClient(uri=uri)
+    name = "naive"
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=runtime.dim)
+    schema.add_field("label", DataType.VARCHAR, max_length=1024)
+    index = MilvusClient.prepare_index_params()
+    index.add_index(field_name="embedding", index_type="AUTOINDEX", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index)
+    decode_s: list[float] = []
+    infer_s: list[float] = []
+    insert_s: list[float] = []
+    started = time.perf_counter()
+    stop_at = started + max_seconds
+    try:
+        for i, data in enumerate(images):
+            if time.perf_counter() > stop_at:
+                break
+            t0 = time.perf_counter()
+            array = prepare(data, spec)
+            t1 = time.perf_counter()
+            vector = runtime.infer(array[None])[0]
+            t2 = time.perf_counter()
+            client.insert(name, [{"id": f"img-{i}", "embedding": vector.tolist(), "label": ""}])
+            t3 = time.perf_counter()
+            decode_s.append(t1 - t0)
+            infer_s.append(t2 - t1)
+            insert_s.append(t3 - t2)
+        t4 = time.perf_counter()
+        client.flush(name)
+        flush_s = time.perf_counter() - t4
+        seconds = time.perf_counter() - started
+        count = client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    finally:
+        client.close()
+        server_manager_instance.release_server(uri)
+    done = len(decode_s)
+    return {
+        "images": done,
+        "stored": int(count),
+        "seconds": seconds,
+        "images_per_s": done / seconds,
+        "decode_ms": percentiles_ms(decode_s),
+        "infer_ms": percentiles_ms(infer_s),
+        "insert_ms": percentiles_ms(insert_s),
+        "flush_s": flush_s,
+        "provider": runtime.execution_provider,
+    }
+
+
+def end_to_end(
+    config: EmbedderConfig, images: list[bytes], args: argparse.Namespace, db_dir: Path
+) -> dict[str, Any]:
+    """Real client -> search service -> embedder -> Milvus Lite; one fresh collection per run."""
+    embedder, embedder_address = start_service(config)
+    try:
+        extra = ["--ingest-batch-size", str(args.ingest_batch_size)]
+        search, address = start_search_service(embedder_address, str(db_dir / "e2e.db"), extra)
+        try:
+            with RisClient(address=address) as client:
+                client.wait_ready(timeout=60)
+                return _ingest_runs(client, images, args)
+        finally:
+            stop_process(search)
+    finally:
+        stop_process(embedder)
+
+
+def _items(images: list[bytes]) -> list[IngestItem]:
+    return [IngestItem(id=f"img-{i}", data=d, label="bench") for i, d in enumerate(images)]
+
+
+def _ingest_runs(
+    client: RisClient, images: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    warm = min(len(images), 2 * args.chunk_size)  # model, batch shapes, Milvus Lite all warm
+    client.create_collection("bench_warmup")
+    client.ingest("bench_warmup", _items(images[:warm]), chunk_size=args.chunk_size)
+    client.drop_collection("bench_warmup")
+    runs = []
+    for repeat in range(args.repeats):
+        name = f"bench_ingest_{repeat}"
+        client.create_collection(name)
+        started = time.perf_counter()
+        summary = client.ingest(name, _items(images), chunk_size=args.chunk_size)
+        seconds = time.perf_counter() - started
+        count = client.count(name)
+        client.drop_collection(name)
+        runs.append(
+            {
+                "images": len(images),
+                "stored": summary.stored,
+                "failed": summary.failed,
+                "count_after": count,
+                "seconds": seconds,
+                "images_per_s": summary.stored / seconds,
+                "service_embed_seconds": summary.embed_seconds,
+                "service_milvus_seconds": summary.milvus_seconds,
+            }
+        )
+        print(
+            f"  run {repeat + 1}: {summary.stored}/{len(images)} stored in {seconds:.2f} s = "
+            f"{summary.stored / seconds:.1f} images/s (service: embed wait "
+            f"{summary.embed_seconds:.2f} s, milvus {summary.milvus_seconds:.2f} s)",
+            flush=True,
+        )
+    best = max(runs, key=lambda r: r["images_per_s"])
+    return {
+        "runs": runs,
+        "best": best,
+        "images_per_s": best["images_per_s"],
+        "median_images_per_s": float(np.median([r["images_per_s"] for r in runs])),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", nargs="*", default=None, help=f"files or folders (default: {CALTECH_TRAIN})"
+    )
+    parser.add_argument("--limit", type=int, default=300, help="photos to ingest")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--decode-mode", default="thread", choices=("thread", "process"))
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--ingest-batch-size", type=int, default=32, help="search service's")
+    parser.add_argument("--chunk-size", type=int, default=32, help="items per stream message")
+    parser.add_argument("--repeats", type=int, default=2, help="end-to-end runs (best counts)")
+    parser.add_argument("--raw-seconds", type=float, default=20.0)
+    parser.add_argument("--raw-iters", type=int, default=200)
+    parser.add_argument("--naive-seconds", type=float, default=300.0, help="bound on naive loop")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.limit < 1 or args.repeats < 1:
+        parser.error("--limit and --repeats must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = EmbedderConfig(
+        model_paths=[args.model],
+        provider=args.provider,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        decode_workers=args.decode_workers,
+        decode_mode=args.decode_mode,
+        intra_op_threads=args.intra_op_threads,
+    ).validate()
+    sources = args.images if args.images else existing([CALTECH_TRAIN])
+    images = load_images(sources, args.limit)
+    if not images:
+        print("bench_ingest: no images found", file=sys.stderr)
+        return 2
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}")
+    print(f"{len(images)} photos, mean {np.mean([len(i) for i in images]) / 1024:.0f} KiB")
+
+    raw = raw_throughput(config, images, args.raw_seconds, args.raw_iters)
+    print(f"(a) raw ORT, batch {raw['batch_size']}: {raw['images_per_s']:.1f} images/s", flush=True)
+    db_dir = Path(tempfile.mkdtemp(prefix="ris-bench-ingest-"))
+    try:
+        naive = naive_baseline(config, images, db_dir, args.naive_seconds)
+        print(
+            f"(b) naive one-at-a-time: {naive['images_per_s']:.1f} images/s "
+            f"(decode {naive['decode_ms']['p50']:.1f} + infer {naive['infer_ms']['p50']:.1f} + "
+            f"insert {naive['insert_ms']['p50']:.1f} ms p50)",
+            flush=True,
+        )
+        print("end to end (client -> search service -> embedder -> Milvus Lite):", flush=True)
+        e2e = end_to_end(config, images, args, db_dir)
+    finally:
+        shutil.rmtree(db_dir, ignore_errors=True)
+
+    to_raw = e2e["images_per_s"] / raw["images_per_s"]
+    to_naive = e2e["images_per_s"] / naive["images_per_s"]
+    rows = [
+        ("(a) raw ORT (preprocessed batches)", raw["images_per_s"], "-"),
+        ("(b) naive one at a time", naive["images_per_s"], "-"),
+        ("end to end (best run)", e2e["images_per_s"], f"{to_raw:.0%} of (a), {to_naive:.2f}x (b)"),
+    ]
+    print(f"\n{'pipeline':<38} {'images/s':>9}  vs baselines")
+    for label, rate, note in rows:
+        print(f"{label:<38} {rate:>9.1f}  {note}")
+    ok_raw, ok_naive = to_raw >= RAW_TARGET, to_naive >= NAIVE_TARGET
+    print(
+        f"target >= {RAW_TARGET:.0%} of raw: {verdict(ok_raw)}; "
+        f"target >= {NAIVE_TARGET:.0f}x naive: {verdict(ok_naive)}"
+    )
+    write_json(
+        args.json_path,
+        {
+            "benchmark": "ingest",
+            "machine": machine,
+            "images": len(images),
+            "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "raw": raw,
+            "naive": naive,
+            "end_to_end": e2e,
+            "ratios": {"e2e_to_raw": to_raw, "e2e_to_naive": to_naive},
+            "targets": {
+                "e2e_to_raw": RAW_TARGET,
+                "e2e_to_naive": NAIVE_TARGET,
+                "e2e_to_raw_met": ok_raw,
+                "e2e_to_naive_met": ok_naive,
+            },
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Search-by-image latency and throughput through the real services, split into embed and Milvus.
+
+1. Starts the embedder and the search service (subprocesses on 127.0.0.1, Milvus Lite inside the
+   search service) and ingests the candidate photos into a fresh collection.
+2. direct (the baseline, same run): one process, one query at a time, no gRPC services:
+   decode + preprocess, one session run with batch 1 (the server's session options), one
+   MilvusClient.search on a Milvus Lite copy of the same vectors and index.
+3. service: client/loadtest.py's run_level with one image query per Search call at each client
+   concurrency (1 = latency, then 4, 16, 64 = throughput with p99). Each response's
+   embed_seconds / milvus_seconds (filled by the search service) are collected through a client
+   interceptor, so every level reports the split besides the total.
+
+    python scripts/bench_search.py --limit 1000 --json out/bench_search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_common import (  # noqa: E402
+    CALTECH_TEST,
+    CALTECH_TRAIN,
+    describe_machine,
+    existing,
+    machine_info,
+    percentiles_ms,
+    start_search_service,
+    stop_process,
+    write_json,
+)
+from bench_embedder import start_service  # noqa: E402
+
+from client import RisClient  # noqa: E402
+from client.grpc_gen import search_pb2  # noqa: E402
+from client.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level  # noqa: E402
+from client.types import IngestItem  # noqa: E402
+from embedder_service.config import EmbedderConfig  # noqa: E402
+from embedder_service.preprocessing import prepare  # noqa: E402
+from embedder_service.runtime import ModelRuntime  # noqa: E402
+
+COLLECTION = "bench_search"
+
+
+class StageRecorder(grpc.UnaryUnaryClientInterceptor):
+    """Keeps embed_seconds / milvus_seconds of every successful SearchResponse on the channel."""
+
+    def __init__(self) -> None:
+        self.embed: list[float] = []
+        self.milvus: list[float] = []
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.embed, self.milvus = [], []
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        outcome = continuation(client_call_details, request)
+        if outcome.exception() is None:
+            response = outcome.result()
+            if isinstance(response, search_pb2.SearchResponse):
+                with self._lock:
+                    self.embed.append(response.embed_seconds)
+                    self.milvus.append(response.milvus_seconds)
+        return outcome
+
+
+def direct_baseline(
+    config: EmbedderConfig,
+    vectors: np.ndarray,
+    queries: list[bytes],
+    args: argparse.Namespace,
+    db_dir: Path,
+) -> dict[str, Any]:
+    """One query at a time in one process: decode, embed (batch 1), MilvusClient.search."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import DataType, MilvusClient
+
+    runtime = ModelRuntime(config.model_paths[0], config)
+    spec = runtime.metadata.preprocessing
+    runtime.warm_up(1)
+    uri = str(db_dir / "direct.db")
+    client = MilvusClient(uri=uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=vectors.shape[1])
+    schema.add_field("label", DataType.VARCHAR, max_length=1024)
+    index = MilvusClient.prepare_index_params()
+    index.add_index(field_name="embedding", index_type=args.index_type, metric_type="COSINE")
+    client.create_collection("direct", schema=schema, index_params=index)
+    embed_s: list[float] = []
+    milvus_s: list[float] = []
+    try:
+        for start in range(0, len(vectors), 1000):  # 8 MB per insert at 2048-d
+            rows = [
+                {"id": f"img-{start + i}", "embedding": v, "label": "bench"}
+                for i, v in enumerate(vectors[start : start + 1000])
+            ]
+            client.insert("direct", rows)
+        client.flush("direct")
+        client.load_collection("direct")
+
+        def one(data: bytes) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            vector = runtime.infer(prepare(data, spec)[None])[0]
+            t1 = time.perf_counter()
+            client.search(
+                "direct",
+                data=[vector.tolist()],
+                limit=args.top_k,
+                output_fields=["id", "label"],
+                search_params={"metric_type": "COSINE"},
+            )
+            return t1 - t0, time.perf_counter() - t1
+
+        for data in queries[: min(3, len(queries))]:  # warm-up
+            one(data)
+        stop_at = time.perf_counter() + args.duration
+        for i in range(args.requests):
+            if time.perf_counter() > stop_at:
+                break
+            embed, milvus = one(queries[i % len(queries)])
+            embed_s.append(embed)
+            milvus_s.append(milvus)
+    finally:
+        client.close()
+        server_manager_instance.release_server(uri)
+    totals = [e + m for e, m in zip(embed_s, milvus_s, strict=True)]
+    return {
+        "requests": len(totals),
+        "latency_ms": percentiles_ms(totals),
+        "embed_ms": percentiles_ms(embed_s),
+        "milvus_ms": percentiles_ms(milvus_s),
+        "qps": len(totals) / max(sum(totals), 1e-9),
+    }
+
+
+def fill_collection(client: RisClient, candidates: list[bytes], index_type: str) -> dict[str, Any]:
+    """Ingest the candidates through the service; returns timing and their stored vectors."""
+    client.create_collection(COLLECTION, index_type=index_type)
+    items = [IngestItem(id=f"img-{i}", data=d, label="bench") for i, d in enumerate(candidates)]
+    started = time.perf_counter()
+    summary = client.ingest(COLLECTION, items)
+    seconds = time.perf_counter() - started
+    if summary.failed:
+        raise RuntimeError(f"ingest failed for {summary.failed} items: {summary.failures[:3]}")
+    ids = [it.id for it in items]
+    vectors: list[list[float]] = []
+    for start in range(0, len(ids), 256):
+        page = {s.id: s.vector for s in client.get(COLLECTION, ids[start : start + 256],
+                                                     include_vectors=True)}  # fmt: skip
+        vectors.extend(page[i] or [] for i in ids[start : start + 256])
+    return {
+        "stored": summary.stored,
+        "seconds": seconds,
+        "images_per_s": summary.stored / seconds,
+        "vectors": np.asarray(vectors, dtype=np.float32),
+    }
+
+
+def service_levels(
+    address: str, queries: list[bytes], levels: list[int], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """run_level per concurrency, on one intercepted channel that records the stage split."""
+    recorder = StageRecorder()
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    base = grpc.insecure_channel(address, options=options)
+    channel = grpc.intercept_channel(base, recorder)
+    out = []
+    try:
+        for level in levels:
+            spec = LoadSpec(
+                target=address,
+                call="search",
+                concurrency=level,
+                max_requests=args.requests,
+                max_seconds=args.warmup,
+                warmup_seconds=0.0,
+                collection=COLLECTION,
+                top_k=args.top_k,
+                timeout_s=60.0,
+            )
+            if args.warmup > 0:
+                run_level(spec, queries, channel)  # warm-up, its split discarded
+            recorder.clear()
+            spec.max_seconds = args.duration
+            report = run_level(spec, queries, channel)
+            row = {
+                "concurrency": level,
+                "requests": report.requests,
+                "ok": report.ok,
+                "errors": report.errors,
+                "item_errors": report.item_errors,
+                "seconds": report.seconds,
+                "qps": report.qps,
+                "latency_ms": report.latency_ms,
+                "embed_ms": percentiles_ms(recorder.embed),
+                "milvus_ms": percentiles_ms(recorder.milvus),
+                "split_samples": len(recorder.embed),
+            }
+            print(_row(f"service c={level}", row), flush=True)
+            out.append(row)
+    finally:
+        base.close()
+    return out
+
+
+HEADER = (
+    f"{'path':<16} {'reqs':>6} {'qps':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    f"{'embed p50/p99':>15} {'milvus p50/p99':>15}  errors"
+)
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    lat, emb, mil = r["latency_ms"], r["embed_ms"], r["milvus_ms"]
+    errors = ",".join(f"{k}:{v}" for k, v in sorted(r.get("errors", {}).items())) or "-"
+    return (
+        f"{label:<16} {r['requests']:>6} {r['qps']:>7.1f} {lat.get('p50', 0):>8.1f} "
+        f"{lat.get('p95', 0):>8.1f} {lat.get('p99', 0):>8.1f} "
+        f"{emb.get('p50', 0):>7.1f}/{emb.get('p99', 0):<7.1f} "
+        f"{mil.get('p50', 0):>7.1f}/{mil.get('p99', 0):<7.1f}  {errors}"
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", nargs="*", default=None, help=f"candidates (default: {CALTECH_TRAIN})"
+    )
+    parser.add_argument("--limit", type=int, default=1000, help="candidates to ingest")
+    parser.add_argument(
+        "--queries", nargs="*", default=None, help=f"query photos (default: {CALTECH_TEST})"
+    )
+    parser.add_argument("--query-limit", type=int, default=100)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--requests", type=int, default=1000, help="max requests per level")
+    parser.add_argument("--duration", type=float, default=30.0, help="max seconds per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per level")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--index-type", default="AUTOINDEX")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--search-workers", type=int, default=80, help="search service threads")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--concurrency needs positive integers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = EmbedderConfig(
+        model_paths=[args.model],
+        provider=args.provider,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        decode_workers=args.decode_workers,
+        intra_op_threads=args.intra_op_threads,
+        max_queue_images=max(256, 2 * max(args.levels)),
+    ).validate()
+    candidates = load_images(args.images or existing([CALTECH_TRAIN]), args.limit)
+    queries = load_images(args.queries or existing([CALTECH_TEST]), args.query_limit)
+    if not candidates or not queries:
+        print("bench_search: no candidate or query photos found", file=sys.stderr)
+        return 2
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}")
+    print(f"{len(candidates)} candidates, {len(queries)} query photos, index {args.index_type}")
+
+    db_dir = Path(tempfile.mkdtemp(prefix="ris-bench-search-"))
+    try:
+        embedder, embedder_address = start_service(config)
+        try:
+            extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
+            search, address = start_search_service(
+                embedder_address, str(db_dir / "service.db"), extra
+            )
+            try:
+                with RisClient(address=address) as client:
+                    client.wait_ready(timeout=60)
+                    filled = fill_collection(client, candidates, args.index_type)
+                print(
+                    f"ingested {filled['stored']} in {filled['seconds']:.1f} s "
+                    f"({filled['images_per_s']:.1f} images/s)",
+                    flush=True,
+                )
+                print(HEADER)
+                direct = direct_baseline(config, filled.pop("vectors"), queries, args, db_dir)
+                print(_row("direct (no gRPC)", direct), flush=True)
+                levels = service_levels(address, queries, args.levels, args)
+            finally:
+                stop_process(search)
+        finally:
+            stop_process(embedder)
+    finally:
+        shutil.rmtree(db_dir, ignore_errors=True)
+
+    c1 = next((r for r in levels if r["concurrency"] == 1), levels[0])
+    best = max(levels, key=lambda r: r["qps"])
+    ratios = {
+        "c1_p50_over_direct_p50": c1["latency_ms"].get("p50", 0) / direct["latency_ms"]["p50"],
+        "c1_overhead_ms_p50": c1["latency_ms"].get("p50", 0) - direct["latency_ms"]["p50"],
+        "best_qps_over_direct_qps": best["qps"] / direct["qps"],
+    }
+    print(
+        f"concurrency 1: p50 {c1['latency_ms'].get('p50', 0):.1f} ms = "
+        f"{ratios['c1_p50_over_direct_p50']:.2f}x direct "
+        f"({ratios['c1_overhead_ms_p50']:+.1f} ms for two gRPC hops); best throughput "
+        f"{best['qps']:.1f} qps at concurrency {best['concurrency']} = "
+        f"{ratios['best_qps_over_direct_qps']:.2f}x direct one-at-a-time"
+    )
+    write_json(
+        args.json_path,
+        {
+            "benchmark": "search",
+            "machine": machine,
+            "candidates": len(candidates),
+            "queries": len(queries),
+            "index_type": args.index_type,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "ingest": filled,
+            "direct": direct,
+            "levels": levels,
+            "ratios": ratios,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,600 @@
+"""Vector-store scale: insert time, index build time, search latency and recall@k against exact
+search, for Milvus Lite and a real Milvus standalone, FLAT vs IVF_FLAT vs HNSW, at several sizes.
+
+Realistic vectors, not uniform noise (which no ANN index can serve): the real embeddings of the
+photos (computed once with the real model, cached under --cache-dir), some held out as query
+seeds. The collection holds every remaining real vector, then Gaussian noise around randomly
+chosen real ones (renormalised) up to N. Queries are held-out real vectors plus noise. Rows are
+generated in seeded chunks of 1,000 (8 MB per insert at 2048-d), regenerated identically for
+every store, so the script itself holds one chunk, never N vectors. Ground truth: exact cosine
+top-k by numpy over the same chunks; FLAT is also measured, as the exact baseline inside Milvus.
+
+Per (store, N): rows inserted once; then per index: create, wait until built, load, sweep the
+search parameter (IVF nprobe, HNSW ef), one query at a time; then the index is dropped.
+Sizes that would not fit in this machine's memory are refused with an estimate (--force runs
+them anyway).
+
+    python scripts/bench_vector_store.py --sizes 10000,100000 --json out/bench_vector_store.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_common import (  # noqa: E402
+    CALTECH_TEST,
+    CALTECH_TRAIN,
+    IMAGENET,
+    describe_machine,
+    existing,
+    machine_info,
+    memory_available_bytes,
+    percentiles_ms,
+    write_json,
+)
+
+from client.loadtest import load_images  # noqa: E402
+from search_service.indexing import nlist_for  # noqa: E402
+
+CHUNK_ROWS = 1000  # rows per generated chunk and per insert call: 8 MB at 2048-d
+INDEXES = ("FLAT", "IVF_FLAT", "HNSW")
+STORES = ("lite", "server")
+HNSW_BUILD = {"M": 16, "efConstruction": 200}
+# Rough costs on the shared 2-core dev machine (measured at N=5,000, 2048-d), for the up-front
+# estimate only: insert+flush rows/s; HNSW build rows/s (slowing with log N); IVF k-means at
+# ~50 GFLOP/s over min(N, 256*nlist) training rows, 25 iterations; FLAT seconds per row scanned.
+INSERT_ROWS_PER_S = {"lite": 900.0, "server": 1100.0}
+HNSW_ROWS_PER_S_AT_5K = 1000.0
+IVF_FLOPS = 50e9
+FLAT_S_PER_ROW = {"lite": 26e-6, "server": 1.5e-6}
+ANN_QUERY_S = 0.01
+MEMORY_FACTOR = 2.3  # raw vectors + an index holding its own copy + slack
+MEMORY_OVERHEAD = 1.5 * 2**30  # Python, model, a Milvus server's own footprint
+
+
+# -- real embeddings ---------------------------------------------------------------------------
+
+
+def real_embeddings(
+    images: list[bytes], model: Path, provider: str, cache_dir: Path
+) -> tuple[np.ndarray, str]:
+    """L2-normalised embeddings of the photos by the served model; cached by content + model."""
+    from embedder_service.model_metadata import read_model_metadata
+
+    version = read_model_metadata(model).version
+    digest = hashlib.sha256()
+    for data in images:
+        digest.update(hashlib.sha256(data).digest())
+    path = cache_dir / f"embeddings-{version}-{digest.hexdigest()[:16]}-{len(images)}.npy"
+    if path.exists():
+        return np.load(path), str(path)
+    from embedder_service.config import EmbedderConfig
+    from embedder_service.preprocessing import prepare
+    from embedder_service.runtime import ModelRuntime
+
+    runtime = ModelRuntime(model, EmbedderConfig(model_paths=[model], provider=provider))
+    spec = runtime.metadata.preprocessing
+    out = []
+    for start in range(0, len(images), 16):
+        batch = np.stack([prepare(d, spec) for d in images[start : start + 16]])
+        out.append(runtime.infer(batch))
+    vectors = np.concatenate(out).astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors, str(path)
+
+
+# -- the synthetic collection ------------------------------------------------------------------
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """N rows: the real base vectors first, then noisy copies; chunk c is always the same rows."""
+
+    base: np.ndarray  # real vectors, normalised
+    size: int
+    noise: float  # expected norm of the noise added to a unit vector
+    seed: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
+
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of rows [index*CHUNK_ROWS, ...) (the last chunk may be shorter)."""
+        start = index * CHUNK_ROWS
+        stop = min(start + CHUNK_ROWS, self.size)
+        ids = np.arange(start, stop, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, index])
+        real = ids[ids < len(self.base)]
+        rows = [self.base[real]] if len(real) else []
+        synthetic = len(ids) - len(real)
+        if synthetic:
+            picks = rng.integers(0, len(self.base), synthetic)
+            sigma = self.noise / math.sqrt(self.dim)
+            noise = rng.standard_normal((synthetic, self.dim), dtype=np.float32) * sigma
+            rows.append(_normalise(self.base[picks] + noise))
+        return ids, np.concatenate(rows)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for index in range(math.ceil(self.size / CHUNK_ROWS)):
+            yield self.chunk(index)
+
+
+def make_queries(seeds: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
+    """``count`` queries: held-out real vectors (cycled) plus noise, normalised."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    picks = seeds[np.arange(count) % len(seeds)]
+    sigma = noise / math.sqrt(seeds.shape[1])
+    return _normalise(picks + rng.standard_normal(picks.shape, dtype=np.float32) * sigma)
+
+
+def exact_top_k(data: Dataset, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact cosine top-k ids per query (vectors are unit length, so inner product)."""
+    best_ids = np.full((len(queries), 0), -1, dtype=np.int64)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    for ids, vectors in data.chunks():
+        scores = np.concatenate([best_scores, queries @ vectors.T], axis=1)
+        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, (len(queries), len(ids)))], 1)
+        keep = min(k, scores.shape[1])
+        part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        best_scores = np.take_along_axis(scores, part, 1)
+        best_ids = np.take_along_axis(all_ids, part, 1)
+    order = np.argsort(-best_scores, axis=1)
+    return np.take_along_axis(best_ids, order, 1)
+
+
+# -- estimates ---------------------------------------------------------------------------------
+
+
+def estimate(
+    size: int,
+    dim: int,
+    stores: list[str],
+    indexes: list[str],
+    queries: int = 200,
+    search_seconds: float = 120.0,
+    settings: int = 3,
+) -> dict[str, float]:
+    """Peak memory, disk and a rough duration for one size (stores run one after the other)."""
+    raw = size * dim * 4
+    nlist = nlist_for(size)
+    build = {
+        "FLAT": 0.0,
+        "IVF_FLAT": 25 * 2 * min(size, 256 * nlist) * nlist * dim / IVF_FLOPS,
+        "HNSW": size / HNSW_ROWS_PER_S_AT_5K * math.log(max(size, 2)) / math.log(5000),
+    }
+    seconds = 0.0
+    for store in stores:
+        seconds += size / INSERT_ROWS_PER_S[store]
+        for index in indexes:
+            query_s = size * FLAT_S_PER_ROW[store] if index == "FLAT" else ANN_QUERY_S
+            sweep = 1 if index == "FLAT" else settings
+            seconds += build[index] + sweep * min(search_seconds, queries * query_s)
+    return {
+        "rows": size,
+        "raw_vectors_gib": raw / 2**30,
+        "peak_memory_gib": (raw * MEMORY_FACTOR + MEMORY_OVERHEAD) / 2**30,
+        "disk_gib": raw * 3 / 2**30,
+        "rough_minutes": seconds / 60,
+    }
+
+
+def plan_sizes(
+    requested: list[int], dim: int, args: argparse.Namespace, available: int, force: bool
+) -> tuple[list[int], list[int]]:
+    """(sizes to run, sizes refused): a size whose peak estimate exceeds 80% of the available
+    memory is refused unless forced. Prints each estimate."""
+    sizes: list[int] = []
+    refused: list[int] = []
+    for size in requested:
+        est = estimate(size, dim, args.store_list, args.indexes, args.queries, args.search_seconds)
+        fits = not available or est["peak_memory_gib"] * 2**30 <= 0.8 * available
+        print(
+            f"N={size}: ~{est['raw_vectors_gib']:.2f} GiB of vectors, peak ~"
+            f"{est['peak_memory_gib']:.1f} GiB RAM (available {available / 2**30:.1f}), disk ~"
+            f"{est['disk_gib']:.1f} GiB, roughly {est['rough_minutes']:.0f} min on 2 cores"
+            + ("" if fits else " -> REFUSED (does not fit; --force to try)")
+        )
+        (sizes if fits or force else refused).append(size)
+    return sizes, refused
+
+
+# -- stores ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_store(kind: str, work: Path) -> Iterator[Any]:
+    """A MilvusClient on Milvus Lite (in this process) or on a fresh milvus-server (loopback)."""
+    from pymilvus import MilvusClient
+
+    if kind == "lite":
+        from milvus_lite.server_manager import server_manager_instance
+
+        uri = str(work / "lite.db")
+        client = MilvusClient(uri=uri)
+        try:
+            yield client
+        finally:
+            client.close()
+            server_manager_instance.release_server(uri)
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from milvus_server import start_milvus_server
+
+    (work / "server").mkdir()
+    handle = start_milvus_server(work / "server")
+    try:
+        client = MilvusClient(uri=handle.uri, timeout=600)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        handle.stop()
+
+
+def _poll(done: Callable[[], bool], limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not done within {limit_s:.0f} s")
+        time.sleep(0.5)
+
+
+def insert_all(client: Any, name: str, data: Dataset) -> dict[str, float]:
+    """Create the collection (no index yet), insert every chunk, flush; timed."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=data.dim)
+    client.create_collection(name, schema=schema)
+    started = time.perf_counter()
+    for ids, vectors in data.chunks():
+        client.insert(
+            name, [{"id": int(i), "embedding": v} for i, v in zip(ids, vectors, strict=True)]
+        )
+    inserted = time.perf_counter()
+    client.flush(name)
+    flushed = time.perf_counter()
+    return {
+        "insert_s": inserted - started,
+        "flush_s": flushed - inserted,
+        "rows_per_s": data.size / (flushed - started),
+    }
+
+
+def build_index(
+    client: Any, name: str, index: str, size: int, limit_s: float
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Create the index, wait until every row is indexed, load; returns (params, timings and
+    what describe_index reports: a server leaves segments under 1,024 rows unindexed)."""
+    from pymilvus import MilvusClient
+
+    params: dict[str, int] = {}
+    if index == "IVF_FLAT":
+        params = {"nlist": nlist_for(size)}
+    elif index == "HNSW":
+        params = dict(HNSW_BUILD)
+    spec = MilvusClient.prepare_index_params()
+    spec.add_index(field_name="embedding", index_type=index, metric_type="COSINE", params=params)
+    started = time.perf_counter()
+    client.create_index(name, spec, timeout=limit_s, sync=False)  # polled below, bounded
+
+    def built() -> bool:
+        info = client.describe_index(name, "embedding") or {}
+        total = int(info.get("total_rows", size) or size)
+        return int(info.get("indexed_rows", total)) >= total and not info.get("pending_index_rows")
+
+    _poll(built, limit_s, f"{index} build on {name}")
+    build_s = time.perf_counter() - started
+    info = {k: str(v) for k, v in (client.describe_index(name, "embedding") or {}).items()}
+    started = time.perf_counter()
+    client.load_collection(name)
+    _poll(lambda: "Loaded" in str(client.get_load_state(name).get("state")), limit_s, "load")
+    load_s = time.perf_counter() - started
+    counted = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    rows = int(counted[0]["count(*)"])
+    if rows != size:
+        raise RuntimeError(f"{name}: {rows} rows visible after load, expected {size}")
+    return params, {"build_s": build_s, "load_s": load_s, "index_info": info}
+
+
+def search_params_for(index: str, size: int, args: argparse.Namespace) -> list[dict[str, int]]:
+    """The sweep: nothing for FLAT, nprobe values (<= nlist) for IVF, ef values (>= k) for HNSW."""
+    if index == "IVF_FLAT":
+        nlist = nlist_for(size)
+        return [{"nprobe": p} for p in sorted({min(p, nlist) for p in args.nprobe})]
+    if index == "HNSW":
+        return [{"ef": e} for e in sorted({max(e, args.top_k) for e in args.ef})]
+    return [{}]
+
+
+def measure_search(
+    client: Any,
+    name: str,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    params: dict[str, int],
+    k: int,
+    max_seconds: float,
+) -> dict[str, Any]:
+    """One query per call, in order, until all are done or ``max_seconds`` have passed;
+    latency percentiles and mean recall@k over the queries measured."""
+    search_params = {"metric_type": "COSINE", "params": params}
+
+    def one(q: np.ndarray) -> list[int]:
+        hits = client.search(
+            name,
+            data=[q.tolist()],
+            limit=k,
+            search_params=search_params,
+            anns_field="embedding",
+            consistency_level="Eventually",
+        )[0]
+        return [int(h["id"]) for h in hits]
+
+    for q in queries[: min(5, len(queries))]:
+        one(q)
+    latencies: list[float] = []
+    recalls: list[float] = []
+    stop_at = time.perf_counter() + max_seconds
+    for q, expected in zip(queries, truth, strict=True):
+        if latencies and time.perf_counter() > stop_at:
+            break
+        started = time.perf_counter()
+        got = one(q)
+        latencies.append(time.perf_counter() - started)
+        recalls.append(len(set(got) & set(expected.tolist())) / k)
+    return {
+        "params": params,
+        "latency_ms": percentiles_ms(latencies),
+        "recall": float(np.mean(recalls)),
+        "recall_min": float(np.min(recalls)),
+        "queries": len(latencies),
+    }
+
+
+def _drop_index(client: Any, name: str) -> None:
+    client.release_collection(name)
+    client.drop_index(name, "embedding")
+
+
+def run_store(
+    kind: str,
+    sizes: list[int],
+    base: np.ndarray,
+    queries: np.ndarray,
+    args: argparse.Namespace,
+    on_row: Callable[[dict[str, Any]], None],
+) -> None:
+    """Every size and index on one store; one collection per size, its index rebuilt per type.
+    Each result goes to ``on_row`` as soon as it is measured (long runs keep partial results)."""
+    work = tempfile.TemporaryDirectory(prefix=f"ris-bench-vs-{kind}-", dir=args.work_dir)
+    with work as tmp, open_store(kind, Path(tmp)) as client:
+        for size in sizes:
+            data = Dataset(base, size, args.noise, args.seed)
+            started = time.perf_counter()
+            truth = exact_top_k(data, queries, args.top_k)
+            truth_s = time.perf_counter() - started
+            name = f"vs_{size}"
+            inserted = insert_all(client, name, data)
+            print(
+                f"{kind:<6} N={size:<8} inserted in {inserted['insert_s']:.1f} s "
+                f"+ flush {inserted['flush_s']:.1f} s ({inserted['rows_per_s']:.0f} rows/s); "
+                f"exact top-{args.top_k} by numpy in {truth_s:.1f} s",
+                flush=True,
+            )
+            for index in args.indexes:
+                build, timing = build_index(client, name, index, size, args.max_build_seconds)
+                for params in search_params_for(index, size, args):
+                    result = measure_search(
+                        client, name, queries, truth, params, args.top_k, args.search_seconds
+                    )
+                    row = {
+                        "store": kind,
+                        "rows": size,
+                        "index": index,
+                        "build_params": build,
+                        **inserted,
+                        **timing,
+                        **result,
+                    }
+                    print(_row(row), flush=True)
+                    on_row(row)
+                _drop_index(client, name)
+            client.drop_collection(name)
+
+
+HEADER = (
+    f"{'store':<6} {'rows':>8} {'index':<8} {'search':<11} {'insert s':>8} {'build s':>8} "
+    f"{'p50 ms':>7} {'p99 ms':>7} {'recall@k':>8}"
+)
+
+
+def _row(r: dict[str, Any]) -> str:
+    params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+    return (
+        f"{r['store']:<6} {r['rows']:>8} {r['index']:<8} {params:<11} "
+        f"{r['insert_s'] + r['flush_s']:>8.1f} {r['build_s']:>8.1f} "
+        f"{r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {r['recall']:>8.3f}"
+    )
+
+
+def lite_verdict(
+    rows: list[dict[str, Any]], sizes: list[int], recall_target: float, budget_ms: float
+) -> list[dict[str, Any]]:
+    """Per size and store: the fastest setting reaching the recall target, and whether Lite's
+    meets the p99 budget (where it stops doing so, Milvus Lite stops being the right choice)."""
+    out = []
+    for size in sizes:
+        entry: dict[str, Any] = {"rows": size}
+        for store in STORES:
+            good = [
+                r
+                for r in rows
+                if r["store"] == store and r["rows"] == size and r["recall"] >= recall_target
+            ]
+            best = min(good, key=lambda r: r["latency_ms"]["p99"], default=None)
+            entry[store] = (
+                None
+                if best is None
+                else {
+                    "index": best["index"],
+                    "params": best["params"],
+                    "p99_ms": best["latency_ms"]["p99"],
+                    "recall": best["recall"],
+                    "build_s": best["build_s"],
+                    "insert_s": best["insert_s"] + best["flush_s"],
+                }
+            )
+        lite = entry.get("lite")
+        entry["lite_within_budget"] = bool(lite and lite["p99_ms"] <= budget_ms)
+        out.append(entry)
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000", help="comma-separated N (e.g. 10000,100000)")
+    parser.add_argument("--stores", default="lite,server", help="lite and/or server")
+    parser.add_argument("--indexes", default=",".join(INDEXES))
+    parser.add_argument(
+        "--images",
+        nargs="*",
+        default=None,
+        help=f"photos for real vectors (default: {CALTECH_TRAIN}, {CALTECH_TEST}, {IMAGENET})",
+    )
+    parser.add_argument("--image-limit", type=int, default=2000)
+    parser.add_argument("--holdout", type=int, default=100, help="real vectors kept as queries")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--noise", type=float, default=0.5, help="noise norm around real rows")
+    parser.add_argument("--query-noise", type=float, default=0.3, help="noise norm on queries")
+    parser.add_argument("--nprobe", default="8,32,128")
+    parser.add_argument("--ef", default="16,64,256")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "ris-bench")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the stores write")
+    parser.add_argument(
+        "--search-seconds", type=float, default=120.0, help="bound per search setting"
+    )
+    parser.add_argument("--max-build-seconds", type=float, default=4 * 3600)
+    parser.add_argument("--recall-target", type=float, default=0.95)
+    parser.add_argument("--latency-budget-ms", type=float, default=50.0, help="p99 for verdict")
+    parser.add_argument("--force", action="store_true", help="run sizes that may not fit")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
+        args.nprobe = [int(s) for s in args.nprobe.split(",") if s.strip()]
+        args.ef = [int(s) for s in args.ef.split(",") if s.strip()]
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.store_list = [s.strip() for s in args.stores.split(",") if s.strip()]
+    args.indexes = [s.strip().upper() for s in args.indexes.split(",") if s.strip()]
+    if not args.size_list or min(args.size_list) < args.top_k:
+        parser.error("--sizes must be >= --top-k")
+    if set(args.store_list) - set(STORES) or not args.store_list:
+        parser.error(f"--stores takes {STORES}")
+    if set(args.indexes) - set(INDEXES) or not args.indexes:
+        parser.error(f"--indexes takes {INDEXES}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}")
+    sources = args.images or existing([CALTECH_TRAIN, CALTECH_TEST, IMAGENET])
+    images = load_images(sources, args.image_limit)
+    if len(images) < 2:
+        print("bench_vector_store: need at least 2 photos", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    real, cache = real_embeddings(images, args.model, args.provider, args.cache_dir)
+    took = time.perf_counter() - started
+    print(f"{len(real)} real embeddings ({real.shape[1]}-d) in {took:.1f} s (cache {cache})")
+    order = np.random.default_rng(args.seed).permutation(len(real))
+    holdout = min(args.holdout, len(real) // 2)
+    seeds, base = real[order[:holdout]], real[order[holdout:]]
+    queries = make_queries(seeds, args.queries, args.query_noise, args.seed)
+
+    sizes, refused = plan_sizes(
+        args.size_list, real.shape[1], args, memory_available_bytes(), args.force
+    )
+
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "benchmark": "vector_store",
+        "complete": False,  # true once every store and size has run (partial JSON before)
+        "machine": machine,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "real_vectors": len(real),
+        "dim": int(real.shape[1]),
+        "holdout": int(holdout),
+        "queries": len(queries),
+        "refused_sizes": refused,
+        "estimates": [
+            estimate(
+                s, real.shape[1], args.store_list, args.indexes, args.queries, args.search_seconds
+            )
+            for s in args.size_list
+        ],
+        "results": rows,
+    }
+
+    def save(row: dict[str, Any]) -> None:
+        rows.append(row)
+        write_json(args.json_path, report, quiet=True)
+
+    print(HEADER)
+    for store in args.store_list:
+        run_store(store, sizes, base, queries, args, save)
+    verdicts = lite_verdict(rows, sizes, args.recall_target, args.latency_budget_ms)
+    print(
+        f"\nfastest setting with recall@{args.top_k} >= {args.recall_target} (p99 budget "
+        f"{args.latency_budget_ms:.0f} ms):"
+    )
+    for v in verdicts:
+        parts = [f"N={v['rows']}"]
+        for store in args.store_list:
+            b = v.get(store)
+            parts.append(
+                f"{store}: "
+                + ("none" if b is None else f"{b['index']} {b['params']} p99 {b['p99_ms']:.1f} ms")
+            )
+        parts.append("lite OK" if v["lite_within_budget"] else "lite NOT OK")
+        print("  " + "; ".join(parts))
+    report.update(verdict=verdicts, complete=True)
+    write_json(args.json_path, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
