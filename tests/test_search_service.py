@@ -218,17 +218,20 @@ def test_search_by_text(search_stub, catalog, embedder_stub) -> None:
         response = search(search_stub, catalog, search_pb2.Query(text="a leopard"))
         assert response.results[0].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
         return
-    response = search(
-        search_stub,
-        catalog,
-        search_pb2.Query(text="a photo of a leopard"),
-        search_pb2.Query(text="an airplane"),
-        top_k=PER_CLASS,
-    )
+    texts = {
+        "a photo of a leopard": "Leopards",
+        "a motorbike": "Motorbikes",
+        "an accordion": "accordion",
+    }
+    queries = [search_pb2.Query(text=t) for t in [*texts, "qwxzy blorp"]]
+    response = search(search_stub, catalog, *queries, top_k=PER_CLASS)
     for result in response.results:
         assert not result.HasField("error")
         scores = [h.score for h in result.hits]
         assert len(scores) == PER_CLASS and scores == sorted(scores, reverse=True)
+    for label, result in zip(texts.values(), response.results, strict=False):
+        assert result.hits[0].label == label and not result.low_confidence
+    assert response.results[-1].low_confidence  # gibberish matches no concept
     assert response.embed_seconds > 0
 
 
