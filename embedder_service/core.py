@@ -167,6 +167,8 @@ class EmbedderCore:
         self.default = self.models[next(iter(self.models))]
         self.text_models: dict[str, TextWorker] = {}
         images = {w.name: (w.path, w.description) for w in self.models.values()}
+        if not config.text_model_paths():
+            log.info("no text model (text_models=%r): EmbedText is off", config.text_models)
         try:
             for path in config.text_model_paths():
                 text = TextWorker(path, config, images, self.default.name)

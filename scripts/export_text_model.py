@@ -44,7 +44,7 @@ from torch import nn  # noqa: E402
 
 from embedder_service.wordpiece import WordPieceTokenizer  # noqa: E402
 
-SCRIPT_VERSION = "1"
+SCRIPT_VERSION = "2"
 OPSET = 17
 MAX_LENGTH = 128  # all-MiniLM-L6-v2 was trained on 128 tokens
 MODEL_NAME = "minilm-l6-v2"
@@ -307,7 +307,7 @@ def export(out_dir: Path, force: bool = False) -> dict:
         phrases = concept_phrases(classes_dir)
         texts = [p for _, _, p in phrases]
         vectors = embed_all(session, tok, texts)
-        np.savez(
+        np.savez_compressed(
             tmp / "concepts.npz",
             class_index=np.array([c for c, _, _ in phrases], dtype=np.int32),
             kind=np.array([k for _, k, _ in phrases]),
