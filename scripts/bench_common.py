@@ -13,8 +13,8 @@ import platform
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -138,8 +138,30 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 60.0) -> None:
         proc.wait(timeout=10)
 
 
-def elapsed(started: float) -> float:
-    return time.perf_counter() - started
+@contextmanager
+def milvus_server_uri(work: Path) -> Iterator[str]:
+    """A fresh Milvus standalone (PyPI milvus) on loopback, data under ``work``; its URI.
+
+    Started by tests/milvus_server.py (free ports, loopback addresses, bounded start and stop).
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    from milvus_server import start_milvus_server
+
+    data = work / "milvus-server"
+    data.mkdir(parents=True, exist_ok=True)
+    handle = start_milvus_server(data)
+    try:
+        yield handle.uri
+    finally:
+        handle.stop()
+
+
+def release_lite(uri: str) -> None:
+    """Stop the in-process Milvus Lite server behind ``uri`` (a ``.db`` path), if any."""
+    if uri.endswith(".db"):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
 
 
 def write_json(path: Path | None, result: dict[str, Any], quiet: bool = False) -> None:

@@ -36,6 +36,7 @@ from bench_common import (  # noqa: E402
     existing,
     machine_info,
     percentiles_ms,
+    release_lite,
     start_search_service,
     stop_process,
     verdict,
@@ -58,7 +59,6 @@ def naive_baseline(
     config: EmbedderConfig, images: list[bytes], db_dir: Path, max_seconds: float
 ) -> dict[str, Any]:
     """The seed's loop: decode, embed (batch 1), insert one row, for each image in turn."""
-    from milvus_lite.server_manager import server_manager_instance
     from pymilvus import DataType, MilvusClient
 
     runtime = ModelRuntime(config.model_paths[0], config)
@@ -100,7 +100,7 @@ def naive_baseline(
         count = client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
     finally:
         client.close()
-        server_manager_instance.release_server(uri)
+        release_lite(uri)
     done = len(decode_s)
     return {
         "images": done,

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ from bench_common import (  # noqa: E402
     describe_machine,
     existing,
     machine_info,
+    milvus_server_uri,
     percentiles_ms,
+    release_lite,
     start_search_service,
     stop_process,
     write_json,
@@ -86,16 +89,15 @@ def direct_baseline(
     vectors: np.ndarray,
     queries: list[bytes],
     args: argparse.Namespace,
-    db_dir: Path,
+    uri: str,
 ) -> dict[str, Any]:
-    """One query at a time in one process: decode, embed (batch 1), MilvusClient.search."""
-    from milvus_lite.server_manager import server_manager_instance
+    """One query at a time in one process: decode, embed (batch 1), MilvusClient.search on a
+    copy of the vectors (Lite: its own ``.db`` in this process; server: another collection)."""
     from pymilvus import DataType, MilvusClient
 
     runtime = ModelRuntime(config.model_paths[0], config)
     spec = runtime.metadata.preprocessing
     runtime.warm_up(1)
-    uri = str(db_dir / "direct.db")
     client = MilvusClient(uri=uri)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
@@ -138,9 +140,10 @@ def direct_baseline(
             embed, milvus = one(queries[i % len(queries)])
             embed_s.append(embed)
             milvus_s.append(milvus)
+        client.drop_collection("direct")
     finally:
         client.close()
-        server_manager_instance.release_server(uri)
+        release_lite(uri)
     totals = [e + m for e, m in zip(embed_s, milvus_s, strict=True)]
     return {
         "requests": len(totals),
@@ -241,6 +244,39 @@ def _row(label: str, r: dict[str, Any]) -> str:
     )
 
 
+def run_all(
+    config: EmbedderConfig,
+    candidates: list[bytes],
+    queries: list[bytes],
+    args: argparse.Namespace,
+    service_uri: str,
+    direct_uri: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Start both services, fill the collection, then the direct baseline and the levels."""
+    embedder, embedder_address = start_service(config)
+    try:
+        extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
+        search, address = start_search_service(embedder_address, service_uri, extra)
+        try:
+            with RisClient(address=address) as client:
+                client.wait_ready(timeout=60)
+                filled = fill_collection(client, candidates, args.index_type)
+            print(
+                f"ingested {filled['stored']} in {filled['seconds']:.1f} s "
+                f"({filled['images_per_s']:.1f} images/s)",
+                flush=True,
+            )
+            print(HEADER)
+            direct = direct_baseline(config, filled.pop("vectors"), queries, args, direct_uri)
+            print(_row("direct (no gRPC)", direct), flush=True)
+            levels = service_levels(address, queries, args.levels, args)
+        finally:
+            stop_process(search)
+    finally:
+        stop_process(embedder)
+    return levels, filled, direct
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,6 +295,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per level")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--index-type", default="AUTOINDEX")
+    parser.add_argument(
+        "--store", default="lite", choices=("lite", "server"), help="Milvus Lite or milvus-server"
+    )
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--max-batch-size", type=int, default=16)
@@ -292,33 +331,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}")
-    print(f"{len(candidates)} candidates, {len(queries)} query photos, index {args.index_type}")
+    print(
+        f"{len(candidates)} candidates, {len(queries)} query photos, index {args.index_type}, "
+        f"Milvus {args.store}"
+    )
 
     db_dir = Path(tempfile.mkdtemp(prefix="ris-bench-search-"))
     try:
-        embedder, embedder_address = start_service(config)
-        try:
-            extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
-            search, address = start_search_service(
-                embedder_address, str(db_dir / "service.db"), extra
+        with ExitStack() as stack:
+            service_uri, direct_uri = str(db_dir / "service.db"), str(db_dir / "direct.db")
+            if args.store == "server":
+                service_uri = direct_uri = stack.enter_context(milvus_server_uri(db_dir))
+            levels, filled, direct = run_all(
+                config, candidates, queries, args, service_uri, direct_uri
             )
-            try:
-                with RisClient(address=address) as client:
-                    client.wait_ready(timeout=60)
-                    filled = fill_collection(client, candidates, args.index_type)
-                print(
-                    f"ingested {filled['stored']} in {filled['seconds']:.1f} s "
-                    f"({filled['images_per_s']:.1f} images/s)",
-                    flush=True,
-                )
-                print(HEADER)
-                direct = direct_baseline(config, filled.pop("vectors"), queries, args, db_dir)
-                print(_row("direct (no gRPC)", direct), flush=True)
-                levels = service_levels(address, queries, args.levels, args)
-            finally:
-                stop_process(search)
-        finally:
-            stop_process(embedder)
     finally:
         shutil.rmtree(db_dir, ignore_errors=True)
 
@@ -344,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "candidates": len(candidates),
             "queries": len(queries),
             "index_type": args.index_type,
+            "store": args.store,
             "args": {k: str(v) for k, v in vars(args).items()},
             "ingest": filled,
             "direct": direct,

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,9 @@ from bench_common import (  # noqa: E402
     existing,
     machine_info,
     memory_available_bytes,
+    milvus_server_uri,
     percentiles_ms,
+    release_lite,
     write_json,
 )
 
@@ -228,30 +230,16 @@ def open_store(kind: str, work: Path) -> Iterator[Any]:
     """A MilvusClient on Milvus Lite (in this process) or on a fresh milvus-server (loopback)."""
     from pymilvus import MilvusClient
 
-    if kind == "lite":
-        from milvus_lite.server_manager import server_manager_instance
-
+    with ExitStack() as stack:
         uri = str(work / "lite.db")
-        client = MilvusClient(uri=uri)
+        if kind == "server":
+            uri = stack.enter_context(milvus_server_uri(work))
+        client = MilvusClient(uri=uri, timeout=600)
         try:
             yield client
         finally:
             client.close()
-            server_manager_instance.release_server(uri)
-        return
-    sys.path.insert(0, str(ROOT / "tests"))
-    from milvus_server import start_milvus_server
-
-    (work / "server").mkdir()
-    handle = start_milvus_server(work / "server")
-    try:
-        client = MilvusClient(uri=handle.uri, timeout=600)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        handle.stop()
+            release_lite(uri)
 
 
 def _poll(done: Callable[[], bool], limit_s: float, what: str) -> None:

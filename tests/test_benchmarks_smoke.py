@@ -69,15 +69,22 @@ def test_bench_ingest_end_to_end(caltech: Path, model_path: Path, tmp_path: Path
     assert met == (data["ratios"]["e2e_to_naive"] >= 2.0)
 
 
-def test_bench_search_levels_and_split(caltech: Path, model_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
+def test_bench_search_levels_and_split(
+    caltech: Path, model_path: Path, tmp_path: Path, store: str
+) -> None:
+    if store == "server":
+        pytest.importorskip("milvus", reason="PyPI milvus (milvus-server) not installed")
     candidates = photos(caltech, ("Leopards", "Motorbikes", "sunflower"), 3)
     queries = sorted(str(p) for p in (caltech / "test").glob("*/*.jpg"))[:3]
     data = run_script(
         "bench_search.py",
         ["--images", *candidates, "--queries", *queries, "--model", str(model_path),
-         "--concurrency", "1,2", "--requests", "6", "--duration", "20", "--warmup", "0.2"],
+         "--store", store, "--concurrency", "1,2", "--requests", "6", "--duration", "20",
+         "--warmup", "0.2"],
         tmp_path,
     )  # fmt: skip
+    assert data["store"] == store
     assert data["ingest"]["stored"] == 9 and data["queries"] == 3
     direct = data["direct"]
     assert direct["requests"] == 6
