@@ -12,6 +12,7 @@ the classifier; the same rows rank them nearly as well (measured in scripts/eval
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,17 @@ class ConceptBank:
                 z["embedding"],
                 int(class_index.max()) + 1,
             )
+
+    def label_agreement(self, labels: Sequence[str]) -> float:
+        """Share of an image model's labels found among the same class's names: 1 = same order."""
+        if len(labels) != self.num_classes:
+            return 0.0
+        known: dict[int, set[tuple[str, ...]]] = {}
+        for key, classes in self.names.items():
+            for c in classes:
+                known.setdefault(c, set()).add(key)
+        hits = sum(tuple(words(label)) in known.get(c, ()) for c, label in enumerate(labels))
+        return hits / self.num_classes
 
     @property
     def dim(self) -> int:

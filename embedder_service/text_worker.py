@@ -16,8 +16,11 @@ import numpy as np
 from embedder_service.concepts import ConceptBank, ConceptProjector, read_classifier
 from embedder_service.config import ConfigError, EmbedderConfig
 from embedder_service.core_types import INVALID_ARGUMENT, ItemResult, ModelDescription
+from embedder_service.model_metadata import read_model_metadata
 from embedder_service.text_encoder import TextEncoder
 
+# Share of the image model's labels that must name the bank's class at the same index.
+MIN_LABEL_AGREEMENT = 0.9
 # Joint models give no concept match to judge a text by: their vectors are reported as sure.
 JOINT_CONFIDENCE = 1.0
 
@@ -50,7 +53,14 @@ class TextWorker:
         if meta.kind == "concepts":
             assert meta.concepts is not None
             weight, _bias = read_classifier(image_path)
-            self.projector = ConceptProjector(ConceptBank.load(meta.concepts), weight)
+            bank = ConceptBank.load(meta.concepts)
+            labels = read_model_metadata(image_path).labels
+            if labels and bank.label_agreement(labels) < MIN_LABEL_AGREEMENT:
+                raise ConfigError(
+                    f"image model {target}'s labels are not the concept bank's classes in order "
+                    f"({bank.label_agreement(labels):.0%} agree): text would map to wrong classes"
+                )
+            self.projector = ConceptProjector(bank, weight)
             dim, pooling = self.projector.dim, "concepts:fc"
             if self.projector.bank.dim != self.encoder.dim:
                 raise ConfigError(f"{meta.concepts} was embedded by another text model")

@@ -174,3 +174,13 @@ def test_projection_of_a_class_name_points_at_its_classifier_row(minilm, model_p
         assert match.classes[0] == cls, text
         assert float(query @ row) > 0.9, text
         assert np.linalg.norm(query) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_label_agreement_detects_another_class_order(minilm, model_path):
+    from embedder_service.model_metadata import read_model_metadata
+
+    bank = ConceptBank.load(minilm / "concepts.npz")
+    labels = list(read_model_metadata(model_path).labels)
+    assert bank.label_agreement(labels) == pytest.approx(1.0)
+    assert bank.label_agreement(labels[1:] + labels[:1]) < 0.1  # shifted by one class
+    assert bank.label_agreement(labels[:10]) == 0.0  # another number of classes
