@@ -416,7 +416,7 @@ def run_store(
 
 
 HEADER = (
-    f"{'store':<6} {'rows':>8} {'index':<8} {'search':<11} {'insert s':>8} {'build s':>8} "
+    f"{'store':<6} {'rows':>8} {'index':<8} {'search':<11} {'insert s':>8} {'build+load s':>12} "
     f"{'p50 ms':>7} {'p99 ms':>7} {'recall@k':>8}"
 )
 
@@ -425,7 +425,7 @@ def _row(r: dict[str, Any]) -> str:
     params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
     return (
         f"{r['store']:<6} {r['rows']:>8} {r['index']:<8} {params:<11} "
-        f"{r['insert_s'] + r['flush_s']:>8.1f} {r['build_s']:>8.1f} "
+        f"{r['insert_s'] + r['flush_s']:>8.1f} {r['build_s'] + r['load_s']:>12.1f} "
         f"{r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {r['recall']:>8.3f}"
     )
 
