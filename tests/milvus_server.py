@@ -71,12 +71,88 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _write_configs(data_dir: Path) -> tuple[int, int]:
-    """Write milvus.yaml and the embedded etcd's config; return (proxy port, metrics port)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throw-away CA and a server certificate it signed (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    server_name: str
+
+
+def make_tls_files(directory: Path, server_name: str = "milvus.ris.test") -> TlsFiles:
+    """A CA plus a server certificate for ``server_name`` and 127.0.0.1, valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("ris test CA"))
+        .issuer_name(name("ris test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(server_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(server_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        directory / "ca.pem", directory / "server.pem", directory / "server.key", server_name
+    )
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+def _write_configs(data_dir: Path, settings: dict[str, object] | None = None) -> tuple[int, int]:
+    """Write milvus.yaml and the embedded etcd's config; return (proxy port, metrics port).
+
+    ``settings``: values for the package's template keys, e.g. ``tls_mode``, ``server_pem_path``,
+    ``authorization_enabled``.
+    """
     from milvus import MilvusServerConfig
 
     cfg = MilvusServerConfig()
     cfg.configs["data_dir"] = str(data_dir)
+    for key, value in (settings or {}).items():
+        cfg.set(key, value)
     port_keys = [k for k in cfg.configurable_items if k.endswith("_port")]
     ports = _free_ports(len(port_keys) + 3)
     for key, port in zip(port_keys, ports, strict=False):
@@ -137,9 +213,26 @@ def _binaries() -> Path:
     return base / "bin"
 
 
-def start_milvus_server(data_dir: Path, timeout: float = START_TIMEOUT_S) -> MilvusServerHandle:
-    """Start Milvus standalone in ``data_dir`` and wait until /healthz says OK."""
-    port, metrics_port = _write_configs(data_dir)
+def start_milvus_server(
+    data_dir: Path,
+    timeout: float = START_TIMEOUT_S,
+    tls: TlsFiles | None = None,
+    auth: bool = False,
+) -> MilvusServerHandle:
+    """Start Milvus standalone in ``data_dir`` and wait until /healthz says OK.
+
+    ``tls``: serve gRPC over one-way TLS with that certificate. ``auth``: require user/password
+    (Milvus' built-in ``root``/``Milvus``).
+    """
+    settings: dict[str, object] = {"authorization_enabled": auth}
+    if tls:
+        settings.update(
+            tls_mode=1,
+            server_pem_path=str(tls.cert),
+            server_key_path=str(tls.key),
+            ca_pem_path=str(tls.ca),
+        )
+    port, metrics_port = _write_configs(data_dir, settings)
     bin_dir = _binaries()
     env = dict(
         os.environ,
@@ -157,7 +250,8 @@ def start_milvus_server(data_dir: Path, timeout: float = START_TIMEOUT_S) -> Mil
         stderr=subprocess.STDOUT,
     )
     log.close()
-    handle = MilvusServerHandle(f"http://127.0.0.1:{port}", port, metrics_port, data_dir, proc)
+    scheme = "https" if tls else "http"
+    handle = MilvusServerHandle(f"{scheme}://127.0.0.1:{port}", port, metrics_port, data_dir, proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -188,3 +282,18 @@ if __name__ == "__main__":
     print(server.uri, server.metrics_port, server.process.pid, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def milvus_secure_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[MilvusServerHandle, TlsFiles]]:
+    """A second real Milvus with TLS and authentication, for the module that asks for it."""
+    pytest.importorskip("milvus", reason="PyPI milvus (milvus-server) not installed")
+    tls = make_tls_files(tmp_path_factory.mktemp("milvus-tls"))
+    with tempfile.TemporaryDirectory(prefix="ris-milvus-tls-") as tmp:
+        handle = start_milvus_server(Path(tmp), tls=tls, auth=True)
+        try:
+            yield handle, tls
+        finally:
+            handle.stop()
