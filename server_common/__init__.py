@@ -1,0 +1,1 @@
+"""Server-side pieces both services share: TLS, authentication, secrets. Never imported by the client."""
