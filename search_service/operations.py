@@ -12,7 +12,7 @@ import numpy as np
 from client.grpc_gen import common_pb2, search_pb2
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedderClient, check_model
-from search_service.errors import AlreadyExists, InvalidArgument, NotFound
+from search_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from search_service.filters import build_filter
 from search_service.indexing import plan_index
 from search_service.metrics import SearchMetrics
@@ -93,7 +93,7 @@ class Services:
         for name in self.store.list_collections():
             try:
                 out.collections.append(self.describe_collection(name))
-            except NotFound:  # dropped meanwhile
+            except (NotFound, FailedPrecondition):  # dropped meanwhile, or not one of ours
                 continue
         return out
 

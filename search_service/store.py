@@ -31,6 +31,7 @@ from pymilvus.exceptions import MilvusException
 from search_service.config import SearchConfig
 from search_service.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     SearchError,
@@ -280,7 +281,12 @@ class MilvusStore:
             raise NotFound(f"collection {name!r} not found")
         desc = self._guard(lambda: self._client.describe_collection(name))
         props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
-        dim = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == VECTOR_FIELD)
+        dims = [int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == VECTOR_FIELD]
+        if not dims:
+            raise FailedPrecondition(
+                f"collection {name!r} has no {VECTOR_FIELD!r} field: not made by this service"
+            )
+        dim = dims[0]
         metric = props.get("ris.metric", "")
         if metric not in METRICS:
             metric = self._index_metric(name)

@@ -121,6 +121,19 @@ def test_filter_values_match_exactly(store: MilvusStore, made: CollectionMeta) -
     assert everything == len(NASTY)
 
 
+def test_foreign_collections_are_refused(store: MilvusStore) -> None:
+    """A collection made by someone else (no ``embedding`` field) is reported, not crashed on."""
+    from search_service.errors import FailedPrecondition
+
+    name = f"foreign_{uuid.uuid4().hex[:8]}"
+    store._client.create_collection(name, dimension=4, vector_field_name="vec")
+    try:
+        with pytest.raises(FailedPrecondition):
+            store.describe(name)
+    finally:
+        store._client.drop_collection(name)
+
+
 def test_upsert_search_delete_count(store: MilvusStore, made: CollectionMeta) -> None:
     vecs = _vectors(40, seed=1)
     records = [Record(f"i{i}", vecs[i], "odd" if i % 2 else "even") for i in range(40)]
