@@ -6,7 +6,10 @@ models/resnet50.onnx (made to also expose its last feature map, in a temporary c
 pooling is computed from the cached feature maps in numpy, and every post-processing is scored on
 the cached descriptors. The metrics are client/evaluation.py's, so numbers match `ris eval`.
 
-    python scripts/retrieval_study.py --json docs/retrieval_study.json --markdown study.md
+    python scripts/retrieval_study.py --json study.json --markdown study.md \\
+        --geometries crop,cc224,sq224,sq160,sq320,full224,full320 \\
+        --multiscale sq160+sq224+sq320,sq224+sq320,sq224+full224 \\
+        --held-out-geometries crop,full224,sq224
 
 Features are cached under --cache-dir (keyed by model hash, geometry and image set): re-running
 only re-scores. Reported ms/image is the backbone time on this machine for that geometry.
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +158,14 @@ def _resize(image: Image.Image, size: tuple[int, int], spec: PreprocessSpec) -> 
 
 
 def geometry(name: str, spec: PreprocessSpec) -> Callable[[Image.Image], np.ndarray]:
-    """`crop` = the service's preprocessing; `sqN` = whole image squashed to NxN;
-    `fullN` = whole image, aspect kept, shorter side N (variable shape, batch of one)."""
+    """`crop` = the service's preprocessing; `ccN` = shorter side to N, centre crop NxN;
+    `sqN` = whole image squashed to NxN; `fullN` = whole image, aspect kept, shorter side N
+    (variable shape, batch of one)."""
     if name == "crop":
         return lambda im: preprocess(im, spec)
+    if name.startswith("cc"):
+        n = int(name[2:])
+        return lambda im: preprocess(im, replace(spec, resize_shorter=n, crop_size=n))
     if name.startswith("sq"):
         n = int(name[2:])
         return lambda im: _resize(im, (n, n), spec)
@@ -172,6 +179,24 @@ def geometry(name: str, spec: PreprocessSpec) -> Callable[[Image.Image], np.ndar
 
         return full
     raise ValueError(f"unknown geometry {name!r}")
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the header only."""
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def relative_pixels(name: str, sizes: Sequence[tuple[int, int]], spec: PreprocessSpec) -> float:
+    """Mean network-input pixels relative to 224x224: the backbone's cost, free of timing noise."""
+    if name == "crop":
+        return spec.crop_size**2 / 224**2
+    if name.startswith(("cc", "sq")):
+        return int(name[2:]) ** 2 / 224**2
+    n = int(name[4:])
+    return float(np.mean([n * n * max(w, h) / min(w, h) for w, h in sizes])) / 224**2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +257,8 @@ def pool_all(fm: np.ndarray) -> dict[str, np.ndarray]:
 @dataclass
 class Features:
     pooled: dict[str, np.ndarray]  # pooling -> [N, 2048] float32
-    ms_per_image: float  # backbone only (decode and pooling excluded)
+    ms_per_image: float  # backbone only (decode and pooling excluded); noisy on a shared machine
+    rel_cost: float = 1.0  # input pixels relative to 224x224
 
 
 def extract(
@@ -286,6 +312,30 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
+_PCA_CACHE: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, eigenvalues descending, eigenvectors as columns) of the L2-normalised rows.
+
+    Through the n x n Gram matrix (n < C here: cheaper than the C x C covariance), memoised:
+    the grid fits the same data many times.
+    """
+    key = hashlib.sha1(x.tobytes()).digest()
+    if key not in _PCA_CACHE:
+        x = l2n(x)
+        mean = x.mean(axis=0)
+        xc = x - mean
+        gram_val, gram_vec = np.linalg.eigh(xc @ xc.T)
+        order = np.argsort(gram_val)[::-1]
+        gram_val = np.maximum(gram_val[order], 0.0)
+        keep = gram_val > gram_val[0] * 1e-12
+        sing = np.sqrt(gram_val[keep])
+        vecs = (xc.T @ gram_vec[:, order][:, keep]) / sing
+        _PCA_CACHE[key] = (mean, sing**2 / max(1, len(x) - 1), vecs)
+    return _PCA_CACHE[key]
+
+
 @dataclass(frozen=True)
 class Whitening:
     """PCA-whitening (Jégou & Chum 2012): centre, rotate, scale by eigval^-power, keep `dim`."""
@@ -295,12 +345,8 @@ class Whitening:
 
     @classmethod
     def fit(cls, x: np.ndarray, dim: int, power: float = 0.5) -> Whitening:
-        x = l2n(x)
-        mean = x.mean(axis=0)
-        cov = np.cov((x - mean).T)
-        eigval, eigvec = np.linalg.eigh(cov)
-        order = np.argsort(eigval)[::-1][:dim]
-        eigval, eigvec = np.maximum(eigval[order], 1e-9), eigvec[:, order]
+        mean, eigval, eigvec = _pca(np.ascontiguousarray(x, dtype=np.float64))
+        eigval, eigvec = np.maximum(eigval[:dim], 1e-9), eigvec[:, :dim]
         return cls(mean, (eigvec / eigval**power).T)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -350,13 +396,16 @@ class Variant:
     alpha: float = 3.0
 
 
-def descriptors(feats: dict[str, Features], split: slice, v: Variant) -> tuple[np.ndarray, float]:
+def descriptors(
+    feats: dict[str, Features], split: slice, v: Variant
+) -> tuple[np.ndarray, float, float]:
     """Descriptor for a variant (multi-scale: sum of L2-normalised per-scale vectors)."""
     per_scale = [feats[g].pooled[v.pooling][split].astype(np.float64) for g in v.geoms]
     ms = sum(feats[g].ms_per_image for g in v.geoms)
+    cost = sum(feats[g].rel_cost for g in v.geoms)
     if v.metric == "l2":
-        return per_scale[0] if len(per_scale) == 1 else sum(per_scale), ms  # type: ignore[return-value]
-    return l2n(sum(l2n(x) for x in per_scale)), ms  # type: ignore[arg-type]
+        return np.sum(per_scale, axis=0), ms, cost
+    return l2n(np.sum([l2n(x) for x in per_scale], axis=0)), ms, cost
 
 
 def score_variant(
@@ -368,13 +417,13 @@ def score_variant(
     held_out: dict[str, Features] | None,
     k: int = 10,
 ) -> dict[str, object]:
-    db, ms = descriptors(feats, slice(0, n_db), v)
-    q, _ = descriptors(feats, slice(n_db, None), v)
+    db, ms, cost = descriptors(feats, slice(0, n_db), v)
+    q, _, _ = descriptors(feats, slice(n_db, None), v)
     if v.whiten_dim:
         if v.whiten_on == "imagenet":
             if held_out is None:
                 raise RuntimeError("held-out features needed for whiten_on=imagenet")
-            train, _ = descriptors(held_out, slice(0, None), v)
+            train, _, _ = descriptors(held_out, slice(0, None), v)
         else:
             train = db
         wh = Whitening.fit(train, v.whiten_dim, v.whiten_power)
@@ -393,6 +442,7 @@ def score_variant(
         "ap_at_10": round(s.ap_at_10, 4),
         "hit_ratio": round(s.hit_ratio, 4),
         "recall_at_1": round(s.recall_at_1, 4),
+        "rel_cost": round(cost, 2),
         "ms_per_image": round(ms, 1),
         "dim": int(db.shape[1]),
         "config": {
@@ -427,40 +477,56 @@ def build_variants(geoms: Sequence[str], ms_sets: Sequence[tuple[str, ...]]) -> 
     for geo, p in bases:
         tag = "+".join(geo)
         for dim in (128, 256, 512):
-            for power in (0.5, 1.0):
-                vs.append(
-                    Variant(
-                        f"{tag} {p} + PCAw{dim} p{power}",
-                        geo,
-                        p,
-                        whiten_dim=dim,
-                        whiten_power=power,
-                    )
-                )
-        for n in (2, 3, 5):
-            vs.append(Variant(f"{tag} {p} + αQE{n}", geo, p, qe=n))
-            vs.append(Variant(f"{tag} {p} + DBA{n}", geo, p, dba=n))
-        for dim in (256, 512):
-            vs.append(Variant(f"{tag} {p} + PCAw{dim} + αQE3", geo, p, whiten_dim=dim, qe=3))
-            vs.append(
-                Variant(f"{tag} {p} + PCAw{dim} + DBA3 + αQE3", geo, p, whiten_dim=dim, qe=3, dba=3)
-            )
+            for power in (0.0, 0.25, 0.5):
+                name = f"{tag} {p} + PCA{dim}" + (f" whiten^{power}" if power else "")
+                vs.append(Variant(name, geo, p, whiten_dim=dim, whiten_power=power))
+        for dim, power in ((256, 0.0), (256, 0.25)):
+            name = f"{tag} {p} + PCA{dim}" + (f" whiten^{power}" if power else "")
             vs.append(
                 Variant(
-                    f"{tag} {p} + PCAw{dim}(imagenet)", geo, p, whiten_dim=dim, whiten_on="imagenet"
+                    name + " (fit on imagenet)",
+                    geo,
+                    p,
+                    whiten_dim=dim,
+                    whiten_power=power,
+                    whiten_on="imagenet",
                 )
             )
+        for n in (1, 2, 3):
+            vs.append(Variant(f"{tag} {p} + αQE{n}", geo, p, qe=n))
+        for n in (2, 3, 5):
+            vs.append(Variant(f"{tag} {p} + DBA{n}", geo, p, dba=n))
+        for n in (1, 3):
+            vs.append(Variant(f"{tag} {p} + DBA3 + αQE{n}", geo, p, dba=3, qe=n))
+        vs.append(
+            Variant(f"{tag} {p} + PCA256 + αQE1", geo, p, whiten_dim=256, whiten_power=0.0, qe=1)
+        )
+        vs.append(
+            Variant(
+                f"{tag} {p} + PCA256 + DBA3 + αQE1",
+                geo,
+                p,
+                whiten_dim=256,
+                whiten_power=0.0,
+                dba=3,
+                qe=1,
+            )
+        )
     return vs
 
 
 def markdown_table(rows: Sequence[dict[str, object]]) -> str:
-    head = "| variant | mAP@10 (Towhee) | AP@10 | hit ratio | R@1 | dim | backbone ms/img |"
-    sep = "|---|---:|---:|---:|---:|---:|---:|"
+    head = (
+        "| variant | mAP@10 (Towhee) | AP@10 | hit ratio | R@1 | dim | cost (224² = 1) "
+        "| backbone ms/img |"
+    )
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
     lines = [head, sep]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['map_at_10_towhee']:.3f} | {r['ap_at_10']:.3f} | "
-            f"{r['hit_ratio']:.3f} | {r['recall_at_1']:.2f} | {r['dim']} | {r['ms_per_image']} |"
+            f"{r['hit_ratio']:.3f} | {r['recall_at_1']:.2f} | {r['dim']} | {r['rel_cost']} | "
+            f"{r['ms_per_image']} |"
         )
     return "\n".join(lines)
 
@@ -512,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = sorted({*geoms, *(g for s in ms_sets for g in s)}, key=lambda g: (g != "crop", g))
     tag = f"caltech{len(cands)}"
     feats = {g: extract(backbone, paths, g, spec, args.cache_dir, tag) for g in needed}
+    sizes = [_image_size(p) for p in paths]
+    for g, f in feats.items():
+        f.rel_cost = relative_pixels(g, sizes, spec)
 
     held_out: dict[str, Features] | None = None
     labels_csv = args.held_out / "labels.csv"
@@ -551,7 +620,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preprocessing": spec.__dict__ if hasattr(spec, "__dict__") else str(spec),
         "n_candidates": len(cands),
         "n_queries": len(queries),
-        "geometries": {g: {"ms_per_image": round(f.ms_per_image, 1)} for g, f in feats.items()},
+        "geometries": {
+            g: {"ms_per_image": round(f.ms_per_image, 1), "rel_cost": round(f.rel_cost, 2)}
+            for g, f in feats.items()
+        },
         "variants": rows,
         "best": best,
     }

@@ -161,7 +161,6 @@ def _small_caltech(caltech: Path, out: Path) -> tuple[Path, Path]:
     )
 
 
-@pytest.mark.parametrize("milvus_uri", ["lite"], indirect=True)
 def test_eval_through_the_services(
     search_server: Any, caltech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,3 +205,74 @@ def test_eval_through_the_services(
         assert run(parser.parse_args([*base, "--exist-ok", "--drop"])) == 0
         listed = stub.ListCollections(search_pb2.ListCollectionsRequest(), timeout=30)
         assert "eval_test" not in [c.name for c in listed.collections]
+
+
+# ---------------------------------------------------------------------------------------------
+# The offline study's descriptors and the copy-detection edits (scripts/, pure numpy and PIL).
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gem_spans_average_to_max_pooling() -> None:
+    import numpy as np
+    from retrieval_study import gem, rmac, rmac_regions
+
+    fm = np.random.default_rng(0).uniform(0.0, 2.0, size=(8, 7, 5))
+    assert np.allclose(gem(fm, 1.0), fm.mean(axis=(1, 2)))
+    assert np.allclose(gem(fm, 200.0), fm.max(axis=(1, 2)), rtol=0.02)
+    regions = rmac_regions(7, 5)
+    assert regions[0] == (0, 7, 0, 5)
+    assert all(0 <= y0 < y1 <= 7 and 0 <= x0 < x1 <= 5 for y0, y1, x0, x1 in regions)
+    assert rmac(fm).shape == (8,)
+
+
+def test_pca_whitening_matches_the_covariance_eigenbasis() -> None:
+    import numpy as np
+    from retrieval_study import Whitening, l2n
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 64)) + rng.normal(size=64)  # fewer samples than dimensions
+    xn = l2n(x)
+    mean = xn.mean(axis=0)
+    val, vec = np.linalg.eigh(np.cov((xn - mean).T))
+    order = np.argsort(val)[::-1][:10]
+    expected = l2n((xn - mean) @ (vec[:, order] / val[order] ** 0.5))
+    got = Whitening.fit(x, 10, power=0.5)(x)
+    assert got.shape == (40, 10)
+    assert np.allclose(np.abs(got), np.abs(expected), atol=1e-8)  # eigenvector signs are free
+
+
+def test_query_expansion_and_dba_pull_towards_neighbours() -> None:
+    import numpy as np
+    from retrieval_study import alpha_qe, dba, l2n, search
+
+    db = l2n(np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    q = l2n(np.array([[1.0, 0.0, 0.05]]))
+    expanded = alpha_qe(db, q, 1, 3.0)
+    assert np.isclose(np.linalg.norm(expanded), 1.0)
+    assert expanded[0] @ db[0] > q[0] @ db[0]  # moved towards its top neighbour
+    augmented = dba(db, 1, 3.0)
+    assert np.allclose(augmented[3], db[3], atol=0.05)  # no close neighbour: nearly unchanged
+    idx, _ = search(db, q, 2, "cos")
+    assert list(idx[0]) == [0, 1]
+    idx, sim = search(db, q, 4, "l2")
+    assert list(idx[0][:2]) == [0, 1] and sim[0][0] >= sim[0][1]
+
+
+def test_copy_edits_are_deterministic_decodable_and_seeded() -> None:
+    import io
+
+    import numpy as np
+    from copy_detection import EDITS, make_copy
+    from PIL import Image
+
+    buf = io.BytesIO()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    for edit in EDITS:
+        first = make_copy(data, edit, 0, "k")
+        assert make_copy(data, edit, 0, "k") == first, edit
+        Image.open(io.BytesIO(first)).convert("RGB").load()
+    assert make_copy(data, "crop", 0, "k") != make_copy(data, "crop", 1, "k")
+    assert Image.open(io.BytesIO(make_copy(data, "resize", 0, "k"))).size[0] < 160
+    assert Image.open(io.BytesIO(make_copy(data, "borders", 0, "k"))).size[0] > 160
