@@ -27,9 +27,9 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from client.config import DEFAULT_ADDRESS  # the search service, as every client command
 from client.grpc_gen import search_pb2, search_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_COLLECTION = "ris_eval"
 INGEST_CHUNK = 32
 
@@ -437,7 +437,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
         default=os.environ.get("RIS_ADDRESS", DEFAULT_ADDRESS),
-        help="search service host:port (env RIS_ADDRESS)",
+        help=f"search service host:port (env RIS_ADDRESS, default {DEFAULT_ADDRESS})",
     )
     parser.add_argument("--collection", default=DEFAULT_COLLECTION)
     parser.add_argument("--candidates", required=True, type=Path, help="CSV id,path,label")

@@ -11,7 +11,7 @@ Two paths:
 - --direct: onnxruntime on --model with the embedder's preprocessing, exhaustive cosine search in
   numpy (the offline study path; no services needed).
 
-    python scripts/copy_detection.py --address 127.0.0.1:50051 --json copy_detection.json
+    python scripts/copy_detection.py --address 127.0.0.1:50052 --json copy_detection.json
     python scripts/copy_detection.py --direct --limit 20 --distractors 50   # smoke test
 """
 
@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from client.config import DEFAULT_ADDRESS  # noqa: E402
 from client.evaluation import Candidate, recall_at_k  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -338,7 +340,11 @@ def format_table(result: dict[str, object]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--address", default="127.0.0.1:50051", help="search service host:port")
+    ap.add_argument(
+        "--address",
+        default=os.environ.get("RIS_ADDRESS", DEFAULT_ADDRESS),
+        help="search service host:port (env RIS_ADDRESS)",
+    )
     ap.add_argument("--collection", default="ris_copy_detection")
     ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
     ap.add_argument("--direct", action="store_true", help="onnxruntime + numpy, no services")
