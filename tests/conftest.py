@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["embedder_fixtures"]
+pytest_plugins = ["embedder_fixtures", "search_fixtures", "milvus_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
