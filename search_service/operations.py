@@ -100,7 +100,8 @@ class Services:
     # -- rows --------------------------------------------------------------------------------
 
     def get(self, req: search_pb2.GetRequest) -> search_pb2.GetResponse:
-        limit = req.limit or DEFAULT_GET_LIMIT
+        # Asking for n ids means wanting all n back: the default limit only caps filter scans.
+        limit = req.limit or (min(len(req.ids), MAX_GET_LIMIT) if req.ids else DEFAULT_GET_LIMIT)
         if not 1 <= limit <= MAX_GET_LIMIT:
             raise InvalidArgument(f"limit must be 1..{MAX_GET_LIMIT}")
         self.store.describe(req.collection)
