@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server_common.secrets import SecretError, read_secret_list
+from server_common.tls import ServerTls, TlsConfigError
+
 ENV_PREFIX = "RIS_EMBEDDER_"
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -55,6 +58,15 @@ class EmbedderConfig:
     metrics_host: str = "127.0.0.1"
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # Security (docs/security.md): TLS when tls_cert+tls_key are set; tls_client_ca requires
+    # client certificates (mutual TLS). tokens/tokens_file: bearer tokens of allowed callers
+    # (comma-separated; none = open). client_names: allowed client-certificate CN/SANs (mTLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tokens: str = field(default="", repr=False)
+    tokens_file: str = ""
+    client_names: str = ""
 
     def validate(self) -> EmbedderConfig:
         """Reject impossible settings early, with the setting's name in the message."""
@@ -84,7 +96,27 @@ class EmbedderConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        try:
+            self.server_tls().validate()
+        except TlsConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.client_names and not self.tls_client_ca:
+            raise ConfigError("client_names needs mutual TLS (tls_client_ca)")
+        self.allowed_tokens()
         return self
+
+    def server_tls(self) -> ServerTls:
+        return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    def allowed_tokens(self) -> list[str]:
+        """Bearer tokens of the callers allowed in (tokens_file wins over tokens)."""
+        try:
+            return read_secret_list(self.tokens, self.tokens_file or None, "embedder tokens")
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def allowed_client_names(self) -> list[str]:
+        return [n.strip() for n in self.client_names.split(",") if n.strip()]
 
     def text_model_paths(self) -> list[Path]:
         """The text models to load, "auto" and "off" resolved."""

@@ -11,14 +11,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import EmbedderConfig
+from embedder_service.config import ConfigError, EmbedderConfig
 from embedder_service.core import EmbedderCore
 from embedder_service.metrics import EmbedderMetrics
 from embedder_service.servicer import EmbedderServicer
+from server_common.auth import AuthInterceptor, method_scopes
+from server_common.secrets import register_secrets
+from server_common.tls import TlsConfigError, add_port, warn_if_open
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+# Every embedder method is open to any configured caller (one scope).
+_SCOPES = method_scopes(
+    embedder_pb2.DESCRIPTOR.services_by_name["Embedder"],
+    read=("Embed", "EmbedStream", "EmbedText", "GetModelInfo"),
+)
 
 
 class PortInUseError(OSError):
@@ -30,6 +38,16 @@ class EmbedderServer:
 
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config.validate()
+        tokens = config.allowed_tokens()
+        register_secrets(tokens)
+        tls = config.server_tls()
+        try:
+            credentials = tls.credentials() if tls.enabled else None
+        except TlsConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        auth = AuthInterceptor(
+            _SCOPES, read_tokens=tokens, client_names=config.allowed_client_names()
+        )
         self.metrics = EmbedderMetrics()
         self.core = EmbedderCore(config, self.metrics)
         options = [
@@ -41,6 +59,7 @@ class EmbedderServer:
             futures.ThreadPoolExecutor(config.grpc_workers, thread_name_prefix="grpc"),
             options=options,
             maximum_concurrent_rpcs=config.grpc_workers,
+            interceptors=[auth],
         )
         embedder_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(self.core), self._grpc)
         self.health = health.HealthServicer()
@@ -50,13 +69,14 @@ class EmbedderServer:
         )
         address = f"{config.host}:{config.port}"
         try:
-            self.port = self._grpc.add_insecure_port(address)
-        except RuntimeError as exc:
+            self.port = add_port(self._grpc, address, credentials)
+        except (RuntimeError, ValueError) as exc:
             self.core.close()
             raise PortInUseError(f"cannot bind {address}: {exc}") from exc
         if not self.port:
             self.core.close()
             raise PortInUseError(f"cannot bind {address}")
+        warn_if_open("embedder", config.host, tls, auth.checks_tokens)
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()

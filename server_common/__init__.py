@@ -1,1 +1,4 @@
-"""Server-side pieces both services share: TLS, authentication, secrets. Never imported by the client."""
+"""Server-side pieces both services share: TLS, authentication, secrets.
+
+Never imported by the client.
+"""
