@@ -15,7 +15,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
-    __slots__ = ("color_order", "mean", "std", "resize_shorter", "crop_size", "interpolation", "input_layout")
+    __slots__ = ("color_order", "mean", "std", "resize_shorter", "crop_size", "interpolation", "input_layout", "resize_mode")
     COLOR_ORDER_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class Preprocessing(_message.Message):
     CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     INPUT_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_MODE_FIELD_NUMBER: _ClassVar[int]
     color_order: str
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
@@ -30,7 +31,8 @@ class Preprocessing(_message.Message):
     crop_size: int
     interpolation: str
     input_layout: str
-    def __init__(self, color_order: _Optional[str] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., resize_shorter: _Optional[int] = ..., crop_size: _Optional[int] = ..., interpolation: _Optional[str] = ..., input_layout: _Optional[str] = ...) -> None: ...
+    resize_mode: str
+    def __init__(self, color_order: _Optional[str] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., resize_shorter: _Optional[int] = ..., crop_size: _Optional[int] = ..., interpolation: _Optional[str] = ..., input_layout: _Optional[str] = ..., resize_mode: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "dim", "execution_provider", "providers", "precision", "preprocessing", "max_batch_size", "max_images_per_request", "max_image_pixels", "modality", "pooling", "target_space")
