@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server_common.secrets import SecretError, read_secret, read_secret_list
+from server_common.tls import ClientTls, ServerTls, TlsConfigError
+
 DEFAULT_MILVUS_URI = "data/milvus/ris.db"
 
 
@@ -31,9 +34,11 @@ class SearchConfig:
     milvus_uri: str = DEFAULT_MILVUS_URI
     milvus_host: str = ""  # IBM-style alternative to the URI: host + port (+ secure)
     milvus_port: int = 19530
-    milvus_token: str = ""
+    milvus_token: str = field(default="", repr=False)
     milvus_user: str = ""
-    milvus_password: str = ""
+    milvus_password: str = field(default="", repr=False)
+    milvus_token_file: str = ""  # a file holding the token / password (wins over the value)
+    milvus_password_file: str = ""
     milvus_db_name: str = ""
     milvus_secure: bool = False
     milvus_server_name: str = ""  # TLS SNI / hostname override
@@ -49,6 +54,22 @@ class SearchConfig:
     metrics_host: str = "127.0.0.1"
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # Security (docs/security.md). TLS when tls_cert+tls_key are set; tls_client_ca requires
+    # client certificates. Tokens: comma-separated, or *_file (one per line); none = open.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    read_tokens: str = field(default="", repr=False)
+    read_tokens_file: str = ""
+    write_tokens: str = field(default="", repr=False)  # write tokens may also read
+    write_tokens_file: str = ""
+    # Calling the embedder: its token, and TLS (CA to trust; client cert+key for mutual TLS).
+    embedder_token: str = field(default="", repr=False)
+    embedder_token_file: str = ""
+    embedder_tls_ca: str = ""
+    embedder_tls_cert: str = ""
+    embedder_tls_key: str = ""
+    embedder_tls_server_name: str = ""
 
     @property
     def embedder_addresses(self) -> list[str]:
@@ -86,7 +107,59 @@ class SearchConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        try:
+            self.server_tls().validate()
+            self.embedder_tls().validate()
+        except TlsConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        self.tokens()
+        self.secrets()
         return self
+
+    def server_tls(self) -> ServerTls:
+        return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    def embedder_tls(self) -> ClientTls:
+        return ClientTls(
+            self.embedder_tls_ca,
+            self.embedder_tls_cert,
+            self.embedder_tls_key,
+            self.embedder_tls_server_name,
+        )
+
+    def tokens(self) -> tuple[list[str], list[str]]:
+        """(read tokens, write tokens) of callers; both empty = no token is checked."""
+        try:
+            read = read_secret_list(self.read_tokens, self.read_tokens_file, "read_tokens")
+            write = read_secret_list(self.write_tokens, self.write_tokens_file, "write_tokens")
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
+        return read, write
+
+    def secrets(self) -> SearchSecrets:
+        """The outgoing secrets (embedder token, Milvus token/password), files read."""
+        try:
+            return SearchSecrets(
+                embedder_token=read_secret(
+                    self.embedder_token, self.embedder_token_file, "embedder_token"
+                ),
+                milvus_token=read_secret(self.milvus_token, self.milvus_token_file, "milvus_token"),
+                milvus_password=read_secret(
+                    self.milvus_password, self.milvus_password_file, "milvus_password"
+                ),
+            )
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class SearchSecrets:
+    embedder_token: str = field(default="", repr=False)
+    milvus_token: str = field(default="", repr=False)
+    milvus_password: str = field(default="", repr=False)
+
+    def all(self) -> list[str]:
+        return [s for s in (self.embedder_token, self.milvus_token, self.milvus_password) if s]
 
 
 _ENV = {
@@ -115,8 +188,23 @@ _ENV = {
     "metrics_host": "RIS_SEARCH_METRICS_HOST",
     "shutdown_grace_s": "RIS_SEARCH_SHUTDOWN_GRACE_S",
     "log_level": "RIS_SEARCH_LOG_LEVEL",
+    "milvus_token_file": "RIS_MILVUS_TOKEN_FILE",
+    "milvus_password_file": "RIS_MILVUS_PASSWORD_FILE",
+    "tls_cert": "RIS_SEARCH_TLS_CERT",
+    "tls_key": "RIS_SEARCH_TLS_KEY",
+    "tls_client_ca": "RIS_SEARCH_TLS_CLIENT_CA",
+    "read_tokens": "RIS_SEARCH_READ_TOKENS",
+    "read_tokens_file": "RIS_SEARCH_READ_TOKENS_FILE",
+    "write_tokens": "RIS_SEARCH_WRITE_TOKENS",
+    "write_tokens_file": "RIS_SEARCH_WRITE_TOKENS_FILE",
+    "embedder_token": "RIS_EMBEDDER_TOKEN",
+    "embedder_token_file": "RIS_EMBEDDER_TOKEN_FILE",
+    "embedder_tls_ca": "RIS_SEARCH_EMBEDDER_TLS_CA",
+    "embedder_tls_cert": "RIS_SEARCH_EMBEDDER_TLS_CERT",
+    "embedder_tls_key": "RIS_SEARCH_EMBEDDER_TLS_KEY",
+    "embedder_tls_server_name": "RIS_SEARCH_EMBEDDER_TLS_SERVER_NAME",
 }
-_SECRETS = {"milvus_token", "milvus_password"}
+_SECRETS = {"milvus_token", "milvus_password", "read_tokens", "write_tokens", "embedder_token"}
 
 
 def _parse_bool(text: str) -> bool:

@@ -196,6 +196,12 @@ class Services:
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"vector has {len(query.vector.values)} values, collection dim {meta.dim}",
                     )
+                elif not np.isfinite(np.asarray(query.vector.values, dtype=np.float32)).all():
+                    _error(
+                        results[i],
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "vector has NaN or infinite values",
+                    )
                 else:
                     vectors[i] = np.asarray(query.vector.values, dtype=np.float32)
             elif kind == "id":

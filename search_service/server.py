@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent import futures
@@ -11,16 +12,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client.grpc_gen import search_pb2, search_pb2_grpc
-from search_service.config import SearchConfig
+from search_service.config import ConfigError, SearchConfig
 from search_service.embedder_client import EmbedderClient
+from search_service.errors import SearchError
 from search_service.metrics import SearchMetrics
 from search_service.operations import Services
 from search_service.servicer import SearchServicer
 from search_service.store import MilvusStore
+from server_common.auth import AuthInterceptor, method_scopes
+from server_common.secrets import redact, register_secrets
+from server_common.tls import TlsConfigError, add_port, warn_if_open
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+# Read tokens may call these; everything else (Create/Drop, Ingest, Delete) needs a write token.
+_SCOPES = method_scopes(
+    search_pb2.DESCRIPTOR.services_by_name["SearchService"],
+    read=("DescribeCollection", "ListCollections", "Search", "Get", "Count"),
+)
 
 
 class PortInUseError(OSError):
@@ -32,10 +42,31 @@ class SearchServer:
 
     def __init__(self, config: SearchConfig) -> None:
         self.config = config.validate()
+        secrets = config.secrets()
+        read_tokens, write_tokens = config.tokens()
+        register_secrets([*secrets.all(), *read_tokens, *write_tokens])
+        auth = AuthInterceptor(_SCOPES, read_tokens, write_tokens)
+        tls, embedder_tls = config.server_tls(), config.embedder_tls()
+        try:
+            credentials = tls.credentials() if tls.enabled else None
+            embedder_credentials = embedder_tls.credentials() if embedder_tls.enabled else None
+        except TlsConfigError as exc:
+            raise ConfigError(str(exc)) from None
         self.metrics = SearchMetrics()
-        self.store = MilvusStore(config)
+        milvus_config = dataclasses.replace(
+            config, milvus_token=secrets.milvus_token, milvus_password=secrets.milvus_password
+        )
+        try:
+            self.store = MilvusStore(milvus_config)
+        except SearchError as exc:  # the message may quote the driver: never the password
+            raise type(exc)(redact(str(exc))) from None
         self.embedder = EmbedderClient(
-            config.embedder_addresses, config.embed_timeout_s, config.max_message_bytes
+            config.embedder_addresses,
+            config.embed_timeout_s,
+            config.max_message_bytes,
+            credentials=embedder_credentials,
+            token=secrets.embedder_token,
+            tls_options=embedder_tls.options(),
         )
         self.services = Services(config, self.store, self.embedder, self.metrics)
         options = [
@@ -47,6 +78,7 @@ class SearchServer:
             futures.ThreadPoolExecutor(config.grpc_workers, thread_name_prefix="search-grpc"),
             options=options,
             maximum_concurrent_rpcs=config.grpc_workers,
+            interceptors=[auth],
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(
             SearchServicer(self.services), self._grpc
@@ -58,13 +90,14 @@ class SearchServer:
         )
         address = f"{config.host}:{config.port}"
         try:
-            self.port = self._grpc.add_insecure_port(address)
+            self.port = add_port(self._grpc, address, credentials)
         except RuntimeError as exc:
             self._close_clients()
             raise PortInUseError(f"cannot bind {address}: {exc}") from exc
         if not self.port:
             self._close_clients()
             raise PortInUseError(f"cannot bind {address}")
+        warn_if_open("search service", config.host, tls, auth.checks_tokens)
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()

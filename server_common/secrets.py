@@ -37,7 +37,7 @@ def read_secret(value: str, file: str | Path | None = None, name: str = "secret"
         if not text:
             raise SecretError(f"{name}: file {file} is empty")
         return text
-    return value.strip()
+    return value
 
 
 def read_secret_list(value: str, file: str | Path | None = None, name: str = "tokens") -> list[str]:
