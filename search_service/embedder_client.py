@@ -1,14 +1,21 @@
 """The search service's side of the embedder: channels, Embed/EmbedStream wrappers, model checks.
 
-Several addresses (``host:port,host:port``) are used round robin, one call at a time.
+Several addresses (``host:port,host:port``) are used round robin, one call at a time; a call
+that finds its embedder gone (UNAVAILABLE) moves on to the next one, and channels known to be
+down are skipped, so losing one embedder loses no request. Each channel also balances round
+robin over every address a DNS name resolves to, retrying UNAVAILABLE on another one, and
+reconnects within ~2 s of an embedder's return.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -17,17 +24,37 @@ from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
 from search_service.errors import (
     FailedPrecondition,
     InvalidArgument,
+    ResourceExhausted,
     SearchError,
     Unavailable,
 )
-from server_common.channels import outgoing_channel
 
+T = TypeVar("T")
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.CANCELLED,
 }
+_DOWN = {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN}
+# Per channel: round robin over a DNS name's addresses; UNAVAILABLE retried on another one
+# (Embed/EmbedText/GetModelInfo are read-only; a stream is retried only before any answer).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "ris.v1.Embedder"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,8 @@ def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
     message = f"{what}: {code.name}: {details}"
     if code in _RETRYABLE:
         return Unavailable(message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(message)  # overload: the caller should back off
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(message)
     if code == grpc.StatusCode.NOT_FOUND:
@@ -104,43 +133,66 @@ class EmbedderClient:
     """gRPC client for ris.v1.Embedder; thread-safe."""
 
     def __init__(
-        self,
-        addresses: Sequence[str],
-        timeout_s: float = 60.0,
-        max_message_bytes: int = 64 << 20,
-        credentials: grpc.ChannelCredentials | None = None,  # TLS (docs/security.md)
-        token: str = "",  # sent as a bearer token on every call
-        tls_options: Sequence[tuple[str, str]] = (),
+        self, addresses: Sequence[str], timeout_s: float = 60.0, max_message_bytes: int = 64 << 20
     ) -> None:
         if not addresses:
             raise ValueError("no embedder address")
         options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            *tls_options,
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        self._channels = [outgoing_channel(a, options, credentials, token) for a in addresses]
+        self._channels = [grpc.insecure_channel(a, options=options) for a in addresses]
         self._stubs = [embedder_pb2_grpc.EmbedderStub(c) for c in self._channels]
+        self._states = [grpc.ChannelConnectivity.IDLE] * len(self._channels)
         self._next = itertools.cycle(range(len(self._stubs)))
         self._lock = threading.Lock()
         self.timeout_s = timeout_s
+        if len(self._channels) > 1:  # only needed to tell live embedders from dead ones
+            for i, channel in enumerate(self._channels):
+                channel.subscribe(functools.partial(self._on_state, i), try_to_connect=True)
+
+    def _on_state(self, index: int, state: grpc.ChannelConnectivity) -> None:
+        self._states[index] = state
+
+    def _order(self) -> list[int]:
+        """Channel indexes for one call: the next in rotation first, channels known down last."""
+        with self._lock:
+            start = next(self._next)
+        order = [(start + k) % len(self._stubs) for k in range(len(self._stubs))]
+        return sorted(order, key=lambda i: self._states[i] in _DOWN)  # stable: keeps rotation
 
     def _stub(self) -> embedder_pb2_grpc.EmbedderStub:
-        with self._lock:
-            return self._stubs[next(self._next)]
+        return self._stubs[self._order()[0]]
+
+    def _call(self, fn: Callable[[embedder_pb2_grpc.EmbedderStub], T]) -> T:
+        """One unary call; on UNAVAILABLE try the next embedder (each at most once)."""
+        order = self._order()
+        for attempt, index in enumerate(order):
+            try:
+                return fn(self._stubs[index])
+            except grpc.RpcError as exc:
+                last = attempt == len(order) - 1
+                if last or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise translate(exc) from exc
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
 
+    def _model_infos(self) -> Any:
+        request = embedder_pb2.GetModelInfoRequest()
+        return self._call(
+            lambda stub: stub.GetModelInfo(request, timeout=min(self.timeout_s, 10.0))
+        )
+
     def model_info(self, model: str = "") -> ModelRef:
         """The served model called ``model`` (empty = the default); FailedPrecondition if absent."""
-        try:
-            info = self._stub().GetModelInfo(
-                embedder_pb2.GetModelInfoRequest(), timeout=min(self.timeout_s, 10.0)
-            )
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+        info = self._model_infos()
         candidates = [info.default_model, *info.models]
         for m in candidates:
             if (not model and m is info.default_model) or m.name == model:
@@ -150,12 +202,7 @@ class EmbedderClient:
 
     def text_model_for(self, image_model: str) -> ModelRef | None:
         """The served text model whose embeddings live in ``image_model``'s space, if any."""
-        try:
-            info = self._stub().GetModelInfo(
-                embedder_pb2.GetModelInfoRequest(), timeout=min(self.timeout_s, 10.0)
-            )
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+        info = self._model_infos()
         for m in info.models:
             if m.modality == "text" and (m.target_space == image_model or not image_model):
                 return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
@@ -164,10 +211,7 @@ class EmbedderClient:
     def embed_text(self, texts: Sequence[str], model: str = "") -> EmbedBatch:
         """Embed text descriptions into the image space of ``model``'s target."""
         request = embedder_pb2.EmbedTextRequest(texts=list(texts), model=model)
-        try:
-            response = self._stub().EmbedText(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+        response = self._call(lambda stub: stub.EmbedText(request, timeout=self.timeout_s))
         return _batch(response, len(texts))
 
     def embed(self, images: Sequence[bytes], model: str = "") -> EmbedBatch:
@@ -175,10 +219,7 @@ class EmbedderClient:
         request = embedder_pb2.EmbedRequest(
             images=[embedder_pb2.ImageInput(data=d) for d in images], model=model
         )
-        try:
-            response = self._stub().Embed(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+        response = self._call(lambda stub: stub.Embed(request, timeout=self.timeout_s))
         return _batch(response, len(images))
 
     def embed_stream(

@@ -33,3 +33,9 @@ class Unavailable(SearchError):
     """The embedder or Milvus cannot be reached; retrying later may work."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(SearchError):
+    """The embedder is full (its queue or its RPC limit); back off and retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

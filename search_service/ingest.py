@@ -3,7 +3,11 @@
 Every received item ends up either stored or in the failure list with its 0-based position in
 the stream; nothing is dropped silently. A bad item (undecodable image, bad id, path outside the
 roots) fails alone; its batch neighbours are stored. The whole call fails only when the
-collection is unusable (unknown, model mismatch) or a dependency goes away (UNAVAILABLE).
+collection is unusable (unknown, model mismatch) or a dependency is down before anything starts.
+When the embedder or Milvus goes away in the middle of the stream (UNAVAILABLE, or the embedder's
+RESOURCE_EXHAUSTED), the call still returns its summary: what was stored is counted, and every
+other item (in flight, or still to come: the rest of the stream is read, not processed) is a
+failure with that code, so the caller re-sends exactly the failed ids (upserts: no duplicates).
 At most ``WINDOW`` batches are in the embedder at once, so memory stays bounded however long the
 client's stream is. Items are searchable when the call returns: upserts are acknowledged before
 it does and reads use Strong consistency. Milvus Lite gets a final flush (writes its files); a
@@ -25,8 +29,14 @@ import grpc
 
 from client.grpc_gen import search_pb2
 from search_service.config import SearchConfig
-from search_service.embedder_client import EmbedderClient, ModelRef, check_model
-from search_service.errors import FailedPrecondition, InvalidArgument, SearchError, Unavailable
+from search_service.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
+from search_service.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    SearchError,
+    Unavailable,
+)
 from search_service.metrics import SearchMetrics
 from search_service.paths import SourceError, read_image_file
 from search_service.store import CollectionMeta, MilvusStore, Record, check_record_fields
@@ -80,6 +90,7 @@ class Ingestor:
         self.metrics = metrics
         self.summary = IngestSummary()
         self._lock = threading.Lock()
+        self._broken: SearchError | None = None  # a dependency failed mid-stream
 
     def _fail(self, item_id: str, position: int, code: int, message: str) -> None:
         with self._lock:
@@ -109,9 +120,11 @@ class Ingestor:
                         yield _Pending(pos, item, item.image, item.display_uri)
                     elif source == "uri":
                         check_record_fields(item.id, item.label, item.uri, {})
-                        data = read_image_file(
-                            item.uri, self.config.allowed_roots, self.config.max_file_bytes
-                        )
+                        data = b""  # draining after a dependency failed: no need to read it
+                        if self._broken is None:
+                            data = read_image_file(
+                                item.uri, self.config.allowed_roots, self.config.max_file_bytes
+                            )
                         yield _Pending(pos, item, data, item.uri)
                     else:
                         raise InvalidArgument("item has neither image bytes nor a uri")
@@ -140,18 +153,23 @@ class Ingestor:
         window = threading.Semaphore(WINDOW)
         done = threading.Event()
         input_error: list[BaseException] = []
+        items = self._items(itertools.chain([first], requests), meta.name)
+        items_lock = threading.Lock()  # the sending thread and the drain below share `items`
 
         def batches() -> Iterator[list[bytes]]:
             try:
-                items = self._items(itertools.chain([first], requests), meta.name)
                 while True:
-                    batch = list(itertools.islice(items, size))
-                    if not batch:
-                        return
                     while not window.acquire(timeout=0.2):
                         if done.is_set():
                             return
-                    pending.append(batch)
+                    with items_lock:  # taking a batch and recording it as pending: one step
+                        if done.is_set():
+                            window.release()
+                            return
+                        batch = list(itertools.islice(items, size))
+                        if not batch:
+                            return
+                        pending.append(batch)
                     yield [p.data for p in batch]
             except Exception as exc:  # surfaced on the calling thread below
                 input_error.append(exc)
@@ -162,11 +180,16 @@ class Ingestor:
             done.set()
         if input_error:
             raise input_error[0]
-        for batch in pending:  # answered by nobody: the embedder closed the stream early
-            for p in batch:
-                self._fail(
-                    p.item.id, p.position, _code(grpc.StatusCode.UNAVAILABLE), "not embedded"
-                )
+        broken = self._broken
+        code = _code(broken.code if broken else grpc.StatusCode.UNAVAILABLE)
+        reason = f"not stored: {broken}" if broken else "not embedded"
+        with items_lock:
+            left = [p for batch in pending for p in batch]  # answered by nobody
+            if broken is not None:
+                log.warning("ingest into %s: %s; reporting the rest as failed", meta.name, broken)
+                left.extend(items)  # the rest of the client's stream: received and reported
+        for p in left:
+            self._fail(p.item.id, p.position, code, reason)
         if self.summary.stored and self.config.is_milvus_lite:
             start = time.perf_counter()
             self.store.flush(meta.name)
@@ -190,6 +213,23 @@ class Ingestor:
         window: threading.Semaphore,
     ) -> None:
         stream = self.embedder.embed_stream(batches, model=meta.model_name)
+        try:
+            self._store_answers(meta, model, stream, pending, window)
+        except (Unavailable, ResourceExhausted) as exc:
+            self._broken = exc  # run() reports the in-flight and remaining items
+        finally:
+            close = getattr(stream, "close", None)  # a generator: closing cancels the call
+            if close is not None:
+                close()
+
+    def _store_answers(
+        self,
+        meta: CollectionMeta,
+        model: ModelRef,
+        stream: Iterator[EmbedBatch],
+        pending: deque[list[_Pending]],
+        window: threading.Semaphore,
+    ) -> None:
         while True:
             start = time.perf_counter()
             answer = next(stream, None)
@@ -222,10 +262,9 @@ class Ingestor:
             start = time.perf_counter()
             try:
                 self.store.upsert(meta, list(records.values()))
-            except Unavailable as exc:
-                raise Unavailable(
-                    f"{exc} (stored {self.summary.stored} items before this failure)"
-                ) from exc
+            except Unavailable:
+                pending.appendleft(stored_items)  # reported failed by run(), with the rest
+                raise
             except SearchError as exc:
                 for p in stored_items:
                     self._fail(p.item.id, p.position, _code(exc.code), str(exc))

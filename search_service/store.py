@@ -14,6 +14,7 @@ collection properties (``ris.*``), which both Lite and Milvus 2.3+ keep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -188,6 +189,12 @@ class MilvusStore:
         self._lite_path = config.milvus_target() if config.is_milvus_lite else ""
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
+        # Milvus Lite 3.2 races concurrent flushes (and writes during a flush): "current_seq is
+        # monotonic" errors after the rows were written. One writer at a time there; servers
+        # take concurrent writes.
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if self._lite_path else contextlib.nullcontext()
+        )
         self._client = self._guard(self._connect)
 
     # -- connection -------------------------------------------------------------------------
@@ -216,6 +223,11 @@ class MilvusStore:
         except SearchError:
             raise
         except (MilvusException, grpc.RpcError, OSError) as exc:
+            if "not loaded" in str(exc).lower():
+                # Milvus restarted and released it (or is reloading it): load again on the
+                # next call instead of trusting our "loaded once" memory forever.
+                self._loaded.clear()
+                raise Unavailable(f"Milvus: collection not loaded (restarted?): {exc}") from exc
             if _is_unavailable(exc):
                 raise Unavailable(f"Milvus unavailable: {exc}") from exc
             raise SearchError(f"Milvus error: {exc}") from exc
@@ -326,8 +338,8 @@ class MilvusStore:
         with self._lock:
             if name in self._loaded:
                 return
-            state = self._guard(lambda: self._client.get_load_state(name))
-            if "NotLoad" in str(state.get("state")) or "NotExist" in str(state.get("state")):
+            state = str(self._guard(lambda: self._client.get_load_state(name)).get("state"))
+            if not state.endswith("Loaded"):  # NotLoad, NotExist, or Loading after a restart
                 self._guard(lambda: self._client.load_collection(name))
             self._loaded.add(name)
 
@@ -352,14 +364,17 @@ class MilvusStore:
         return written
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
-        self._guard(lambda: self._client.upsert(name, rows))
+        with self._write_lock:
+            self._guard(lambda: self._client.upsert(name, rows))
 
     def _delete_ids(self, name: str, ids: list[str]) -> None:
-        self._guard(lambda: self._client.delete(name, ids=ids))
+        with self._write_lock:
+            self._guard(lambda: self._client.delete(name, ids=ids))
 
     def flush(self, name: str) -> None:
         """Persist growing segments (Lite writes its files; servers seal segments)."""
-        self._guard(lambda: self._client.flush(name))
+        with self._write_lock:
+            self._guard(lambda: self._client.flush(name))
 
     def search(
         self,

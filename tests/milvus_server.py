@@ -233,6 +233,22 @@ def start_milvus_server(
             ca_pem_path=str(tls.ca),
         )
     port, metrics_port = _write_configs(data_dir, settings)
+    scheme = "https" if tls else "http"
+    return _launch(data_dir, f"{scheme}://127.0.0.1:{port}", port, metrics_port, timeout)
+
+
+def restart_milvus_server(
+    handle: MilvusServerHandle, timeout: float = START_TIMEOUT_S
+) -> MilvusServerHandle:
+    """Start a stopped (or running: stopped first) server again: same data dir, configs, ports."""
+    handle.stop()
+    return _launch(handle.data_dir, handle.uri, handle.port, handle.metrics_port, timeout)
+
+
+def _launch(
+    data_dir: Path, uri: str, port: int, metrics_port: int, timeout: float
+) -> MilvusServerHandle:
+    """Run the standalone binary on the configs in ``data_dir``; wait for /healthz."""
     bin_dir = _binaries()
     env = dict(
         os.environ,
@@ -241,7 +257,7 @@ def start_milvus_server(
         MILVUS_RUN_DIR=str(data_dir / "run"),
         LD_LIBRARY_PATH=f"{bin_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}",
     )
-    log = (data_dir / "logs" / "milvus-stdout.log").open("wb")
+    log = (data_dir / "logs" / "milvus-stdout.log").open("ab")
     proc = subprocess.Popen(
         [str(bin_dir / "milvus"), "run", "standalone"],
         cwd=data_dir,
@@ -250,8 +266,7 @@ def start_milvus_server(
         stderr=subprocess.STDOUT,
     )
     log.close()
-    scheme = "https" if tls else "http"
-    handle = MilvusServerHandle(f"{scheme}://127.0.0.1:{port}", port, metrics_port, data_dir, proc)
+    handle = MilvusServerHandle(uri, port, metrics_port, data_dir, proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,0 +1,73 @@
+"""Search and ingest together at concurrency 64 against real service processes (loopback):
+no errors but RESOURCE_EXHAUSTED under overload, every acknowledged item stored exactly once,
+RSS bounded after warm-up, p99 printed. The short variant runs in CI; the long one
+(``RIS_SOAK_SECONDS=300``, marked ``slow``) is what ``scripts/soak.py`` runs by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from soak import ServiceProcess, SoakReport, sample_images, soak, start_embedder, start_search
+
+ALLOWED = {"search:RESOURCE_EXHAUSTED", "ingest:RESOURCE_EXHAUSTED"}
+
+
+@pytest.fixture
+def services(model_path: Path, tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    embedder = start_embedder(model_path)
+    try:
+        search = start_search(embedder.address, str(tmp_path / "load.db"))
+        try:
+            yield embedder, search
+        finally:
+            search.stop()
+    finally:
+        embedder.stop()
+
+
+def _run(
+    services: tuple[ServiceProcess, ServiceProcess], seconds: float, warmup: float
+) -> SoakReport:
+    embedder, search = services
+    report = soak(
+        search,
+        {"embedder": embedder.pid, "search": search.pid},
+        sample_images(32),
+        duration_s=seconds,
+        concurrency=64,
+        ingest_workers=8,
+        warmup_s=warmup,
+        rss_every_s=1.0,
+    )
+    summary = {k: v for k, v in asdict(report).items() if k != "rss_mb"}
+    print(json.dumps(summary, indent=1))
+    return report
+
+
+def _check(report: SoakReport, rss_limit_mb: float) -> None:
+    assert set(report.errors) <= ALLOWED, report.errors
+    assert report.calls.get("search", 0) > 0 and report.calls.get("ingest", 0) > 0
+    assert report.latency_ms["search"].get("p99", 0) > 0
+    assert report.items_stored + report.items_failed == report.items_sent
+    assert report.items_stored > 0
+    assert report.count_after == report.items_stored, "stored items missing or extra"
+    assert report.duplicates == 0
+    for name, growth in report.rss_growth_mb.items():
+        assert growth < rss_limit_mb, f"{name} RSS grew {growth} MB after warm-up"
+
+
+def test_mixed_load_short(services: tuple[ServiceProcess, ServiceProcess]) -> None:
+    _check(_run(services, seconds=30.0, warmup=10.0), rss_limit_mb=150.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RIS_SOAK_SECONDS"), reason="set RIS_SOAK_SECONDS to run")
+def test_mixed_load_soak(services: tuple[ServiceProcess, ServiceProcess]) -> None:
+    seconds = float(os.environ["RIS_SOAK_SECONDS"])
+    _check(_run(services, seconds=seconds, warmup=min(60.0, seconds / 4)), rss_limit_mb=50.0)
