@@ -388,3 +388,29 @@ def test_entry_point_output_never_shows_secrets(tmp_path):
     assert result.returncode != 0
     assert "Milvus unavailable" in result.stderr, result.stderr[-2000:]
     assert_no_secret(result.stdout + result.stderr)
+
+
+@pytest.mark.milvus_server
+def test_wrong_milvus_password_stays_secret_on_a_real_server(milvus_secure_server, caplog):
+    """A real Milvus with authentication refusing our password: the message omits it."""
+    caplog.set_level(logging.DEBUG)
+    server, tls = milvus_secure_server
+    config = SearchConfig(
+        port=0,
+        milvus_uri="",
+        milvus_host="127.0.0.1",
+        milvus_port=server.port,
+        milvus_secure=True,
+        milvus_server_name=tls.server_name,
+        milvus_ca_cert=str(tls.ca),
+        milvus_user="root",
+        milvus_password=PASSWORD,
+        milvus_timeout_s=10.0,
+    )
+    with pytest.raises(SearchError) as info:
+        SearchServer(config)
+    logging.getLogger("test").exception("startup failed", exc_info=info.value)
+    assert_no_secret(str(info.value) + caplog.text)
+    assert "startup failed" in caplog.text
+    # Control: the same settings with the right password connect.
+    SearchServer(dataclasses.replace(config, milvus_password="Milvus")).stop(grace=0)
