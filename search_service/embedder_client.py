@@ -28,6 +28,7 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
+from server_common.channels import outgoing_channel
 
 T = TypeVar("T")
 _RETRYABLE = {
@@ -133,7 +134,13 @@ class EmbedderClient:
     """gRPC client for ris.v1.Embedder; thread-safe."""
 
     def __init__(
-        self, addresses: Sequence[str], timeout_s: float = 60.0, max_message_bytes: int = 64 << 20
+        self,
+        addresses: Sequence[str],
+        timeout_s: float = 60.0,
+        max_message_bytes: int = 64 << 20,
+        credentials: grpc.ChannelCredentials | None = None,  # TLS (docs/security.md)
+        token: str = "",  # sent as a bearer token on every call
+        tls_options: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not addresses:
             raise ValueError("no embedder address")
@@ -144,8 +151,9 @@ class EmbedderClient:
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            *tls_options,
         ]
-        self._channels = [grpc.insecure_channel(a, options=options) for a in addresses]
+        self._channels = [outgoing_channel(a, options, credentials, token) for a in addresses]
         self._stubs = [embedder_pb2_grpc.EmbedderStub(c) for c in self._channels]
         self._states = [grpc.ChannelConnectivity.IDLE] * len(self._channels)
         self._next = itertools.cycle(range(len(self._stubs)))
