@@ -28,7 +28,7 @@ from embedder_service.core_types import (
 )
 from embedder_service.decoding import DecodePool
 from embedder_service.metrics import EmbedderMetrics
-from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec
+from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec, with_resize_mode
 from embedder_service.runtime import ModelRuntime
 from embedder_service.text_worker import TextWorker
 
@@ -78,7 +78,8 @@ class ModelWorker:
         meta = self.runtime.metadata
         self.name = meta.name
         self.version = meta.version
-        self.spec: PreprocessSpec = meta.preprocessing
+        # The served geometry (config.resize_mode) may differ from the model's metadata.
+        self.spec: PreprocessSpec = with_resize_mode(meta.preprocessing, config.resize_mode)
         self.description = ModelDescription(
             name=meta.name,
             version=meta.version,
@@ -86,7 +87,7 @@ class ModelWorker:
             execution_provider=self.runtime.execution_provider,
             providers=tuple(self.runtime.providers),
             precision=self.runtime.precision,
-            preprocessing=meta.preprocessing,
+            preprocessing=self.spec,
             pooling=self.runtime.pooling,
             max_batch_size=config.max_batch_size,
             max_images_per_request=config.max_images_per_request,

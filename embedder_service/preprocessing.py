@@ -2,15 +2,18 @@
 
 Used by the embedder, the export check and the accuracy evaluation, so that all of
 them see the same pixels. Colour order and mean/std are applied inside the ONNX graph;
-this module only decodes, orients, converts to RGB, resizes and centre-crops, with the
-sizes read from the model's metadata (PreprocessSpec), never hard-coded by callers.
+this module only decodes, orients, converts to RGB and resizes, with the sizes read from
+the model's metadata (PreprocessSpec), never hard-coded by callers. Two geometries:
+"shorter_crop" (shorter side to resize_shorter, centre crop: what ImageNet weights were
+evaluated with) and "squash" (the whole image to crop x crop: nothing at the borders is
+lost, which retrieves better; see docs/results/retrieval_study.json).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,8 @@ _RESAMPLE = {
     "box": Image.Resampling.BOX,
 }
 _ALPHA_BACKGROUND = (255, 255, 255)
+# How an image becomes crop x crop: see the module docstring.
+RESIZE_MODES = ("shorter_crop", "squash")
 
 
 class ImageDecodeError(ValueError):
@@ -49,8 +54,11 @@ class PreprocessSpec:
     crop_size: int = 224
     interpolation: str = "bilinear"
     input_layout: str = "NHWC"
+    resize_mode: str = "shorter_crop"  # metadata without it: what the weights were trained on
 
     def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, not {self.resize_mode!r}")
         if self.color_order not in ("RGB", "BGR"):
             raise ValueError(f"color_order must be RGB or BGR, not {self.color_order!r}")
         if self.interpolation not in _RESAMPLE:
@@ -142,19 +150,30 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageDecodeError(f"unsupported colour mode {image.mode}: {exc}") from exc
 
 
-def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Resize the shorter side to spec.resize_shorter, centre-crop spec.crop_size.
+def with_resize_mode(spec: PreprocessSpec, mode: str) -> PreprocessSpec:
+    """spec with another geometry; "model" (or "") keeps the model's own."""
+    if mode in ("", "model"):
+        return spec
+    return replace(spec, resize_mode=mode)
 
-    Resamples only the crop's source box, which gives the same pixels as resizing the
-    whole image then cropping, without allocating a huge frame for extreme aspect ratios.
+
+def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The model input: uint8 [crop, crop, 3] by spec.resize_mode.
+
+    shorter_crop resamples only the crop's source box, which gives the same pixels as
+    resizing the whole image then cropping, without allocating a huge frame for extreme
+    aspect ratios. squash resizes the whole image, aspect ratio not kept.
     """
     if image.mode != "RGB":
         image = _to_rgb(image)
+    crop = spec.crop_size
+    if spec.resize_mode == "squash":
+        out = image.resize((crop, crop), _RESAMPLE[spec.interpolation])
+        return np.asarray(out, dtype=np.uint8).reshape(crop, crop, 3)
     width, height = image.size
     scale = spec.resize_shorter / min(width, height)
     resized_w = max(spec.resize_shorter, round(width * scale))
     resized_h = max(spec.resize_shorter, round(height * scale))
-    crop = spec.crop_size
     left = round((resized_w - crop) / 2)
     top = round((resized_h - crop) / 2)
     sx, sy = width / resized_w, height / resized_h

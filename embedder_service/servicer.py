@@ -81,6 +81,7 @@ def to_model_info(d: ModelDescription) -> common_pb2.ModelInfo:
                 crop_size=p.crop_size,
                 interpolation=p.interpolation,
                 input_layout=p.input_layout,
+                resize_mode=p.resize_mode,
             )
         )
     return info

@@ -23,9 +23,10 @@ from embedder_fixtures import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client.grpc_gen import embedder_pb2
+from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
+from embedder_service.config import EmbedderConfig
 from embedder_service.model_metadata import read_model_metadata
-from embedder_service.preprocessing import prepare
+from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
@@ -36,8 +37,19 @@ def direct_session(model_path):
     return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
 
 
-def direct_vectors(session, model_path, images: list[bytes], output: str = "gem") -> np.ndarray:
-    spec = read_model_metadata(model_path).preprocessing
+def served_spec(model_path, resize_mode: str = EmbedderConfig().resize_mode) -> PreprocessSpec:
+    """The geometry the embedder applies: the model's spec with the configured resize_mode."""
+    return with_resize_mode(read_model_metadata(model_path).preprocessing, resize_mode)
+
+
+def direct_vectors(
+    session,
+    model_path,
+    images: list[bytes],
+    output: str = "gem",
+    spec: PreprocessSpec | None = None,
+) -> np.ndarray:
+    spec = spec or served_spec(model_path)
     batch = np.stack([prepare(data, spec) for data in images])
     (raw,) = session.run([output], {"images": batch})
     return raw / np.linalg.norm(raw, axis=1, keepdims=True)
@@ -211,6 +223,8 @@ def test_model_info(embedder_stub, model_path):
         spec.crop_size,
         spec.color_order,
     )
+    # The retrieval default (whole image squashed), not the model's ImageNet centre crop.
+    assert (spec.resize_mode, p.resize_mode) == ("shorter_crop", "squash")
     np.testing.assert_allclose(list(p.mean), spec.mean, rtol=1e-6)
     assert [m.name for m in info.models if m.modality == "image"] == [meta.name]
 
@@ -267,3 +281,26 @@ def test_core_without_network_avg_pooling(model_path, embedder_images, direct_se
     expected = direct_vectors(direct_session, model_path, embedder_images[:1], output="embedding")
     assert results[0].vector is not None
     np.testing.assert_allclose(results[0].vector, expected[0], atol=1e-5)
+
+
+def test_resize_mode_model_serves_the_metadata_geometry(
+    make_embedder, embedder_images, direct_session, model_path
+):
+    """resize_mode=model: the ONNX metadata's centre crop, reported and applied; it differs
+    from the squash default's vectors for non-square images."""
+    images = embedder_images[:3]
+    with make_embedder(resize_mode="model") as server:
+        channel = grpc.insecure_channel(server.address)
+        try:
+            stub = embedder_pb2_grpc.EmbedderStub(channel)
+            info = stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+            got = vectors_of(stub.Embed(embed_request(images), timeout=60))
+        finally:
+            channel.close()
+    assert info.default_model.preprocessing.resize_mode == "shorter_crop"
+    crop = read_model_metadata(model_path).preprocessing
+    np.testing.assert_allclose(
+        got, direct_vectors(direct_session, model_path, images, spec=crop), atol=1e-5
+    )
+    squashed = direct_vectors(direct_session, model_path, images)
+    assert float(np.max(np.abs(got - squashed))) > 1e-3

@@ -43,6 +43,14 @@ def test_env_model_and_bad_values():
         from_args(["--max-queue-images", "2", "--max-images-per-request", "8"], {})
 
 
+def test_resize_mode_defaults_to_squash_and_is_checked():
+    assert EmbedderConfig().resize_mode == "squash"  # the retrieval default
+    assert from_env({"RIS_EMBEDDER_RESIZE_MODE": "model"}).resize_mode == "model"
+    assert from_args(["--resize-mode", "shorter_crop"], {}).resize_mode == "shorter_crop"
+    with pytest.raises(ConfigError, match="resize_mode"):
+        from_args(["--resize-mode", "stretch"], {})
+
+
 def test_fp16_sibling_and_normalise():
     assert fp16_sibling(Path("m/resnet50.onnx")) == Path("m/resnet50.fp16.onnx")
     assert fp16_sibling(Path("m/resnet50.fp16.onnx")) == Path("m/resnet50.fp16.onnx")

@@ -19,9 +19,11 @@ from embedder_service.preprocessing import (
     decode_image,
     prepare,
     preprocess,
+    with_resize_mode,
 )
 
 SPEC = PreprocessSpec()
+SQUASH = PreprocessSpec(resize_mode="squash")
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
 
@@ -285,3 +287,55 @@ def test_spec_json_round_trip_and_validation() -> None:
         PreprocessSpec(resize_shorter=200, crop_size=224)
     with pytest.raises(ValueError):
         PreprocessSpec(interpolation="magic")
+
+
+def stripes(colours: list[tuple[int, int, int]], width: int, height: int) -> Image.Image:
+    """Equal vertical stripes, one per colour, left to right."""
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    step = width // len(colours)
+    for i, colour in enumerate(colours):
+        array[:, i * step : (i + 1) * step] = colour
+    return Image.fromarray(array)
+
+
+def test_squash_keeps_the_whole_width_of_a_wide_image() -> None:
+    # 4:1 panorama: green | red | blue | white. The centre crop only sees red and blue.
+    green = (0, 255, 0)
+    image = stripes([green, RED, BLUE, WHITE], 800, 200)
+    squashed = prepare(encode(image, "PNG"), SQUASH)
+    assert squashed.shape == (224, 224, 3) and squashed.dtype == np.uint8
+    for x, colour in ((20, green), (84, RED), (140, BLUE), (204, WHITE)):
+        assert_close(tuple(squashed[112, x]), colour, 0)
+    cropped = preprocess(image, SPEC)
+    assert_close(tuple(cropped[112, 5]), RED, 0)
+    assert_close(tuple(cropped[112, 218]), BLUE, 0)
+    assert not (np.abs(cropped.astype(int) - green).sum(axis=2) == 0).any()
+
+
+def test_squash_keeps_the_whole_height_of_a_tall_image() -> None:
+    tall = stripes([RED, BLUE], 200, 100).rotate(90, expand=True)  # 100 wide, 200 high
+    out = preprocess(tall, SQUASH)
+    top, bottom = tuple(out[10, 112]), tuple(out[213, 112])
+    assert {top, bottom} == {RED, BLUE}
+
+
+def test_squash_equals_whole_image_resize(imagenet_sample) -> None:
+    """The retrieval study's `sq224` geometry, pixel for pixel."""
+    path = next((imagenet_sample / "images").iterdir())
+    image = decode_image(path.read_bytes())
+    expected = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR))
+    got = preprocess(image, SQUASH)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, preprocess(image, SPEC))
+
+
+def test_resize_mode_in_json_and_overrides() -> None:
+    assert PreprocessSpec.from_json(SQUASH.to_json()) == SQUASH
+    # Models exported before resize_mode existed were evaluated with the centre crop.
+    legacy = '{"color_order": "RGB", "resize_shorter": 256, "crop_size": 224}'
+    assert PreprocessSpec.from_json(legacy).resize_mode == "shorter_crop"
+    assert with_resize_mode(SPEC, "squash") == SQUASH
+    assert with_resize_mode(SQUASH, "model") is SQUASH
+    assert with_resize_mode(SQUASH, "shorter_crop") == SPEC
+    with pytest.raises(ValueError, match="resize_mode"):
+        PreprocessSpec(resize_mode="stretch")

@@ -17,8 +17,8 @@ from embedder_fixtures import encode, synthetic_image
 from onnx import TensorProto, helper, numpy_helper
 
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import ConfigError
-from embedder_service.preprocessing import PreprocessSpec, prepare
+from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode
 from embedder_service.wordpiece import WordPieceTokenizer
 
 DIM = 8
@@ -169,7 +169,8 @@ def test_embed_images_with_the_pair_gives_its_vectors(served, pair):
         embedder_pb2.EmbedRequest(images=[embedder_pb2.ImageInput(data=data)], model=IMAGE_NAME),
         timeout=30,
     )
-    expected = unit(prepare(data, SPEC).astype(np.float32).mean((0, 1)) @ pair["proj"])
+    spec = with_resize_mode(SPEC, EmbedderConfig().resize_mode)  # the served geometry
+    expected = unit(prepare(data, spec).astype(np.float32).mean((0, 1)) @ pair["proj"])
     np.testing.assert_allclose(reply.results[0].embedding, expected, atol=1e-5)
     assert (reply.model, reply.dim) == (IMAGE_NAME, DIM)
 
