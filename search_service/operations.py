@@ -16,6 +16,8 @@ from search_service.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from search_service.filters import build_filter
 from search_service.indexing import plan_index
 from search_service.metrics import SearchMetrics
+from search_service.query_expansion import METRICS as EXPANSION_METRICS
+from search_service.query_expansion import expand, resolve
 from search_service.store import CollectionMeta, Hit, MilvusStore, validate_name
 
 DEFAULT_TOP_K = 10
@@ -139,7 +141,9 @@ class Services:
     # -- search ------------------------------------------------------------------------------
 
     def search(self, req: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
-        """Resolve every query to a vector (embed / given / stored), then one Milvus search."""
+        """Resolve every query to a vector (embed / given / stored), then search Milvus: once,
+        or with query expansion (the default) a first search for the neighbours, the expanded
+        queries' search, whose hits and scores are returned. milvus_seconds covers both."""
         top_k = req.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be 1..{MAX_TOP_K}")
@@ -147,6 +151,9 @@ class Services:
             raise InvalidArgument("no queries")
         if len(req.queries) > MAX_QUERIES:
             raise InvalidArgument(f"at most {MAX_QUERIES} queries per call")
+        expansion = resolve(
+            req.query_expansion if req.HasField("query_expansion") else None, self.config
+        )
         meta = self.store.describe(req.collection)
         expr = filter_expr(req.filter)
         response = search_pb2.SearchResponse()
@@ -214,16 +221,48 @@ class Services:
                 _error(results[i], grpc.StatusCode.INVALID_ARGUMENT, "empty query")
 
         order = sorted(vectors)
-        exclude = req.exclude_self and any(kinds[i] == "id" for i in order)
-        limit = min(top_k + 1, MAX_TOP_K + 1) if exclude else top_k
-        hits = self.store.search(meta, [vectors[i] for i in order], limit, expr)
+        # An id query's own item is never its neighbour (expanding with itself changes
+        # nothing); with exclude_self it is not a hit either.
+        stored_ids = {i: req.queries[i].id for i in order if kinds[i] == "id"}
+        selves = stored_ids if req.exclude_self else {}
+        extra = 1 if selves else 0
+        queries = [vectors[i] for i in order]
+        if expansion.enabled and meta.metric in EXPANSION_METRICS and queries:
+            first = self.store.search(
+                meta, queries, expansion.top_n + (1 if stored_ids else 0), expr
+            )
+            neighbours = [
+                [h.id for h in row if h.id != stored_ids.get(i)][: expansion.top_n]
+                for i, row in zip(order, first, strict=True)
+            ]
+            queries = self._expanded(meta.name, queries, neighbours, expansion.alpha)
+        hits = self.store.search(meta, queries, min(top_k + extra, MAX_TOP_K + 1), expr)
         for i, row in zip(order, hits, strict=True):
-            if req.exclude_self and kinds[i] == "id":
-                row = [h for h in row if h.id != req.queries[i].id]
+            if i in selves:
+                row = [h for h in row if h.id != selves[i]]
             results[i].hits.extend(_hit(h) for h in row[:top_k])
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
         return response
+
+    def _expanded(
+        self,
+        collection: str,
+        queries: list[np.ndarray],
+        neighbours: list[list[str]],
+        alpha: float,
+    ) -> list[np.ndarray]:
+        """Each query expanded with its neighbours' stored vectors (one Get for all)."""
+        wanted = sorted({n for row in neighbours for n in row})
+        stored: dict[str, list[float] | None] = {}
+        if wanted:
+            rows = self.store.get(collection, ids=wanted, limit=len(wanted), include_vectors=True)
+            stored = {r.id: r.vector for r in rows}
+        out = []
+        for query, row in zip(queries, neighbours, strict=True):
+            found = [v for v in (stored.get(n) for n in row) if v is not None]
+            out.append(expand(query, found, alpha))
+        return out
 
     def _embed_texts(
         self,

@@ -153,12 +153,24 @@ def test_search_by_image_finds_the_class(search_stub, catalog, query_photos) -> 
 
 def test_search_by_id_and_vector(search_stub, catalog) -> None:
     target = f"{CLASSES[1]}-2"
-    with_self = search(search_stub, catalog, search_pb2.Query(id=target), top_k=4)
+    # The plain search (query expansion off): the item scores exactly its own similarity.
+    # Expansion is covered in test_search_query_expansion.py.
+    plain = search_pb2.QueryExpansion(enabled=False)
+    with_self = search(
+        search_stub, catalog, search_pb2.Query(id=target), top_k=4, query_expansion=plain
+    )
     hits = with_self.results[0].hits
     assert hits[0].id == target and hits[0].score == pytest.approx(1.0, abs=1e-3)
 
     without = (
-        search(search_stub, catalog, search_pb2.Query(id=target), top_k=4, exclude_self=True)
+        search(
+            search_stub,
+            catalog,
+            search_pb2.Query(id=target),
+            top_k=4,
+            exclude_self=True,
+            query_expansion=plain,
+        )
         .results[0]
         .hits
     )
