@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -60,7 +60,9 @@ def test_milvus_restart_under_traffic_loses_nothing(
     private_milvus: list[MilvusServerHandle], embedder_server, photo_bytes: list[bytes]
 ) -> None:
     milvus = private_milvus[0]
-    config = search_config(embedder_server.address, milvus.uri, milvus_timeout_s=MILVUS_TIMEOUT_S)
+    config = search_config(
+        embedder_server.address, milvus.uri, milvus_timeout_s=MILVUS_TIMEOUT_S, ingest_batch_size=2
+    )
     name = f"mf_{uuid.uuid4().hex[:6]}"
     before = _items("a", photo_bytes, 16)
     during = _items("b", photo_bytes, 40)
@@ -70,10 +72,12 @@ def test_milvus_restart_under_traffic_loses_nothing(
         assert (first.stored, first.failed) == (16, 0)
 
         stop = threading.Event()
-        searches: list[tuple[float, str]] = []  # (seconds, code name)
+        searches: list[tuple[float, str, float]] = []  # (seconds, code name, finished at)
         reported_failed: set[str] = set()
         stored_claimed: set[str] = set()
         ingest_codes: list[str] = []
+        details: list[tuple[float, str]] = []
+        partial_calls: list[tuple[int, int]] = []  # (stored, failed) of calls cut mid-stream
 
         def searcher() -> None:
             probe = search_pb2.Query(vector=search_pb2.Vector(values=np.ones(2048).tolist()))
@@ -87,17 +91,21 @@ def test_milvus_restart_under_traffic_loses_nothing(
                     code = "OK"
                 except grpc.RpcError as exc:
                     code = exc.code().name
-                searches.append((time.monotonic() - began, code))
+                    details.append((time.monotonic(), exc.details()))
+                searches.append((time.monotonic() - began, code, time.monotonic()))
                 time.sleep(0.05)
 
+        def slowly(chunk: list[search_pb2.Item]) -> Iterator[search_pb2.IngestRequest]:
+            for k, item in enumerate(chunk):  # one item per message: the call spans ~1 s
+                yield search_pb2.IngestRequest(collection=name if k == 0 else "", items=[item])
+                time.sleep(0.12)
+
         def ingester() -> None:
-            for start in range(0, len(during), 4):  # ten calls of four items
-                chunk = during[start : start + 4]
+            for start in range(0, len(during), 8):  # five calls of eight items
+                chunk = during[start : start + 8]
                 try:
-                    summary = stub.Ingest(
-                        iter([search_pb2.IngestRequest(collection=name, items=chunk)]), timeout=120
-                    )
-                except grpc.RpcError as exc:  # the whole call failed: all four are reported
+                    summary = stub.Ingest(slowly(chunk), timeout=120)
+                except grpc.RpcError as exc:  # the whole call failed: all eight are reported
                     ingest_codes.append(exc.code().name)
                     reported_failed.update(i.id for i in chunk)
                 else:
@@ -107,9 +115,23 @@ def test_milvus_restart_under_traffic_loses_nothing(
                     failed = {f.id for f in summary.failures}
                     reported_failed.update(failed)
                     stored_claimed.update(i.id for i in chunk if i.id not in failed)
-                time.sleep(0.5)
+                    assert {f.error.code for f in summary.failures} <= {UNAVAILABLE.value[0]}
+                    if summary.stored and summary.failed:
+                        partial_calls.append((summary.stored, summary.failed))
+                time.sleep(0.2)
 
-        threads = [threading.Thread(target=searcher), threading.Thread(target=ingester)]
+        crashed: list[BaseException] = []
+
+        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:  # an assertion in a thread must fail the test
+                    crashed.append(exc)
+
+            return run
+
+        threads = [threading.Thread(target=guarded(f)) for f in (searcher, ingester)]
         for t in threads:
             t.start()
         try:
@@ -117,26 +139,31 @@ def test_milvus_restart_under_traffic_loses_nothing(
             milvus.stop()  # SIGTERM under traffic
             time.sleep(3.0)
             milvus = private_milvus[0] = restart_milvus_server(milvus)
+            healthy_at = time.monotonic()
         finally:
             threads[1].join(timeout=300)
             time.sleep(2.0)
             stop.set()
             threads[0].join(timeout=120)
         assert not any(t.is_alive() for t in threads)
+        assert not crashed, crashed
 
         # Searches: only UNAVAILABLE while Milvus was down, each one bounded; OK again after.
-        codes = {code for _, code in searches}
+        codes = {code for _, code, _ in searches}
         assert codes <= {"OK", "UNAVAILABLE"}, codes
         assert "UNAVAILABLE" in codes, "the outage was not observed"
-        slowest_failure = max(s for s, code in searches if code != "OK")
+        slowest_failure = max(s for s, code, _ in searches if code != "OK")
         assert slowest_failure < MILVUS_TIMEOUT_S * 3 + 5, slowest_failure
-        assert searches[-1][1] == "OK", "searches did not recover without a service restart"
+        assert searches[-1][1] == "OK", f"no recovery without a service restart: {details[-3:]}"
         assert set(ingest_codes) <= {"OK", "UNAVAILABLE"}, ingest_codes
-        failures = [s for s, code in searches if code != "OK"]
+        failures = [s for s, code, _ in searches if code != "OK"]
+        first_ok = min(t for _, code, t in searches if code == "OK" and t > healthy_at)
         print(
             f"\nmilvus restart: {len(searches)} searches, {len(failures)} UNAVAILABLE "
             f"(slowest {slowest_failure:.2f} s, median {np.median(failures):.2f} s); "
-            f"ingest calls {ingest_codes}; {len(reported_failed)} items reported failed"
+            f"first OK search {first_ok - healthy_at:.2f} s after Milvus was healthy; "
+            f"ingest calls {ingest_codes}, cut mid-stream (stored, failed): {partial_calls}; "
+            f"{len(reported_failed)} items reported failed"
         )
 
         # Data written before the stop is all there; nothing from the traffic silently lost.
