@@ -1,7 +1,8 @@
 """Search and ingest together at concurrency 64 against real service processes (loopback):
 no errors but RESOURCE_EXHAUSTED under overload, every acknowledged item stored exactly once,
-RSS bounded after warm-up, p99 printed. The short variant runs in CI; the long one
-(``RIS_SOAK_SECONDS=300``, marked ``slow``) is what ``scripts/soak.py`` runs by hand.
+RSS bounded after warm-up, p99 printed. The short variant (Milvus Lite) runs in CI; the long
+one (``RIS_SOAK_SECONDS=300``, marked ``slow`` and ``milvus_server``: against a Milvus server,
+so the search process's RSS is the service's own) is what ``scripts/soak.py`` also runs by hand.
 """
 
 from __future__ import annotations
@@ -9,20 +10,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from milvus_server import MilvusServerHandle
 from soak import ServiceProcess, SoakReport, sample_images, soak, start_embedder, start_search
 
 ALLOWED = {"search:RESOURCE_EXHAUSTED", "ingest:RESOURCE_EXHAUSTED"}
 
 
-@pytest.fixture
-def services(model_path: Path, tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+@contextmanager
+def _services(model_path: Path, milvus_uri: str) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     embedder = start_embedder(model_path)
     try:
-        search = start_search(embedder.address, str(tmp_path / "load.db"))
+        search = start_search(embedder.address, milvus_uri)
         try:
             yield embedder, search
         finally:
@@ -62,12 +65,19 @@ def _check(report: SoakReport, rss_limit_mb: float) -> None:
         assert growth < rss_limit_mb, f"{name} RSS grew {growth} MB after warm-up"
 
 
-def test_mixed_load_short(services: tuple[ServiceProcess, ServiceProcess]) -> None:
-    _check(_run(services, seconds=30.0, warmup=10.0), rss_limit_mb=150.0)
+def test_mixed_load_short(model_path: Path, tmp_path: Path) -> None:
+    """On Milvus Lite, whose engine lives in the search process and grows with the data
+    (~1 MB/s while ingesting here, docs/reliability.md): hence the loose RSS bound."""
+    with _services(model_path, str(tmp_path / "load.db")) as services:
+        _check(_run(services, seconds=30.0, warmup=10.0), rss_limit_mb=150.0)
 
 
 @pytest.mark.slow
+@pytest.mark.milvus_server
 @pytest.mark.skipif(not os.environ.get("RIS_SOAK_SECONDS"), reason="set RIS_SOAK_SECONDS to run")
-def test_mixed_load_soak(services: tuple[ServiceProcess, ServiceProcess]) -> None:
+def test_mixed_load_soak(model_path: Path, milvus_server: MilvusServerHandle) -> None:
+    """Minutes of load against a Milvus server, so the search process holds only the service:
+    its RSS must stay flat."""
     seconds = float(os.environ["RIS_SOAK_SECONDS"])
-    _check(_run(services, seconds=seconds, warmup=min(60.0, seconds / 4)), rss_limit_mb=50.0)
+    with _services(model_path, milvus_server.uri) as services:
+        _check(_run(services, seconds=seconds, warmup=min(60.0, seconds / 4)), rss_limit_mb=30.0)
