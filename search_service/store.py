@@ -189,6 +189,7 @@ class MilvusStore:
         self._lite_path = config.milvus_target() if config.is_milvus_lite else ""
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
         # Milvus Lite 3.2 races concurrent flushes (and writes during a flush): "current_seq is
         # monotonic" errors after the rows were written. One writer at a time there; servers
         # take concurrent writes.
@@ -332,10 +333,15 @@ class MilvusStore:
         return True
 
     def ensure_loaded(self, name: str) -> None:
-        """Load a collection into memory once per process (after a restart it starts released)."""
+        """Load a collection into memory once per process (after a restart it starts released).
+
+        One lock per collection: a slow (re)load, e.g. ~25 s after a Milvus restart, holds up the
+        calls that need that collection, not every call."""
         if name in self._loaded:
             return
         with self._lock:
+            lock = self._load_locks.setdefault(name, threading.Lock())
+        with lock:
             if name in self._loaded:
                 return
             state = str(self._guard(lambda: self._client.get_load_state(name)).get("state"))
