@@ -22,6 +22,7 @@ from search_fixtures import running_search, search_client, search_config
 from soak import ServiceProcess, start_embedder
 
 from client.grpc_gen import search_pb2, search_pb2_grpc
+from search_service.embedder_client import EmbedderClient
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 N_ITEMS = 40
@@ -201,5 +202,26 @@ def test_two_embedders_share_searches_and_losing_one_loses_no_request(
                 _image_search(stub, name, image)
             assert _embed_calls(first) >= before + 4, "the survivor takes all the traffic"
     finally:
+        first.kill()
+        second.kill()
+
+
+def test_one_channel_over_several_addresses_balances_and_survives_a_loss(
+    model_path: Path, photo_bytes: list[bytes]
+) -> None:
+    """What a DNS name with several addresses gets: one channel, gRPC's round_robin over its
+    addresses, UNAVAILABLE retried on another one (here an ``ipv4:`` list stands in for DNS)."""
+    first = start_embedder(model_path)
+    second = start_embedder(model_path)
+    client = EmbedderClient([f"ipv4:127.0.0.1:{first.port},127.0.0.1:{second.port}"], 60.0)
+    try:
+        for image in photo_bytes[:8]:
+            assert client.embed([image]).results[0].vector is not None
+        assert _embed_calls(first) > 0 and _embed_calls(second) > 0, "both get traffic"
+        second.kill()
+        for image in photo_bytes[8:20]:  # none may fail
+            assert client.embed([image]).results[0].vector is not None
+    finally:
+        client.close()
         first.kill()
         second.kill()
