@@ -1,0 +1,199 @@
+"""Re-measure the retrieval defaults through the real services, query expansion on and off in
+one session over the same stored vectors, so the comparison is fair.
+
+Starts an embedder (``--resize-mode``) and, per expansion setting, a search service over one
+Milvus Lite directory; runs ``ris eval`` on Caltech (ingest once, then re-use the collection),
+and text search over imagenet-sample (class names and the eval descriptions, through the
+search service's text queries). Writes one JSON per run to --out.
+
+    python scripts/eval_defaults.py --out docs/results            # squash, QE default and off
+    python scripts/eval_defaults.py --resize-mode model --qe 0 --tag crop --no-text
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+
+from client import evaluation  # noqa: E402
+from client.grpc_gen import search_pb2, search_pb2_grpc  # noqa: E402
+from embedder_service.config import EmbedderConfig  # noqa: E402
+from embedder_service.server import start_server as start_embedder  # noqa: E402
+from search_service.config import SearchConfig  # noqa: E402
+from search_service.server import start_server as start_search  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+KS = (1, 5, 10)
+
+
+def run_caltech(address: str, out: Path, keep_existing: bool) -> dict:
+    data = DATASETS / "caltech101-ris"
+    argv = [
+        "--address",
+        address,
+        "--collection",
+        "eval_caltech",
+        "--candidates",
+        str(data / "reverse_image_search.csv"),
+        "--queries",
+        str(data / "queries.csv"),
+        "--json",
+        str(out),
+        "--keep",
+        "--no-progress",
+    ]
+    if keep_existing:
+        argv.append("--exist-ok")
+    if evaluation.main(argv) != 0:
+        raise RuntimeError("ris eval failed")
+    return json.loads(out.read_text())
+
+
+def _text_sets() -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
+    data = DATASETS / "imagenet-sample"
+    with (data / "labels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    sets = {"class names": [(r["name"].replace("_", " "), int(r["class_index"])) for r in rows]}
+    with (ROOT / "scripts" / "data" / "text_queries.csv").open() as fh:
+        known = {int(r["class_index"]) for r in rows}
+        sets["descriptions (eval)"] = [
+            (q["query"], int(q["class_index"]))
+            for q in csv.DictReader(fh)
+            if q["split"] == "eval" and int(q["class_index"]) in known
+        ]
+    return rows, sets
+
+
+def ingest_text_gallery(stub: search_pb2_grpc.SearchServiceStub, rows: list[dict]) -> None:
+    """imagenet-sample (one photo per class), id = class index, unless already stored."""
+    name = "eval_imagenet"
+    stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name, exist_ok=True))
+    if stub.Count(search_pb2.CountRequest(collection=name)).count == len(rows):
+        return
+    data = DATASETS / "imagenet-sample"
+
+    def messages():
+        for start in range(0, len(rows), 16):
+            items = [
+                search_pb2.Item(
+                    id=r["class_index"], image=(data / r["path"]).read_bytes(), label=r["name"]
+                )
+                for r in rows[start : start + 16]
+            ]
+            yield search_pb2.IngestRequest(collection=name if start == 0 else "", items=items)
+
+    summary = stub.Ingest(messages(), timeout=1800)
+    if summary.failed:
+        raise RuntimeError(f"text gallery: {summary.failed} items failed")
+
+
+def run_text(stub: search_pb2_grpc.SearchServiceStub) -> dict:
+    """Recall@k of each text set: the class's photo among the top k."""
+    rows, sets = _text_sets()
+    ingest_text_gallery(stub, rows)
+    report: dict = {"images": len(rows)}
+    for name, queries in sets.items():
+        hits = {k: 0 for k in KS}
+        low = 0
+        for start in range(0, len(queries), 64):
+            chunk = queries[start : start + 64]
+            reply = stub.Search(
+                search_pb2.SearchRequest(
+                    collection="eval_imagenet",
+                    queries=[search_pb2.Query(text=q) for q, _ in chunk],
+                    top_k=max(KS),
+                ),
+                timeout=600,
+            )
+            for (_, cls), result in zip(chunk, reply.results, strict=True):
+                ranked = [h.id for h in result.hits]
+                low += result.low_confidence
+                for k in KS:
+                    hits[k] += str(cls) in ranked[:k]
+        report[name] = {
+            "queries": len(queries),
+            **{f"R@{k}": round(hits[k] / len(queries), 4) for k in KS},
+            "low_confidence": low,
+        }
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--resize-mode", default="squash", help="embedder resize_mode")
+    parser.add_argument(
+        "--qe", default="1,0", help="query_expansion_top_n settings to compare (0 = off)"
+    )
+    parser.add_argument("--alpha", type=float, default=3.0)
+    parser.add_argument("--tag", default="", help="prefix of the output file names")
+    parser.add_argument("--no-text", action="store_true")
+    parser.add_argument("--milvus-dir", type=Path, help="re-use this Lite dir (default: temp)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    milvus_dir = args.milvus_dir or Path(tempfile.mkdtemp(prefix="ris-eval-"))
+    embedder = start_embedder(
+        EmbedderConfig(port=0, provider="cpu", resize_mode=args.resize_mode).validate()
+    )
+    summary = {}
+    try:
+        for n, top_n in enumerate(int(v) for v in args.qe.split(",")):
+            config = SearchConfig(
+                port=0,
+                embedder_address=f"127.0.0.1:{embedder.port}",
+                milvus_uri=str(milvus_dir / "ris.db"),
+                query_expansion_top_n=top_n,
+                query_expansion_alpha=args.alpha,
+            ).validate()
+            search = start_search(config)
+            setting = "no_qe" if top_n == 0 else "qe" if top_n == 1 else f"qe{top_n}"
+            # Untagged QE-on run = the service defaults: eval_caltech_default.json.
+            if args.tag:
+                label = f"{args.tag}_{setting}"
+            else:
+                label = "default" if setting == "qe" else setting
+            try:
+                address = f"127.0.0.1:{search.port}"
+                started = time.perf_counter()
+                report = run_caltech(address, args.out / f"eval_caltech_{label}.json", n > 0)
+                entry = {
+                    "resize_mode": args.resize_mode,
+                    "query_expansion_top_n": top_n,
+                    "alpha": args.alpha,
+                    "map_at_10_towhee": report["map_at_10_towhee"],
+                    "recall_at_1": report["recall_at_1"],
+                    "latency_ms_p50": report["latency_ms_p50"],
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+                if not args.no_text:
+                    with grpc.insecure_channel(address) as channel:
+                        text = run_text(search_pb2_grpc.SearchServiceStub(channel))
+                    (args.out / f"text_search_{label}.json").write_text(
+                        json.dumps({"resize_mode": args.resize_mode, **text}, indent=2) + "\n"
+                    )
+                    entry["text"] = text
+                summary[label] = entry
+                print(json.dumps({label: entry}, indent=2), flush=True)
+            finally:
+                search.stop(grace=1.0)
+    finally:
+        embedder.stop(grace=1.0)
+    path = args.out / f"eval_defaults{'_' + args.tag if args.tag else ''}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
