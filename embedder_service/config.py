@@ -31,8 +31,9 @@ class ConfigError(ValueError):
 class EmbedderConfig:
     """Everything the embedder needs to start. Defaults suit a small CPU machine."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address to bind; 0.0.0.0 to serve beyond this machine
     port: int = 50051  # 0 = pick a free port
+    # image ONNX models; the first is the default
     model_paths: list[Path] = field(default_factory=lambda: [DEFAULT_MODEL])
     # Text models (EmbedText): "auto" = models/minilm when it has been exported, else none;
     # "off" = none; else comma-separated text model files or directories (each must load).
@@ -44,34 +45,37 @@ class EmbedderConfig:
     # Image geometry for embeddings. squash (whole image to crop x crop) retrieves better than
     # the model's shorter_crop: Caltech mAP@10 0.838 vs 0.812 (docs/results/retrieval_study.json).
     resize_mode: str = "squash"
-    device_id: int = 0
+    device_id: int = 0  # GPU index for CUDA/TensorRT
+    # TensorRT engine cache (first start builds engines)
     trt_cache_dir: Path = Path("models/trt_cache")
-    max_batch_size: int = 16
-    max_queue_delay_ms: float = 5.0
+    max_batch_size: int = 16  # largest batch the dynamic batcher forms
+    max_queue_delay_ms: float = 5.0  # longest a queued image waits for a batch to fill
     max_queue_images: int = 256  # admitted, not yet answered; beyond: RESOURCE_EXHAUSTED
-    max_images_per_request: int = 64
+    max_images_per_request: int = 64  # more in one call: INVALID_ARGUMENT
+    # decoded width x height; beyond: that item fails (decompression bombs)
     max_image_pixels: int = 40_000_000
     max_text_chars: int = 2000  # per text; beyond: that item fails with INVALID_ARGUMENT
-    max_message_bytes: int = 64 * 1024 * 1024
-    decode_workers: int = 2
+    max_message_bytes: int = 64 * 1024 * 1024  # gRPC receive limit; beyond: RESOURCE_EXHAUSTED
+    decode_workers: int = 2  # parallel decode + preprocess workers
     decode_mode: str = "thread"  # thread | process
     intra_op_threads: int = 0  # 0 = onnxruntime's default (one per core)
     ort_spinning: bool = False  # intra-op spin-waiting steals CPU from decoding
     grpc_workers: int = 128  # must exceed the concurrency the server should batch across
     stream_window: int = 8  # request messages of one EmbedStream in flight at once
     metrics_port: int | None = None  # None = off, 0 = pick a free port
-    metrics_host: str = "127.0.0.1"
-    shutdown_grace_s: float = 10.0
-    log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"  # Prometheus endpoint address
+    shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls get this long to finish
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
     # Security (docs/security.md): TLS when tls_cert+tls_key are set; tls_client_ca requires
     # client certificates (mutual TLS). tokens/tokens_file: bearer tokens of allowed callers
     # (comma-separated; none = open). client_names: allowed client-certificate CN/SANs (mTLS).
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
+    tls_cert: str = ""  # server certificate (PEM); with tls_key enables TLS
+    tls_key: str = ""  # server private key (PEM)
+    tls_client_ca: str = ""  # CA of client certificates; set = mutual TLS required
+    # bearer tokens of allowed callers, comma-separated; none = open
     tokens: str = field(default="", repr=False)
-    tokens_file: str = ""
-    client_names: str = ""
+    tokens_file: str = ""  # file with one token per line (wins over tokens)
+    client_names: str = ""  # allowed client-certificate CN/SANs (mutual TLS)
 
     def validate(self) -> EmbedderConfig:
         """Reject impossible settings early, with the setting's name in the message."""

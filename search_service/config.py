@@ -26,55 +26,56 @@ class ConfigError(ValueError):
 class SearchConfig:
     """Everything the search service needs to start."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address to bind; 0.0.0.0 to serve beyond this machine
     port: int = 50052  # 0 = pick a free port
     embedder_address: str = "127.0.0.1:50051"  # host:port[,host:port...] (round robin)
-    embed_timeout_s: float = 60.0
+    embed_timeout_s: float = 60.0  # deadline of each call to the embedder
     # Milvus: a local path ending in .db = Milvus Lite (nothing to start); else a URI.
-    milvus_uri: str = DEFAULT_MILVUS_URI
+    milvus_uri: str = DEFAULT_MILVUS_URI  # Milvus Lite path (*.db) or a Milvus server URI
     milvus_host: str = ""  # IBM-style alternative to the URI: host + port (+ secure)
-    milvus_port: int = 19530
-    milvus_token: str = field(default="", repr=False)
-    milvus_user: str = ""
-    milvus_password: str = field(default="", repr=False)
+    milvus_port: int = 19530  # with milvus_host
+    milvus_token: str = field(default="", repr=False)  # Milvus token (user:password or API key)
+    milvus_user: str = ""  # Milvus user (with milvus_password)
+    milvus_password: str = field(default="", repr=False)  # Milvus password
     milvus_token_file: str = ""  # a file holding the token / password (wins over the value)
-    milvus_password_file: str = ""
-    milvus_db_name: str = ""
-    milvus_secure: bool = False
+    milvus_password_file: str = ""  # file holding the Milvus password
+    milvus_db_name: str = ""  # Milvus database; empty = default
+    milvus_secure: bool = False  # TLS to Milvus
     milvus_server_name: str = ""  # TLS SNI / hostname override
     milvus_ca_cert: str = ""  # PEM file of the CA that signed the server's certificate
-    milvus_timeout_s: float = 30.0
-    default_index_type: str = "AUTOINDEX"
+    milvus_timeout_s: float = 30.0  # connect and call timeout for Milvus
+    default_index_type: str = "AUTOINDEX"  # index for collections created without one
     ingest_batch_size: int = 32  # images per embed request (capped by the embedder's limit)
     # Alpha query expansion for searches that do not set it (COSINE/IP collections only):
     # re-query with q + sum(sim^alpha * top-n neighbours). top_n 0 = off by default.
     # Caltech mAP@10 0.838 -> 0.847 with n=1, alpha=3 (docs/results/retrieval_study.json).
-    query_expansion_top_n: int = 1
-    query_expansion_alpha: float = 3.0
+    query_expansion_top_n: int = 1  # neighbours folded into each query; 0 = off
+    query_expansion_alpha: float = 3.0  # neighbour weight = similarity^alpha
     allowed_roots: list[Path] = field(default_factory=list)  # server-side paths; empty = none
-    max_file_bytes: int = 64 * 1024 * 1024
-    grpc_workers: int = 16
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_file_bytes: int = 64 * 1024 * 1024  # largest server-side file read for an ingest item
+    grpc_workers: int = 16  # concurrent calls served; more wait in gRPC's queue
+    max_message_bytes: int = 64 * 1024 * 1024  # gRPC receive limit
     metrics_port: int | None = None  # None = off, 0 = pick a free port
-    metrics_host: str = "127.0.0.1"
-    shutdown_grace_s: float = 10.0
-    log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"  # Prometheus endpoint address
+    shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls get this long to finish
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
     # Security (docs/security.md). TLS when tls_cert+tls_key are set; tls_client_ca requires
     # client certificates. Tokens: comma-separated, or *_file (one per line); none = open.
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
+    tls_cert: str = ""  # server certificate (PEM); with tls_key enables TLS
+    tls_key: str = ""  # server private key (PEM)
+    tls_client_ca: str = ""  # CA of client certificates; set = mutual TLS required
+    # bearer tokens allowed to read, comma-separated
     read_tokens: str = field(default="", repr=False)
-    read_tokens_file: str = ""
+    read_tokens_file: str = ""  # file with one read token per line
     write_tokens: str = field(default="", repr=False)  # write tokens may also read
-    write_tokens_file: str = ""
+    write_tokens_file: str = ""  # file with one write token per line
     # Calling the embedder: its token, and TLS (CA to trust; client cert+key for mutual TLS).
-    embedder_token: str = field(default="", repr=False)
-    embedder_token_file: str = ""
-    embedder_tls_ca: str = ""
-    embedder_tls_cert: str = ""
-    embedder_tls_key: str = ""
-    embedder_tls_server_name: str = ""
+    embedder_token: str = field(default="", repr=False)  # bearer token sent to the embedder
+    embedder_token_file: str = ""  # file holding the embedder token
+    embedder_tls_ca: str = ""  # CA to trust for the embedder's certificate; set = TLS
+    embedder_tls_cert: str = ""  # client certificate for mutual TLS to the embedder
+    embedder_tls_key: str = ""  # its private key
+    embedder_tls_server_name: str = ""  # name checked against the embedder's certificate
 
     @property
     def embedder_addresses(self) -> list[str]:
