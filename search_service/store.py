@@ -181,6 +181,26 @@ def write_batches(
         yield batch
 
 
+class _LiteUnimplementedFilter(logging.Filter):
+    """Drop the traceback Milvus Lite's in-process gRPC server logs for AllocTimestamp.
+
+    pymilvus 3 asks for a timestamp while it waits for a new collection's index; Milvus Lite 3.2
+    does not implement that call, pymilvus falls back, and nothing is wrong, but grpc logs an
+    ERROR with a traceback that reads like a failure. Only that exact record is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(exc, NotImplementedError)
+            and "Method not implemented" in str(exc)
+            and record.getMessage().startswith("Exception calling application")
+        )
+
+
+_LITE_FILTER = _LiteUnimplementedFilter()
+
+
 class MilvusStore:
     """A connection to one Milvus (Lite or server) and the operations the service needs."""
 
@@ -203,6 +223,7 @@ class MilvusStore:
     def _connect(self) -> MilvusClient:
         if self._lite_path:
             Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("grpc._server").addFilter(_LITE_FILTER)  # idempotent
         # dedicated: this store owns its connection, so close() really closes it
         return MilvusClient(**client_kwargs(self._config), dedicated=True)
 

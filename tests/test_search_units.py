@@ -223,3 +223,22 @@ def test_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         read_image_file(str(inside), [], 100)
     assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_lite_unimplemented_filter_drops_only_that_record() -> None:
+    import logging
+    import sys
+
+    from search_service.store import _LITE_FILTER
+
+    def record(exc: BaseException, msg: str) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("grpc._server", logging.ERROR, __file__, 1, msg, None, info)
+
+    calling = "Exception calling application: x"
+    assert not _LITE_FILTER.filter(record(NotImplementedError("Method not implemented!"), calling))
+    assert _LITE_FILTER.filter(record(ValueError("boom"), calling))
+    assert _LITE_FILTER.filter(record(NotImplementedError("other"), calling))
