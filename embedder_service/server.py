@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent import futures
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
 from embedder_service.config import ConfigError, EmbedderConfig
@@ -16,8 +10,9 @@ from embedder_service.core import EmbedderCore
 from embedder_service.metrics import EmbedderMetrics
 from embedder_service.servicer import EmbedderServicer
 from server_common.auth import AuthInterceptor, method_scopes
+from server_common.grpc_server import GrpcServer, PortInUseError
 from server_common.secrets import register_secrets
-from server_common.tls import TlsConfigError, add_port, warn_if_open
+from server_common.tls import TlsConfigError, warn_if_open
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +23,7 @@ _SCOPES = method_scopes(
     read=("Embed", "EmbedStream", "EmbedText", "GetModelInfo"),
 )
 
-
-class PortInUseError(OSError):
-    """The configured address could not be bound."""
+__all__ = ["EmbedderServer", "PortInUseError", "start_server"]
 
 
 class EmbedderServer:
@@ -50,37 +43,22 @@ class EmbedderServer:
         )
         self.metrics = EmbedderMetrics()
         self.core = EmbedderCore(config, self.metrics)
-        options = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(config.grpc_workers, thread_name_prefix="grpc"),
-            options=options,
-            maximum_concurrent_rpcs=config.grpc_workers,
+        servicer = EmbedderServicer(self.core)
+        self._grpc = GrpcServer(
+            SERVICE_NAME,
+            lambda server: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server),
+            workers=config.grpc_workers,
+            max_message_bytes=config.max_message_bytes,
+            thread_name_prefix="grpc",
             interceptors=[auth],
         )
-        embedder_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(self.core), self._grpc)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
-        address = f"{config.host}:{config.port}"
         try:
-            self.port = add_port(self._grpc, address, credentials)
-        except (RuntimeError, ValueError) as exc:
+            self.port = self._grpc.bind(f"{config.host}:{config.port}", credentials)
+        except PortInUseError:
             self.core.close()
-            raise PortInUseError(f"cannot bind {address}: {exc}") from exc
-        if not self.port:
-            self.core.close()
-            raise PortInUseError(f"cannot bind {address}")
+            raise
         warn_if_open("embedder", config.host, tls, auth.checks_tokens)
         self.metrics_port: int | None = None
-        self._stopped = threading.Event()
-        self._stop_lock = threading.Lock()
-        self._stopping = False
 
     def start(self) -> EmbedderServer:
         if self.config.metrics_port is not None:
@@ -88,8 +66,6 @@ class EmbedderServer:
                 self.config.metrics_host, self.config.metrics_port
             )
         self._grpc.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         d = self.core.default.description
         log.info(
             "embedder listening on %s:%d (model %s %s, provider %s, metrics %s)",
@@ -108,24 +84,20 @@ class EmbedderServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new work, let in-flight calls finish (up to grace seconds), then shut down."""
-        with self._stop_lock:
-            if self._stopping:
-                self._stopped.wait()
-                return
-            self._stopping = True
+        if not self._grpc.begin_stop():
+            return
         grace = self.config.shutdown_grace_s if grace is None else grace
         log.info("embedder draining (grace %.1f s)", grace)
         self.core.draining = True
-        self.health.enter_graceful_shutdown()
-        self._grpc.stop(grace).wait()
+        self._grpc.drain(grace)
         self.core.close()
         self.metrics.close()
         log.info("embedder stopped")
-        self._stopped.set()
+        self._grpc.mark_stopped()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop() has finished; True when it has."""
-        return self._stopped.wait(timeout)
+        return self._grpc.wait(timeout)
 
 
 def start_server(config: EmbedderConfig) -> EmbedderServer:

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from concurrent import futures
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from client.grpc_gen import search_pb2, search_pb2_grpc
 from search_service.config import ConfigError, SearchConfig
@@ -20,8 +14,9 @@ from search_service.operations import Services
 from search_service.servicer import SearchServicer
 from search_service.store import MilvusStore
 from server_common.auth import AuthInterceptor, method_scopes
+from server_common.grpc_server import GrpcServer, PortInUseError
 from server_common.secrets import redact, register_secrets
-from server_common.tls import TlsConfigError, add_port, warn_if_open
+from server_common.tls import TlsConfigError, warn_if_open
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +27,7 @@ _SCOPES = method_scopes(
     read=("DescribeCollection", "ListCollections", "Search", "Get", "Count"),
 )
 
-
-class PortInUseError(OSError):
-    """The configured address could not be bound."""
+__all__ = ["PortInUseError", "SearchServer", "start_server"]
 
 
 class SearchServer:
@@ -69,39 +62,22 @@ class SearchServer:
             tls_options=embedder_tls.options(),
         )
         self.services = Services(config, self.store, self.embedder, self.metrics)
-        options = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(config.grpc_workers, thread_name_prefix="search-grpc"),
-            options=options,
-            maximum_concurrent_rpcs=config.grpc_workers,
+        servicer = SearchServicer(self.services)
+        self._grpc = GrpcServer(
+            SERVICE_NAME,
+            lambda server: search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server),
+            workers=config.grpc_workers,
+            max_message_bytes=config.max_message_bytes,
+            thread_name_prefix="search-grpc",
             interceptors=[auth],
         )
-        search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchServicer(self.services), self._grpc
-        )
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
-        address = f"{config.host}:{config.port}"
         try:
-            self.port = add_port(self._grpc, address, credentials)
-        except RuntimeError as exc:
+            self.port = self._grpc.bind(f"{config.host}:{config.port}", credentials)
+        except PortInUseError:
             self._close_clients()
-            raise PortInUseError(f"cannot bind {address}: {exc}") from exc
-        if not self.port:
-            self._close_clients()
-            raise PortInUseError(f"cannot bind {address}")
+            raise
         warn_if_open("search service", config.host, tls, auth.checks_tokens)
         self.metrics_port: int | None = None
-        self._stopped = threading.Event()
-        self._stop_lock = threading.Lock()
-        self._stopping = False
 
     def _close_clients(self) -> None:
         self.embedder.close()
@@ -113,8 +89,6 @@ class SearchServer:
                 self.config.metrics_host, self.config.metrics_port
             )
         self._grpc.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "search service listening on %s:%d (milvus %s, embedder %s, metrics %s)",
             self.config.host,
@@ -131,22 +105,18 @@ class SearchServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let running ones finish (up to ``grace`` s), then release all."""
-        with self._stop_lock:
-            if self._stopping:
-                self._stopped.wait()
-                return
-            self._stopping = True
+        if not self._grpc.begin_stop():
+            return
         grace = self.config.shutdown_grace_s if grace is None else grace
-        self.health.enter_graceful_shutdown()
-        self._grpc.stop(grace).wait()
+        self._grpc.drain(grace)
         self._close_clients()
         self.metrics.close()
         log.info("search service stopped")
-        self._stopped.set()
+        self._grpc.mark_stopped()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop() has finished; True when it has."""
-        return self._stopped.wait(timeout)
+        return self._grpc.wait(timeout)
 
 
 def start_server(config: SearchConfig) -> SearchServer:

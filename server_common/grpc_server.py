@@ -1,0 +1,93 @@
+"""The gRPC plumbing both services share: one server with health, reflection, binding, draining.
+
+Each service builds its own servicer and clients; this class owns the parts that must behave
+the same in both: message limits, the worker pool, interceptors, health status, bind errors,
+and a stop that drains in-flight calls exactly once however many callers ask.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server_common.tls import add_port
+
+
+class PortInUseError(OSError):
+    """The configured address could not be bound."""
+
+
+class GrpcServer:
+    """A grpc.Server serving one service plus health checking and reflection."""
+
+    def __init__(
+        self,
+        service_name: str,
+        register: Callable[[grpc.Server], None],
+        *,
+        workers: int,
+        max_message_bytes: int,
+        thread_name_prefix: str,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+    ) -> None:
+        self.service_name = service_name
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix),
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail to bind
+            ],
+            maximum_concurrent_rpcs=workers,
+            interceptors=list(interceptors),
+        )
+        register(self._server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    def bind(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
+        """Bind (TLS when credentials are given); the port, or PortInUseError."""
+        try:
+            port = add_port(self._server, address, credentials)
+        except (RuntimeError, ValueError) as exc:
+            raise PortInUseError(f"cannot bind {address}: {exc}") from exc
+        if not port:
+            raise PortInUseError(f"cannot bind {address}")
+        return port
+
+    def start(self) -> None:
+        self._server.start()
+        for name in ("", self.service_name):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def begin_stop(self) -> bool:
+        """True for the one caller that should stop; later callers wait for it and get False."""
+        with self._stop_lock:
+            if self._stopping:
+                self._stopped.wait()
+                return False
+            self._stopping = True
+            return True
+
+    def drain(self, grace: float) -> None:
+        """NOT_SERVING for health probes, refuse new calls, let running ones finish."""
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+
+    def mark_stopped(self) -> None:
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the stop has finished; True when it has."""
+        return self._stopped.wait(timeout)
