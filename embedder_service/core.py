@@ -28,6 +28,7 @@ from embedder_service.core_types import (
 )
 from embedder_service.decoding import DecodePool
 from embedder_service.metrics import EmbedderMetrics
+from embedder_service.model_metadata import embedding_version, file_version
 from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec, with_resize_mode
 from embedder_service.runtime import ModelRuntime
 from embedder_service.text_worker import TextWorker
@@ -77,12 +78,14 @@ class ModelWorker:
             self.runtime.warm_up(size)
         meta = self.runtime.metadata
         self.name = meta.name
-        self.version = meta.version
         # The served geometry (config.resize_mode) may differ from the model's metadata.
         self.spec: PreprocessSpec = with_resize_mode(meta.preprocessing, config.resize_mode)
+        self.version = embedding_version(
+            file_version(path), self.runtime.pooling, self.spec.resize_mode
+        )
         self.description = ModelDescription(
             name=meta.name,
-            version=meta.version,
+            version=self.version,
             dim=self.runtime.dim,
             execution_provider=self.runtime.execution_provider,
             providers=tuple(self.runtime.providers),

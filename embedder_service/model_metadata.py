@@ -43,6 +43,17 @@ def file_version(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def embedding_version(weights_version: str, pooling: str, resize_mode: str) -> str:
+    """Name the embedding space an image model serves: weights, pooling and image geometry.
+
+    Vectors from the same weights but another pooling or geometry do not belong in the same
+    collection, so all three are part of the version collections record (e.g.
+    ``f26894f4414bef5e-gem3-squash``). The weights part is the configured (fp32) file's hash, so
+    a GPU serving the fp16 sibling reports the same space as a CPU serving the fp32 file.
+    """
+    return f"{weights_version}-{pooling}-{resize_mode}"
+
+
 def _last_dim(value_info: onnx.ValueInfoProto) -> int:
     dims = value_info.type.tensor_type.shape.dim
     if not dims or not dims[-1].HasField("dim_value"):

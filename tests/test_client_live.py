@@ -79,7 +79,8 @@ def ingested(ris: RisClient, sample_csv: Path) -> Path:
 def test_collection_is_described_and_counted(ris: RisClient, ingested: Path) -> None:
     info = ris.describe_collection(COLLECTION)
     assert info.count == len(CLASSES) * PER_CLASS
-    assert info.model_version and len(info.model_version) == 16
+    weights, pooling, geometry = info.model_version.split("-")
+    assert len(weights) == 16 and (pooling, geometry) == ("gem3", "squash")
     assert COLLECTION in [c.name for c in ris.list_collections()]
     assert ris.count(COLLECTION, labels=["Leopards"]) == PER_CLASS
 

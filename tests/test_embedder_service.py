@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
 from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import read_model_metadata
+from embedder_service.model_metadata import embedding_version, file_version, read_model_metadata
 from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -71,7 +71,8 @@ def test_vectors_equal_direct_onnx_run(embedder_stub, embedder_images, direct_se
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # Different images really give different vectors (not a constant output).
     assert float(got[0] @ got[1]) < 0.999
-    assert response.model_version == read_model_metadata(model_path).version
+    served = embedding_version(file_version(model_path), "gem3", "squash")
+    assert response.model_version == served
 
 
 def test_stream_answers_each_message_in_order(
@@ -156,7 +157,7 @@ def test_unknown_model_is_invalid_argument(embedder_stub, embedder_images):
 
 def test_model_can_be_named_explicitly(embedder_stub, embedder_images, model_path):
     meta = read_model_metadata(model_path)
-    for name in (meta.name, meta.version):
+    for name in (meta.name, embedding_version(meta.version, "gem3", "squash")):
         request = embed_request(embedder_images[:1])
         request.model = name
         response = embedder_stub.Embed(request, timeout=30)
@@ -207,7 +208,8 @@ def test_model_info(embedder_stub, model_path):
     info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
     meta = read_model_metadata(model_path)
     model = info.default_model
-    assert (model.name, model.version, model.dim) == (meta.name, meta.version, 2048)
+    served = embedding_version(meta.version, "gem3", "squash")
+    assert (model.name, model.version, model.dim) == (meta.name, served, 2048)
     assert model.execution_provider == "CPUExecutionProvider"
     assert list(model.providers) == ["CPUExecutionProvider"]
     assert model.precision == "fp32"
@@ -298,6 +300,11 @@ def test_resize_mode_model_serves_the_metadata_geometry(
         finally:
             channel.close()
     assert info.default_model.preprocessing.resize_mode == "shorter_crop"
+    # Another embedding space, so another version: a collection filled by the squash default
+    # refuses this embedder (the search service compares name and version).
+    weights = read_model_metadata(model_path).version
+    assert info.default_model.version == embedding_version(weights, "gem3", "shorter_crop")
+    assert info.default_model.version != embedding_version(weights, "gem3", "squash")
     crop = read_model_metadata(model_path).preprocessing
     np.testing.assert_allclose(
         got, direct_vectors(direct_session, model_path, images, spec=crop), atol=1e-5
