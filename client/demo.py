@@ -16,8 +16,10 @@ from pathlib import Path
 
 from client import serve
 from client.client import RisClient
+from client.errors import FailedPrecondition
 from client.results_page import ShownQuery, write_results_page
 from client.sources import Source, load_source
+from client.types import QueryResult
 
 REPO = Path(__file__).resolve().parent.parent
 CALTECH_CANDIDATES = (
@@ -73,8 +75,29 @@ def services_for(args: argparse.Namespace) -> Iterator[str | None]:
         yield services.address
 
 
+def fill_and_search(
+    ris: RisClient,
+    args: argparse.Namespace,
+    source: Source,
+    queries: list[Path],
+    reingest: bool,
+) -> list[QueryResult] | None:
+    """Ingest unless every id is stored already, then search; None when nothing was stored."""
+    from client.cli import print_summary
+
+    if not reingest and holds_all(ris, args.collection, source):
+        print(f"{args.collection} already holds all {len(source.items)} images: not re-ingesting")
+    else:
+        print(f"ingesting {len(source.items)} images into {args.collection}")
+        summary = ris.ingest_source(args.collection, source, show_progress=True)
+        print_summary(summary, args.collection, ris.count(args.collection))
+        if summary.stored == 0:
+            return None
+    return ris.search_batch(args.collection, queries, top_k=args.top_k)
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    from client.cli import config_from_args, print_results, print_summary
+    from client.cli import config_from_args, print_results
 
     data = args.data or default_sample()
     if data is None:
@@ -92,16 +115,16 @@ def run_demo(args: argparse.Namespace) -> int:
         with RisClient(config) as ris:
             ris.wait_ready(timeout=60)
             ris.create_collection(args.collection, exist_ok=True)
-            if not args.reingest and holds_all(ris, args.collection, source):
-                n = len(source.items)
-                print(f"{args.collection} already holds all {n} images: not re-ingesting")
-            else:
-                print(f"ingesting {len(source.items)} images from {data} into {args.collection}")
-                summary = ris.ingest_source(args.collection, source, show_progress=True)
-                print_summary(summary, args.collection, ris.count(args.collection))
-                if summary.stored == 0:
-                    return 1
-            results = ris.search_batch(args.collection, queries, top_k=args.top_k)
+            try:
+                results = fill_and_search(ris, args, source, queries, reingest=args.reingest)
+            except FailedPrecondition as exc:
+                # The demo's own collection, filled by another model or model setting: rebuild.
+                print(f"{exc}\nrebuilding the demo collection {args.collection!r} for this model")
+                ris.drop_collection(args.collection)
+                ris.create_collection(args.collection)
+                results = fill_and_search(ris, args, source, queries, reingest=True)
+            if results is None:
+                return 1
     shown = [ShownQuery(str(q), q, r) for q, r in zip(queries, results, strict=True)]
     print_results(shown)
     page = write_results_page(args.out, shown, title=f"ris demo: {args.collection}")

@@ -45,6 +45,10 @@ class ResourceExhausted(RisError):
     """The server is overloaded or the request is too large; back off and retry later."""
 
 
+class FailedPrecondition(RisError):
+    """The collection cannot take this call as things stand, e.g. it was filled by another model."""
+
+
 class QueryFailed(RisError):
     """One query of a search failed on the server (e.g. the query image could not be decoded)."""
 
@@ -58,6 +62,7 @@ _BY_CODE: dict[grpc.StatusCode, type[RisError]] = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
 }
 
 
