@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server_common.secrets import SecretError, read_secret_list
+from server_common.settings import ConfigError, parse_bool, require
 from server_common.tls import ServerTls, TlsConfigError
 
 ENV_PREFIX = "RIS_EMBEDDER_"
@@ -21,10 +22,6 @@ DECODE_MODES = ("thread", "process")
 RESIZE_MODES = ("model", "squash", "shorter_crop")
 DEFAULT_MODEL = Path("models/resnet50.onnx")
 DEFAULT_TEXT_MODEL = Path("models/minilm")  # made by scripts/export_text_model.py
-
-
-class ConfigError(ValueError):
-    """A setting is out of range or unknown; raised before anything starts."""
 
 
 @dataclass
@@ -103,9 +100,7 @@ class EmbedderConfig:
             (self.stream_window >= 1, "stream_window must be >= 1"),
             (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         try:
             self.server_tls().validate()
         except TlsConfigError as exc:
@@ -138,15 +133,6 @@ class EmbedderConfig:
         return _parse_paths(value)
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"not a boolean: {text!r}")
-
-
 def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "off") else int(text)
 
@@ -157,7 +143,7 @@ def _parse_paths(text: str) -> list[Path]:
 
 # Field annotations are strings here (from __future__ import annotations).
 _PARSERS: dict[str, Callable[[str], object]] = {
-    "bool": _parse_bool,
+    "bool": parse_bool,
     "int": int,
     "float": float,
     "str": str,
@@ -197,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(EmbedderConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _parser_for(f)
-        if kind is _parse_bool:
+        if kind is parse_bool:
             parser.add_argument(
                 flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction
             )

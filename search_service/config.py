@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server_common.secrets import SecretError, read_secret, read_secret_list
+from server_common.settings import ConfigError, parse_bool, require
 from server_common.tls import ClientTls, ServerTls, TlsConfigError
 
 DEFAULT_MILVUS_URI = "data/milvus/ris.db"
-
-
-class ConfigError(ValueError):
-    """A setting is out of range or unknown; raised before anything starts."""
 
 
 @dataclass
@@ -112,9 +109,7 @@ class SearchConfig:
                 "metrics_port must be 0..65535",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         try:
             self.server_tls().validate()
             self.embedder_tls().validate()
@@ -217,15 +212,6 @@ _ENV = {
 _SECRETS = {"milvus_token", "milvus_password", "read_tokens", "write_tokens", "embedder_token"}
 
 
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"not a boolean: {text!r}")
-
-
 def _convert(name: str, text: str) -> object:
     """Turn one env/flag string into the field's type."""
     default = getattr(SearchConfig(), name)
@@ -235,7 +221,7 @@ def _convert(name: str, text: str) -> object:
         if name == "metrics_port":
             return None if text.strip().lower() in ("", "none", "off") else int(text)
         if isinstance(default, bool):
-            return _parse_bool(text)
+            return parse_bool(text)
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
