@@ -78,7 +78,11 @@ class AsyncRisClient:
         description: str = "",
         exist_ok: bool = False,
         model: str = "",
+        augmentation_top_n: int | None = None,
+        augmentation_alpha: float = 0.0,
     ) -> CollectionInfo:
+        """``augmentation_top_n``: None = the server's default (database-side augmentation on,
+        top 3, for COSINE/IP), 0 = store raw embeddings, n = blend each item with its top n."""
         request = search_pb2.CreateCollectionRequest(
             name=name,
             metric=convert.metric_value(metric),  # type: ignore[arg-type]
@@ -87,6 +91,7 @@ class AsyncRisClient:
             description=description,
             exist_ok=exist_ok,
             model=model,
+            augmentation=convert.augmentation(augmentation_top_n, augmentation_alpha),
         )
         response = await self._unary(self._stub.CreateCollection, request, f"create {name}")
         return convert.collection_info(response)

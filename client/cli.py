@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="")
     p.add_argument("--index-type", default="")
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--augmentation",
+        type=int,
+        default=None,
+        help="for a new collection: neighbours blended into each item (0 = off; "
+        "default: the server's, 3)",
+    )
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--json", action="store_true")
 
@@ -322,6 +329,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
                 index_type=args.index_type,
                 description=args.description,
                 exist_ok=args.exist_ok,
+                augmentation_top_n=args.augmentation,
             )
         else:
             info = ris.describe_collection(args.name)
@@ -332,7 +340,8 @@ def cmd_collections(args: argparse.Namespace) -> int:
 def describe_line(info: CollectionInfo) -> str:
     return (
         f"{info.name}: {info.count} items, dim {info.dim}, {info.metric}, {info.index_type}, "
-        f"model {info.model_name} {info.model_version}"
+        f"model {info.model_name} {info.model_version}, "
+        + (f"augmented (top {info.augmentation_top_n})" if info.augmentation_top_n else "raw")
     )
 
 

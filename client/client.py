@@ -92,7 +92,11 @@ class RisClient:
         description: str = "",
         exist_ok: bool = False,
         model: str = "",
+        augmentation_top_n: int | None = None,
+        augmentation_alpha: float = 0.0,
     ) -> CollectionInfo:
+        """``augmentation_top_n``: None = the server's default (database-side augmentation on,
+        top 3, for COSINE/IP), 0 = store raw embeddings, n = blend each item with its top n."""
         request = search_pb2.CreateCollectionRequest(
             name=name,
             metric=convert.metric_value(metric),  # type: ignore[arg-type]
@@ -101,6 +105,7 @@ class RisClient:
             description=description,
             exist_ok=exist_ok,
             model=model,
+            augmentation=convert.augmentation(augmentation_top_n, augmentation_alpha),
         )
         response = self._unary(self._stub.CreateCollection, request, f"create {name}")
         return convert.collection_info(response)

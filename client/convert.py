@@ -112,7 +112,18 @@ def collection_info(message: search_pb2.CollectionInfo) -> CollectionInfo:
         index_type=message.index_type,
         index_params=dict(message.index_params),
         description=message.description,
+        augmentation_top_n=int(message.augmentation.top_n) if message.augmentation.enabled else 0,
+        augmentation_alpha=float(message.augmentation.alpha),
     )
+
+
+def augmentation(top_n: int | None, alpha: float = 0.0) -> search_pb2.DatabaseAugmentation | None:
+    """None = the server's default; 0 = raw embeddings; n = blend each item with its top n."""
+    if top_n is None:
+        return None
+    if top_n < 0:
+        raise ValueError("augmentation top_n must be >= 0 (None = the server's default)")
+    return search_pb2.DatabaseAugmentation(enabled=top_n > 0, top_n=top_n, alpha=alpha)
 
 
 def stored_item(message: search_pb2.StoredItem, with_vector: bool) -> StoredItem:

@@ -50,6 +50,8 @@ class CollectionInfo:
     index_type: str
     index_params: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    augmentation_top_n: int = 0  # neighbours blended into each stored item; 0 = raw embeddings
+    augmentation_alpha: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,23 @@
 Targets on a 2-core CPU: end to end >= 80% of raw and >= 2x naive.
 
     python scripts/bench_ingest.py --limit 300 --json out/bench_ingest.json
+
+--model is what raw and end to end run; --naive-model (default: --model) is what the naive
+baseline runs, e.g. the seed's fp32 model beside an int8 service:
+
+    python scripts/bench_ingest.py --limit 300 --model models/resnet50.int8.onnx \
+        --naive-model models/resnet50.onnx --json out/bench_ingest_int8.json
+
+Each leg's model (path, precision, file hash, embedding-space version) is in the JSON's
+"models" and in the printed table.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,11 +59,53 @@ from client import RisClient  # noqa: E402
 from client.loadtest import load_images  # noqa: E402
 from client.types import IngestItem  # noqa: E402
 from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.preprocessing import prepare  # noqa: E402
-from embedder_service.runtime import ModelRuntime  # noqa: E402
+from embedder_service.model_metadata import (  # noqa: E402
+    embedding_version,
+    file_version,
+    read_model_metadata,
+)
+from embedder_service.preprocessing import prepare, with_resize_mode  # noqa: E402
+from embedder_service.runtime import POOLING_LABELS, ModelRuntime  # noqa: E402
 
 RAW_TARGET = 0.8
 NAIVE_TARGET = 2.0
+
+
+def model_identity(path: Path, config: EmbedderConfig) -> dict[str, str]:
+    """Which model a leg ran: path, name, precision, file hash and the embedding-space version
+    the embedder would report for it under ``config`` (as embedder_service.core computes it)."""
+    meta = read_model_metadata(path)
+    weights = file_version(path)
+    resize_mode = with_resize_mode(meta.preprocessing, config.resize_mode).resize_mode
+    return {
+        "path": str(path),
+        "name": meta.name,
+        "precision": meta.precision,
+        "file_version": weights,
+        "embedding_version": embedding_version(
+            weights, POOLING_LABELS[config.pooling], resize_mode
+        ),
+    }
+
+
+def service_env() -> dict[str, str]:
+    """RIS_* settings in the environment: the services started here read them (e.g.
+    RIS_SEARCH_AUGMENTATION_TOP_N), so they are part of what a figure measured. Secrets hidden."""
+    secret = re.compile(r"TOKEN|PASSWORD|SECRET|KEY", re.IGNORECASE)
+    return {
+        k: "***" if secret.search(k) else v
+        for k, v in sorted(os.environ.items())
+        if k.startswith("RIS_")
+    }
+
+
+def _model_label(identity: dict[str, str]) -> str:
+    path = Path(identity["path"])
+    try:
+        shown = str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        shown = str(path)
+    return f"{shown} ({identity['precision']}, {identity['file_version']})"
 
 
 def naive_baseline(
@@ -139,45 +192,63 @@ def _items(images: list[bytes]) -> list[IngestItem]:
 
 def _ingest_runs(
     client: RisClient, images: list[bytes], args: argparse.Namespace
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
+    """Per collection setting (database-side augmentation's top_n, None = the server default),
+    the repeats interleaved so that both settings see the same machine load."""
     warm = min(len(images), 2 * args.chunk_size)  # model, batch shapes, Milvus Lite all warm
-    client.create_collection("bench_warmup")
+    info = client.create_collection("bench_warmup")
     client.ingest("bench_warmup", _items(images[:warm]), chunk_size=args.chunk_size)
     client.drop_collection("bench_warmup")
-    runs = []
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in args.augmentation_list}
     for repeat in range(args.repeats):
-        name = f"bench_ingest_{repeat}"
-        client.create_collection(name)
-        started = time.perf_counter()
-        summary = client.ingest(name, _items(images), chunk_size=args.chunk_size)
-        seconds = time.perf_counter() - started
-        count = client.count(name)
-        client.drop_collection(name)
-        runs.append(
-            {
-                "images": len(images),
-                "stored": summary.stored,
-                "failed": summary.failed,
-                "count_after": count,
-                "seconds": seconds,
-                "images_per_s": summary.stored / seconds,
-                "service_embed_seconds": summary.embed_seconds,
-                "service_milvus_seconds": summary.milvus_seconds,
-            }
-        )
-        print(
-            f"  run {repeat + 1}: {summary.stored}/{len(images)} stored in {seconds:.2f} s = "
-            f"{summary.stored / seconds:.1f} images/s (service: embed wait "
-            f"{summary.embed_seconds:.2f} s, milvus {summary.milvus_seconds:.2f} s)",
-            flush=True,
-        )
-    best = max(runs, key=lambda r: r["images_per_s"])
-    return {
-        "runs": runs,
-        "best": best,
-        "images_per_s": best["images_per_s"],
-        "median_images_per_s": float(np.median([r["images_per_s"] for r in runs])),
-    }
+        for label, top_n in args.augmentation_list:
+            name = f"bench_ingest_{repeat}"
+            made = client.create_collection(name, augmentation_top_n=top_n)
+            started = time.perf_counter()
+            summary = client.ingest(name, _items(images), chunk_size=args.chunk_size)
+            seconds = time.perf_counter() - started
+            count = client.count(name)
+            client.drop_collection(name)
+            runs[label].append(
+                {
+                    "images": len(images),
+                    "stored": summary.stored,
+                    "failed": summary.failed,
+                    "count_after": count,
+                    "augmentation_top_n": made.augmentation_top_n,
+                    "seconds": seconds,
+                    "images_per_s": summary.stored / seconds,
+                    "service_embed_seconds": summary.embed_seconds,
+                    "service_milvus_seconds": summary.milvus_seconds,
+                }
+            )
+            print(
+                f"  run {repeat + 1}, augmentation {label}: {summary.stored}/{len(images)} "
+                f"stored in {seconds:.2f} s = {summary.stored / seconds:.1f} images/s (service: "
+                f"embed wait {summary.embed_seconds:.2f} s, milvus {summary.milvus_seconds:.2f} s)",
+                flush=True,
+            )
+    out = {}
+    for label, series in runs.items():
+        best = max(series, key=lambda r: r["images_per_s"])
+        out[label] = {
+            "runs": series,
+            "best": best,
+            "images_per_s": best["images_per_s"],
+            "median_images_per_s": float(np.median([r["images_per_s"] for r in series])),
+            # what the search service recorded for its collections (from the embedder)
+            "service_model_name": info.model_name,
+            "service_model_version": info.model_version,
+        }
+    return out
+
+
+def augmentation_list(text: str) -> list[tuple[str, int | None]]:
+    """ "default,0" -> [("default", None), ("0", 0)]: collection settings to compare."""
+    out: list[tuple[str, int | None]] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        out.append((part, None) if part == "default" else (f"top{int(part)}", int(part)))
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,7 +259,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--images", nargs="*", default=None, help=f"files or folders (default: {CALTECH_TRAIN})"
     )
     parser.add_argument("--limit", type=int, default=300, help="photos to ingest")
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=ROOT / "models" / "resnet50.onnx",
+        help="model of (a) raw and the end-to-end service",
+    )
+    parser.add_argument(
+        "--naive-model",
+        type=Path,
+        default=None,
+        help="model of (b) the naive baseline (default: --model), e.g. the seed's fp32 model",
+    )
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
@@ -201,8 +283,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw-seconds", type=float, default=20.0)
     parser.add_argument("--raw-iters", type=int, default=200)
     parser.add_argument("--naive-seconds", type=float, default=300.0, help="bound on naive loop")
+    parser.add_argument(
+        "--augmentation",
+        default="default,0",
+        help="collection settings compared end to end: 'default' (the server's: database-side "
+        "augmentation, top 3) and/or top_n values (0 = raw embeddings); the first is the headline",
+    )
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
+    try:
+        args.augmentation_list = augmentation_list(args.augmentation)
+    except ValueError:
+        parser.error("--augmentation: 'default' or integers, comma-separated")
+    if not args.augmentation_list:
+        parser.error("--augmentation names no setting")
     if args.limit < 1 or args.repeats < 1:
         parser.error("--limit and --repeats must be >= 1")
     return args
@@ -219,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         decode_mode=args.decode_mode,
         intra_op_threads=args.intra_op_threads,
     ).validate()
+    naive_model = args.naive_model if args.naive_model is not None else args.model
+    naive_config = dataclasses.replace(config, model_paths=[naive_model]).validate()
+    models = {
+        "raw": model_identity(args.model, config),
+        "naive": model_identity(naive_model, naive_config),
+        "end_to_end": model_identity(args.model, config),
+    }
     sources = args.images if args.images else existing([CALTECH_TRAIN])
     images = load_images(sources, args.limit)
     if not images:
@@ -227,12 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}")
     print(f"{len(images)} photos, mean {np.mean([len(i) for i in images]) / 1024:.0f} KiB")
+    print(f"model of (a) raw and end to end: {_model_label(models['raw'])}")
+    print(f"model of (b) naive:              {_model_label(models['naive'])}", flush=True)
+    env = service_env()
+    if env:
+        print("services' RIS_* settings: " + ", ".join(f"{k}={v}" for k, v in env.items()))
 
     raw = raw_throughput(config, images, args.raw_seconds, args.raw_iters)
     print(f"(a) raw ORT, batch {raw['batch_size']}: {raw['images_per_s']:.1f} images/s", flush=True)
     db_dir = Path(tempfile.mkdtemp(prefix="ris-bench-ingest-"))
     try:
-        naive = naive_baseline(config, images, db_dir, args.naive_seconds)
+        naive = naive_baseline(naive_config, images, db_dir, args.naive_seconds)
         print(
             f"(b) naive one-at-a-time: {naive['images_per_s']:.1f} images/s "
             f"(decode {naive['decode_ms']['p50']:.1f} + infer {naive['infer_ms']['p50']:.1f} + "
@@ -240,22 +346,37 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print("end to end (client -> search service -> embedder -> Milvus Lite):", flush=True)
-        e2e = end_to_end(config, images, args, db_dir)
+        by_setting = end_to_end(config, images, args, db_dir)
     finally:
         shutil.rmtree(db_dir, ignore_errors=True)
+    e2e = by_setting[args.augmentation_list[0][0]]  # the headline setting
+    models["end_to_end"]["service_model_version"] = e2e["service_model_version"]
 
     to_raw = e2e["images_per_s"] / raw["images_per_s"]
     to_naive = e2e["images_per_s"] / naive["images_per_s"]
     rows = [
-        ("(a) raw ORT (preprocessed batches)", raw["images_per_s"], "-"),
-        ("(b) naive one at a time", naive["images_per_s"], "-"),
-        ("end to end (best run)", e2e["images_per_s"], f"{to_raw:.0%} of (a), {to_naive:.2f}x (b)"),
+        ("(a) raw ORT (preprocessed batches)", raw["images_per_s"], "-", models["raw"]),
+        ("(b) naive one at a time", naive["images_per_s"], "-", models["naive"]),
     ]
-    print(f"\n{'pipeline':<38} {'images/s':>9}  vs baselines")
-    for label, rate, note in rows:
-        print(f"{label:<38} {rate:>9.1f}  {note}")
+    ratios: dict[str, dict[str, float]] = {}
+    for label, result in by_setting.items():
+        rate = result["images_per_s"]
+        ratios[label] = {
+            "e2e_to_raw": rate / raw["images_per_s"],
+            "e2e_to_naive": rate / naive["images_per_s"],
+        }
+        note = f"{ratios[label]['e2e_to_raw']:.0%} of (a), {ratios[label]['e2e_to_naive']:.2f}x (b)"
+        rows.append((f"end to end, augmentation {label} (best)", rate, note, models["end_to_end"]))
+    print(f"\n{'pipeline':<38} {'images/s':>9}  {'vs baselines':<24} model")
+    for label, rate, note, identity in rows:
+        print(f"{label:<38} {rate:>9.1f}  {note:<24} {_model_label(identity)}")
+    print(f"end-to-end service's model version: {e2e['service_model_version']}")
+    same_model = models["naive"]["file_version"] == models["raw"]["file_version"]
+    if not same_model:
+        print("note: (b) naive ran another model than (a) and end to end (see 'model' column)")
     ok_raw, ok_naive = to_raw >= RAW_TARGET, to_naive >= NAIVE_TARGET
     print(
+        f"headline (augmentation {args.augmentation_list[0][0]}): "
         f"target >= {RAW_TARGET:.0%} of raw: {verdict(ok_raw)}; "
         f"target >= {NAIVE_TARGET:.0f}x naive: {verdict(ok_naive)}"
     )
@@ -267,10 +388,15 @@ def main(argv: list[str] | None = None) -> int:
             "images": len(images),
             "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
             "args": {k: str(v) for k, v in vars(args).items()},
+            "models": models,
+            "service_env": env,
+            "same_model_all_legs": same_model,
             "raw": raw,
             "naive": naive,
             "end_to_end": e2e,
+            "end_to_end_by_augmentation": by_setting,
             "ratios": {"e2e_to_raw": to_raw, "e2e_to_naive": to_naive},
+            "ratios_by_augmentation": ratios,
             "targets": {
                 "e2e_to_raw": RAW_TARGET,
                 "e2e_to_naive": NAIVE_TARGET,

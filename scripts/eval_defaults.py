@@ -1,19 +1,22 @@
-"""Re-measure the retrieval defaults through the real services, query expansion on and off in
-one session over the same stored vectors, so the comparison is fair.
+"""Re-measure the retrieval defaults through the real services: database-side augmentation
+and query expansion on and off in one session, so the comparison is fair.
 
-Starts an embedder (``--resize-mode``) and, per expansion setting, a search service over one
-Milvus Lite directory; runs ``ris eval`` on Caltech (ingest once, then re-use the collection),
-and text search over imagenet-sample (class names and the eval descriptions, through the
-search service's text queries). Writes one JSON per run to --out.
+Starts an embedder (``--resize-mode``) and, per (augmentation, expansion) setting, a search
+service over one Milvus Lite directory; runs ``ris eval`` on Caltech (ingest once per
+augmentation setting, then re-use the collection), and text search over imagenet-sample (class
+names and the eval descriptions, through the search service's text queries). Writes one JSON per
+run to --out; the run with every default is ``*_default.json``.
 
-    python scripts/eval_defaults.py --out docs/results            # squash, QE default and off
-    python scripts/eval_defaults.py --resize-mode model --qe 0 --tag crop --no-text
+    python scripts/eval_defaults.py --out docs/results            # squash; DBA, QE on and off
+    python scripts/eval_defaults.py --resize-mode model --qe 0 --augment 0 --tag crop --no-text
+    python scripts/eval_defaults.py --model models/resnet50.int8.onnx --tag int8
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import tempfile
@@ -38,13 +41,13 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 KS = (1, 5, 10)
 
 
-def run_caltech(address: str, out: Path, keep_existing: bool) -> dict:
+def run_caltech(address: str, collection: str, out: Path, keep_existing: bool) -> dict:
     data = DATASETS / "caltech101-ris"
     argv = [
         "--address",
         address,
         "--collection",
-        "eval_caltech",
+        collection,
         "--candidates",
         str(data / "reverse_image_search.csv"),
         "--queries",
@@ -76,9 +79,10 @@ def _text_sets() -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
     return rows, sets
 
 
-def ingest_text_gallery(stub: search_pb2_grpc.SearchServiceStub, rows: list[dict]) -> None:
+def ingest_text_gallery(
+    stub: search_pb2_grpc.SearchServiceStub, rows: list[dict], name: str
+) -> None:
     """imagenet-sample (one photo per class), id = class index, unless already stored."""
-    name = "eval_imagenet"
     stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name, exist_ok=True))
     if stub.Count(search_pb2.CountRequest(collection=name)).count == len(rows):
         return
@@ -99,10 +103,10 @@ def ingest_text_gallery(stub: search_pb2_grpc.SearchServiceStub, rows: list[dict
         raise RuntimeError(f"text gallery: {summary.failed} items failed")
 
 
-def run_text(stub: search_pb2_grpc.SearchServiceStub) -> dict:
+def run_text(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
     """Recall@k of each text set: the class's photo among the top k."""
     rows, sets = _text_sets()
-    ingest_text_gallery(stub, rows)
+    ingest_text_gallery(stub, rows, gallery)
     report: dict = {"images": len(rows)}
     for name, queries in sets.items():
         hits = {k: 0 for k in KS}
@@ -111,7 +115,7 @@ def run_text(stub: search_pb2_grpc.SearchServiceStub) -> dict:
             chunk = queries[start : start + 64]
             reply = stub.Search(
                 search_pb2.SearchRequest(
-                    collection="eval_imagenet",
+                    collection=gallery,
                     queries=[search_pb2.Query(text=q) for q, _ in chunk],
                     top_k=max(KS),
                 ),
@@ -130,46 +134,75 @@ def run_text(stub: search_pb2_grpc.SearchServiceStub) -> dict:
     return report
 
 
+def run_label(tag: str, augment: int, top_n: int) -> str:
+    """File label: "default" for the service defaults (DBA3 + QE1) when untagged, else the
+    settings that differ from them ("no_qe", "no_dba", "no_dba_no_qe", "qe2", ...)."""
+    parts = []
+    if augment != 3:
+        parts.append("no_dba" if augment == 0 else f"dba{augment}")
+    if top_n != 1:
+        parts.append("no_qe" if top_n == 0 else f"qe{top_n}")
+    setting = "_".join(parts) or "default"
+    return f"{tag}_{setting}" if tag else setting
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--resize-mode", default="squash", help="embedder resize_mode")
     parser.add_argument(
+        "--model", type=Path, default=None, help="image ONNX model (default: the embedder's)"
+    )
+    parser.add_argument(
         "--qe", default="1,0", help="query_expansion_top_n settings to compare (0 = off)"
     )
     parser.add_argument("--alpha", type=float, default=3.0)
+    parser.add_argument(
+        "--augment", default="3,0", help="augmentation_top_n settings to compare (0 = off)"
+    )
     parser.add_argument("--tag", default="", help="prefix of the output file names")
     parser.add_argument("--no-text", action="store_true")
     parser.add_argument("--milvus-dir", type=Path, help="re-use this Lite dir (default: temp)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     milvus_dir = args.milvus_dir or Path(tempfile.mkdtemp(prefix="ris-eval-"))
-    embedder = start_embedder(
-        EmbedderConfig(port=0, provider="cpu", resize_mode=args.resize_mode).validate()
-    )
+    embedder_config = EmbedderConfig(port=0, provider="cpu", resize_mode=args.resize_mode)
+    if args.model:
+        embedder_config = dataclasses.replace(embedder_config, model_paths=[args.model])
+    embedder = start_embedder(embedder_config.validate())
     summary = {}
+    settings = [
+        (aug, top_n)
+        for aug in (int(v) for v in args.augment.split(","))
+        for top_n in (int(v) for v in args.qe.split(","))
+    ]
+    seen: set[int] = set()
     try:
-        for n, top_n in enumerate(int(v) for v in args.qe.split(",")):
+        for aug, top_n in settings:
             config = SearchConfig(
                 port=0,
                 embedder_address=f"127.0.0.1:{embedder.port}",
                 milvus_uri=str(milvus_dir / "ris.db"),
                 query_expansion_top_n=top_n,
                 query_expansion_alpha=args.alpha,
+                augmentation_top_n=aug,
+                augmentation_alpha=args.alpha,
             ).validate()
             search = start_search(config)
-            setting = "no_qe" if top_n == 0 else "qe" if top_n == 1 else f"qe{top_n}"
-            # Untagged QE-on run = the service defaults: eval_caltech_default.json.
-            if args.tag:
-                label = f"{args.tag}_{setting}"
-            else:
-                label = "default" if setting == "qe" else setting
+            label = run_label(args.tag, aug, top_n)
             try:
                 address = f"127.0.0.1:{search.port}"
                 started = time.perf_counter()
-                report = run_caltech(address, args.out / f"eval_caltech_{label}.json", n > 0)
+                report = run_caltech(
+                    address,
+                    f"eval_caltech_dba{aug}",
+                    args.out / f"eval_caltech_{label}.json",
+                    aug in seen,
+                )
+                seen.add(aug)
                 entry = {
                     "resize_mode": args.resize_mode,
+                    "augmentation_top_n": aug,
                     "query_expansion_top_n": top_n,
                     "alpha": args.alpha,
                     "map_at_10_towhee": report["map_at_10_towhee"],
@@ -179,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
                 if not args.no_text:
                     with grpc.insecure_channel(address) as channel:
-                        text = run_text(search_pb2_grpc.SearchServiceStub(channel))
+                        stub = search_pb2_grpc.SearchServiceStub(channel)
+                        text = run_text(stub, f"eval_imagenet_dba{aug}")
                     (args.out / f"text_search_{label}.json").write_text(
                         json.dumps({"resize_mode": args.resize_mode, **text}, indent=2) + "\n"
                     )

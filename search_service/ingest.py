@@ -12,7 +12,9 @@ At most ``WINDOW`` batches are in the embedder at once, so memory stays bounded 
 client's stream is. Items are searchable when the call returns: upserts are acknowledged before
 it does and reads use Strong consistency. Milvus Lite gets a final flush (writes its files); a
 Milvus server does not: acknowledged writes are already durable in its log, and a flush per call
-would seal tiny segments and cost seconds.
+would seal tiny segments and cost seconds. For an augmented collection embedded items are held
+and written (raw twin, then the collection, blended with their neighbours) every 1,024 items and
+at the end of the call, before it returns (augmentation.py); an item counts as stored once written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from client.grpc_gen import search_pb2
+from search_service.augmentation import BLEND_CHUNK, Augmenter
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
 from search_service.errors import (
@@ -83,14 +86,20 @@ class Ingestor:
         embedder: EmbedderClient,
         config: SearchConfig,
         metrics: SearchMetrics | None = None,
+        augmenter: Augmenter | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config
         self.metrics = metrics
+        self.augmenter = augmenter or Augmenter(store)
         self.summary = IngestSummary()
         self._lock = threading.Lock()
         self._broken: SearchError | None = None  # a dependency failed mid-stream
+        # Augmented collections: embedded items waiting to be blended and written (then they
+        # count as stored).
+        self._staged: dict[str, Record] = {}
+        self._staged_items: list[_Pending] = []
 
     def _fail(self, item_id: str, position: int, code: int, message: str) -> None:
         with self._lock:
@@ -188,12 +197,19 @@ class Ingestor:
             if broken is not None:
                 log.warning("ingest into %s: %s; reporting the rest as failed", meta.name, broken)
                 left.extend(items)  # the rest of the client's stream: received and reported
+        if self._staged:
+            start = time.perf_counter()
+            try:
+                self._blend(meta)
+            except SearchError as exc:  # the stream is over: the staged items fail, not the call
+                for p in self._take_staged([]):
+                    self._fail(p.item.id, p.position, _code(exc.code), f"not stored: {exc}")
+            finally:
+                self.summary.milvus_seconds += time.perf_counter() - start
         for p in left:
             self._fail(p.item.id, p.position, code, reason)
         if self.summary.stored and self.config.is_milvus_lite:
-            start = time.perf_counter()
-            self.store.flush(meta.name)
-            self.summary.milvus_seconds += time.perf_counter() - start
+            self._flush(meta)
         self.summary.failures.sort(key=lambda f: f.position)
         if self.metrics:
             self.metrics.ingest_items.labels("stored").inc(self.summary.stored)
@@ -203,6 +219,46 @@ class Ingestor:
                 self.summary.milvus_seconds
             )
         return self.summary
+
+    def _flush(self, meta: CollectionMeta) -> None:
+        start = time.perf_counter()
+        self.store.flush(meta.name)
+        if meta.augmented:
+            self.store.flush(meta.raw_name)
+        self.summary.milvus_seconds += time.perf_counter() - start
+
+    def _stage(
+        self, meta: CollectionMeta, records: dict[str, Record], items: list[_Pending]
+    ) -> None:
+        """Augmented collections: hold embedded items, blend and write them every BLEND_CHUNK
+        items and at the end of the call (memory stays bounded; one round of Milvus calls per
+        chunk instead of per batch)."""
+        for item_id, record in records.items():
+            self._staged.pop(item_id, None)  # re-sent in this call: the last one wins
+            self._staged[item_id] = record
+        self._staged_items.extend(items)
+        if len(self._staged) >= BLEND_CHUNK:
+            self._blend(meta)
+
+    def _blend(self, meta: CollectionMeta) -> None:
+        """Write the staged items, blended, with the neighbours they change; they count as stored
+        once written. On a Milvus failure the caller reports them (a raw twin row written before
+        the failure is a harmless leftover that a re-send overwrites)."""
+        start = time.perf_counter()
+        try:
+            self.augmenter.blend(meta, list(self._staged.values()))
+            self.summary.stored += len(self._take_staged([]))
+        finally:
+            if self.metrics:
+                elapsed = time.perf_counter() - start
+                self.metrics.stage_seconds.labels("ingest", "augment").observe(elapsed)
+
+    def _take_staged(self, also: list[_Pending]) -> list[_Pending]:
+        """The staged items plus ``also`` (each once), emptying the stage."""
+        staged = {id(p) for p in self._staged_items}
+        taken = self._staged_items + [p for p in also if id(p) not in staged]
+        self._staged, self._staged_items = {}, []
+        return taken
 
     def _embed_and_store(
         self,
@@ -261,12 +317,15 @@ class Ingestor:
                 continue
             start = time.perf_counter()
             try:
+                if meta.augmented:
+                    self._stage(meta, records, stored_items)
+                    continue  # counted as stored when blended
                 self.store.upsert(meta, list(records.values()))
             except Unavailable:
-                pending.appendleft(stored_items)  # reported failed by run(), with the rest
+                pending.appendleft(self._take_staged(stored_items))  # reported by run()
                 raise
             except SearchError as exc:
-                for p in stored_items:
+                for p in self._take_staged(stored_items):
                     self._fail(p.item.id, p.position, _code(exc.code), str(exc))
                 continue
             finally:

@@ -1,7 +1,8 @@
 """Prometheus metrics of the search service, in a registry of its own (one per server).
 
 Ingest rate: ``rate(ris_search_ingest_items_total{result="stored"}[1m])``. Search latency is split
-by stage: ``ris_search_stage_seconds{op="search",stage="embed"|"milvus"}``.
+by stage: ``ris_search_stage_seconds{op="search"|"ingest",stage="embed"|"milvus"|"augment"}``
+(augment: blending an Ingest call's items into an augmented collection, also inside milvus).
 """
 
 from __future__ import annotations

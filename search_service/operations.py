@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from client.grpc_gen import common_pb2, search_pb2
+from search_service.augmentation import Augmenter
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedderClient, check_model
 from search_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -49,7 +50,32 @@ def collection_info(meta: CollectionMeta, count: int) -> search_pb2.CollectionIn
             **meta.index.params,
         },
         description=meta.description,
+        augmentation=search_pb2.DatabaseAugmentation(
+            enabled=meta.augmented,
+            top_n=meta.augment_top_n,
+            alpha=meta.augment_alpha if meta.augmented else 0.0,
+        ),
     )
+
+
+def augmentation_settings(
+    requested: search_pb2.DatabaseAugmentation | None, metric: str, config: SearchConfig
+) -> tuple[int, float]:
+    """(top_n, alpha) for a new collection: the request's over the server's defaults. Off for
+    L2 (no similarity to weight by): silently when defaulted, INVALID_ARGUMENT when asked."""
+    if requested is None:
+        top_n = config.augmentation_top_n if metric in EXPANSION_METRICS else 0
+        return top_n, config.augmentation_alpha
+    if not requested.enabled:
+        return 0, config.augmentation_alpha
+    if metric not in EXPANSION_METRICS:
+        raise InvalidArgument(f"augmentation needs a COSINE or IP collection, not {metric}")
+    if not 0 <= requested.top_n <= 64:
+        raise InvalidArgument("augmentation.top_n must be 0..64")
+    if not (np.isfinite(requested.alpha) and requested.alpha >= 0):
+        raise InvalidArgument("augmentation.alpha must be a finite number >= 0")
+    top_n = requested.top_n or config.augmentation_top_n or 3
+    return top_n, float(requested.alpha or config.augmentation_alpha)
 
 
 @dataclass
@@ -60,6 +86,10 @@ class Services:
     store: MilvusStore
     embedder: EmbedderClient
     metrics: SearchMetrics = field(default_factory=SearchMetrics)
+    augmenter: Augmenter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.augmenter = Augmenter(self.store)
 
     # -- collections -------------------------------------------------------------------------
 
@@ -73,6 +103,9 @@ class Services:
             raise AlreadyExists(f"collection {req.name!r} already exists")
         metric = _METRIC_NAMES.get(int(req.metric), "COSINE")
         plan = plan_index(req.index_type, dict(req.index_params), self.config.default_index_type)
+        top_n, alpha = augmentation_settings(
+            req.augmentation if req.HasField("augmentation") else None, metric, self.config
+        )
         model = self.embedder.model_info(req.model)
         meta = CollectionMeta(
             name=req.name,
@@ -82,6 +115,8 @@ class Services:
             model_name=model.name,
             model_version=model.version,
             description=req.description,
+            augment_top_n=top_n,
+            augment_alpha=alpha,
         )
         self.store.create_collection(meta)
         return collection_info(self.store.describe(req.name), 0)
@@ -106,14 +141,18 @@ class Services:
         limit = req.limit or (min(len(req.ids), MAX_GET_LIMIT) if req.ids else DEFAULT_GET_LIMIT)
         if not 1 <= limit <= MAX_GET_LIMIT:
             raise InvalidArgument(f"limit must be 1..{MAX_GET_LIMIT}")
-        self.store.describe(req.collection)
+        meta = self.store.describe(req.collection)
         rows = self.store.get(
             req.collection,
             ids=list(req.ids),
             expr=filter_expr(req.filter),
             limit=limit,
-            include_vectors=req.include_vectors,
+            include_vectors=req.include_vectors and not meta.augmented,
         )
+        if req.include_vectors and meta.augmented:  # the embeddings, not the blends
+            raw = self.store.raw_vectors(meta, [r.id for r in rows])
+            for r in rows:
+                r.vector = raw[r.id].tolist() if r.id in raw else None
         return search_pb2.GetResponse(
             items=[
                 search_pb2.StoredItem(
@@ -127,7 +166,11 @@ class Services:
         expr = filter_expr(req.filter)
         if not req.ids and not expr:
             raise InvalidArgument("delete needs ids or a non-empty filter")
-        self.store.describe(req.collection)
+        meta = self.store.describe(req.collection)
+        if meta.augmented:
+            return search_pb2.DeleteResponse(
+                deleted=self.augmenter.delete(meta, ids=list(req.ids), expr=expr)
+            )
         return search_pb2.DeleteResponse(
             deleted=self.store.delete(req.collection, ids=list(req.ids), expr=expr)
         )
@@ -143,7 +186,8 @@ class Services:
     def search(self, req: search_pb2.SearchRequest) -> search_pb2.SearchResponse:
         """Resolve every query to a vector (embed / given / stored), then search Milvus: once,
         or with query expansion (the default) a first search for the neighbours, the expanded
-        queries' search, whose hits and scores are returned. milvus_seconds covers both."""
+        queries' search, whose hits and scores are returned. milvus_seconds covers both. An
+        augmented collection is searched in its blends or its raw twin, per query (_space)."""
         top_k = req.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"top_k must be 1..{MAX_TOP_K}")
@@ -188,12 +232,7 @@ class Services:
 
         milvus_start = time.perf_counter()
         ids = {i: req.queries[i].id for i, k in enumerate(kinds) if k == "id"}
-        found: dict[str, list[float] | None] = {}
-        if ids:
-            rows = self.store.get(
-                meta.name, ids=list(set(ids.values())), limit=len(ids), include_vectors=True
-            )
-            found = {r.id: r.vector for r in rows}
+        found = self._stored_queries(meta, set(ids.values()))
         for i, kind in enumerate(kinds):
             query = req.queries[i]
             if kind == "vector":
@@ -216,34 +255,50 @@ class Services:
                 if vec is None:
                     _error(results[i], grpc.StatusCode.NOT_FOUND, f"no item with id {query.id!r}")
                 else:
-                    vectors[i] = np.asarray(vec, dtype=np.float32)
+                    vectors[i] = vec
             elif kind is None:
                 _error(results[i], grpc.StatusCode.INVALID_ARGUMENT, "empty query")
 
-        order = sorted(vectors)
         # An id query's own item is never its neighbour (expanding with itself changes
         # nothing); with exclude_self it is not a hit either.
-        stored_ids = {i: req.queries[i].id for i in order if kinds[i] == "id"}
+        stored_ids = {i: req.queries[i].id for i in vectors if kinds[i] == "id"}
         selves = stored_ids if req.exclude_self else {}
-        extra = 1 if selves else 0
-        queries = [vectors[i] for i in order]
-        if expansion.enabled and meta.metric in EXPANSION_METRICS and queries:
-            first = self.store.search(
-                meta, queries, expansion.top_n + (1 if stored_ids else 0), expr
-            )
-            neighbours = [
-                [h.id for h in row if h.id != stored_ids.get(i)][: expansion.top_n]
-                for i, row in zip(order, first, strict=True)
-            ]
-            queries = self._expanded(meta.name, queries, neighbours, expansion.alpha)
-        hits = self.store.search(meta, queries, min(top_k + extra, MAX_TOP_K + 1), expr)
-        for i, row in zip(order, hits, strict=True):
-            if i in selves:
-                row = [h for h in row if h.id != selves[i]]
-            results[i].hits.extend(_hit(h) for h in row[:top_k])
+        for space in (meta, meta.raw()) if meta.augmented else (meta,):
+            order = [i for i in sorted(vectors) if _space(meta, kinds[i], req.space) == space]
+            if not order:
+                continue
+            queries = [vectors[i] for i in order]
+            if expansion.enabled and meta.metric in EXPANSION_METRICS:
+                first = self.store.search(
+                    space, queries, expansion.top_n + (1 if stored_ids else 0), expr
+                )
+                neighbours = [
+                    [h.id for h in row if h.id != stored_ids.get(i)][: expansion.top_n]
+                    for i, row in zip(order, first, strict=True)
+                ]
+                queries = self._expanded(space.name, queries, neighbours, expansion.alpha)
+            extra = 1 if selves else 0
+            hits = self.store.search(space, queries, min(top_k + extra, MAX_TOP_K + 1), expr)
+            for i, row in zip(order, hits, strict=True):
+                if i in selves:
+                    row = [h for h in row if h.id != selves[i]]
+                results[i].hits.extend(_hit(h) for h in row[:top_k])
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
         return response
+
+    def _stored_queries(self, meta: CollectionMeta, ids: set[str]) -> dict[str, np.ndarray]:
+        """Id queries' vectors: the items' raw embeddings (an augmented collection's blends are
+        what is searched, not what the item looks like)."""
+        if not ids:
+            return {}
+        if meta.augmented:
+            raw = self.store.raw_vectors(meta, sorted(ids))
+            # only items still in the main collection (a raw row can outlive a failed write)
+            live = {r.id for r in self.store.get(meta.name, ids=sorted(raw), limit=len(raw))}
+            return {i: v for i, v in raw.items() if i in live}
+        rows = self.store.get(meta.name, ids=sorted(ids), limit=len(ids), include_vectors=True)
+        return {r.id: np.asarray(r.vector, dtype=np.float32) for r in rows if r.vector}
 
     def _expanded(
         self,
@@ -294,6 +349,16 @@ class Services:
             else:
                 vectors[i] = outcome.vector
                 results[i].low_confidence = outcome.low_confidence
+
+
+def _space(meta: CollectionMeta, kind: str | None, requested: int) -> CollectionMeta:
+    """The collection a query searches: an augmented collection's blends, or its raw twin
+    (asked for, or by default for text queries: see SearchSpace in search.proto)."""
+    if not meta.augmented or requested == search_pb2.SEARCH_SPACE_AUGMENTED:
+        return meta
+    if requested == search_pb2.SEARCH_SPACE_RAW or kind == "text":
+        return meta.raw()
+    return meta
 
 
 def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:

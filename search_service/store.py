@@ -10,11 +10,16 @@ default ``Bounded`` would let a search miss rows written in the last few seconds
 
 The model that fills a collection (name, version, dim) and the index choice are stored as
 collection properties (``ris.*``), which both Lite and Milvus 2.3+ keep.
+
+An augmented collection (database-side augmentation, see augmentation.py) has a companion
+``<name>__raw``: the same rows with the raw embeddings (Milvus 2.3 allows one vector field per
+collection). The main one stores the blended vectors, plus each item's neighbour list.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VECTOR_FIELD = "embedding"
+AUGMENTATION_FIELD = "augmentation"  # augmented collections: {"neighbours": [ids], "sims": [..]}
+RAW_SUFFIX = "__raw"  # companion collection of raw embeddings
 MAX_ID_BYTES = 512
 MAX_LABEL_BYTES = 1024
 MAX_URI_BYTES = 4096
@@ -52,7 +59,7 @@ MAX_METADATA_BYTES = 60_000  # Milvus JSON fields hold up to 64 KiB
 MAX_WRITE_BYTES = 16 * 1024 * 1024  # per upsert call, well under the 64 MB gRPC message limit
 MAX_QUERY_LIMIT = 16384  # Milvus' offset+limit ceiling
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_OUTPUT = ["id", "label", "uri", "metadata"]
+_OUTPUT = ("id", "label", "uri", "metadata")
 
 
 @dataclass(frozen=True)
@@ -66,17 +73,32 @@ class CollectionMeta:
     model_name: str = ""
     model_version: str = ""
     description: str = ""
+    augment_top_n: int = 0  # 0 = raw embeddings stored; else neighbours blended into each item
+    augment_alpha: float = 3.0
+
+    @property
+    def augmented(self) -> bool:
+        return self.augment_top_n > 0
+
+    @property
+    def raw_name(self) -> str:
+        return self.name + RAW_SUFFIX
+
+    def raw(self) -> CollectionMeta:
+        """The raw companion of an augmented collection, as a collection of its own."""
+        return dataclasses.replace(self, name=self.raw_name, augment_top_n=0)
 
 
 @dataclass
 class Record:
-    """One row to write."""
+    """One row to write (``augmentation`` only for augmented collections)."""
 
     id: str
     vector: Sequence[float] | np.ndarray
     label: str = ""
     uri: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    augmentation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -88,6 +110,7 @@ class Row:
     uri: str
     metadata: dict[str, str]
     vector: list[float] | None = None
+    augmentation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -161,7 +184,8 @@ def _is_unavailable(exc: BaseException) -> bool:
 
 def _rows_bytes(record: Record, dim: int) -> int:
     meta = sum(len(k) + len(v) + 8 for k, v in record.metadata.items())
-    return 4 * dim + len(record.id) + len(record.label) + len(record.uri) + meta + 64
+    extra = len(json.dumps(record.augmentation)) if record.augmentation else 0
+    return 4 * dim + len(record.id) + len(record.label) + len(record.uri) + meta + extra + 64
 
 
 def write_batches(
@@ -218,6 +242,10 @@ class MilvusStore:
         )
         self._client = self._guard(self._connect)
 
+    @property
+    def is_lite(self) -> bool:
+        return bool(self._lite_path)
+
     # -- connection -------------------------------------------------------------------------
 
     def _connect(self) -> MilvusClient:
@@ -257,7 +285,9 @@ class MilvusStore:
     # -- collections ------------------------------------------------------------------------
 
     def list_collections(self) -> list[str]:
-        return sorted(self._guard(self._client.list_collections))
+        """User collections (augmented collections' raw companions are hidden)."""
+        names = self._guard(self._client.list_collections)
+        return sorted(n for n in names if not n.endswith(RAW_SUFFIX))
 
     def exists(self, name: str) -> bool:
         return bool(self._guard(lambda: self._client.has_collection(name)))
@@ -265,25 +295,16 @@ class MilvusStore:
     def create_collection(self, meta: CollectionMeta) -> None:
         """Schema, index and properties in one go; the index exists before any insert."""
         validate_name(meta.name)
+        if meta.name.endswith(RAW_SUFFIX):
+            raise InvalidArgument(f"collection names ending in {RAW_SUFFIX!r} are reserved")
+        if meta.augmented and len(meta.raw_name) > 255:
+            raise InvalidArgument("augmented collections' names are at most 250 characters")
         if meta.metric not in METRICS:
             raise InvalidArgument(f"metric must be one of {METRICS}")
         if meta.dim < 1 or meta.dim > 32768:
             raise InvalidArgument(f"dim {meta.dim} out of range")
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=meta.description
-        )
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
-        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=meta.dim)
-        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL_BYTES)
-        schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
-        schema.add_field("metadata", DataType.JSON)
-        index = MilvusClient.prepare_index_params()
-        index.add_index(
-            field_name=VECTOR_FIELD,
-            index_type=meta.index.index_type,
-            metric_type=meta.metric,
-            params=dict(meta.index.build_params),
-        )
+        schema = _schema(meta)
+        index = _vector_index(meta)
         properties = {
             "ris.model_name": meta.model_name,
             "ris.model_version": meta.model_version,
@@ -292,10 +313,14 @@ class MilvusStore:
             "ris.index_type": meta.index.index_type,
             "ris.index_params": json.dumps(meta.index.params, sort_keys=True),
             "ris.description": meta.description,
+            "ris.augment_top_n": str(meta.augment_top_n),
+            "ris.augment_alpha": repr(float(meta.augment_alpha)),
         }
         with self._lock:
             if self.exists(meta.name):
                 raise AlreadyExists(f"collection {meta.name!r} already exists")
+            if meta.augmented:  # first, so an augmented collection never lacks its raw copy
+                self._create_raw(meta)
             self._guard(
                 lambda: self._client.create_collection(
                     meta.name,
@@ -307,11 +332,31 @@ class MilvusStore:
             )
             self._loaded.discard(meta.name)
         self.ensure_loaded(meta.name)
+        if meta.augmented:
+            self.ensure_loaded(meta.raw_name)
+
+    def _create_raw(self, meta: CollectionMeta) -> None:
+        """The raw companion: the same rows with raw embeddings, indexed like the main
+        collection (neighbour searches and raw-space queries run on it, filters included). A
+        leftover from an interrupted create is replaced."""
+        if self.exists(meta.raw_name):
+            self._guard(lambda: self._client.drop_collection(meta.raw_name))
+        self._guard(
+            lambda: self._client.create_collection(
+                meta.raw_name,
+                schema=_schema(meta.raw()),
+                index_params=_vector_index(meta),
+                consistency_level="Strong",
+                properties={"ris.raw_of": meta.name},
+            )
+        )
+        self._loaded.discard(meta.raw_name)
 
     def describe(self, name: str) -> CollectionMeta:
-        """The collection's stored description; NotFound when it does not exist."""
+        """The collection's stored description; NotFound when it does not exist (an augmented
+        collection's raw twin is internal: not found by name either)."""
         validate_name(name)
-        if not self.exists(name):
+        if name.endswith(RAW_SUFFIX) or not self.exists(name):
             raise NotFound(f"collection {name!r} not found")
         desc = self._guard(lambda: self._client.describe_collection(name))
         props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
@@ -329,6 +374,13 @@ class MilvusStore:
             plan = plan_index(props.get("ris.index_type", "AUTOINDEX"), params, "AUTOINDEX")
         except (ValueError, InvalidArgument):
             plan = IndexPlan("AUTOINDEX", {}, {})
+        try:
+            top_n = int(props.get("ris.augment_top_n", "0"))
+            alpha = float(props.get("ris.augment_alpha", "3.0"))
+        except ValueError:
+            top_n, alpha = 0, 3.0
+        if top_n and not any(f["name"] == AUGMENTATION_FIELD for f in desc["fields"]):
+            top_n = 0  # properties edited by hand: without the field it cannot be augmented
         return CollectionMeta(
             name=name,
             dim=dim,
@@ -337,6 +389,8 @@ class MilvusStore:
             model_name=props.get("ris.model_name", ""),
             model_version=props.get("ris.model_version", ""),
             description=props.get("ris.description", desc.get("description", "")),
+            augment_top_n=max(0, top_n),
+            augment_alpha=alpha,
         )
 
     def _index_metric(self, name: str) -> str:
@@ -346,11 +400,17 @@ class MilvusStore:
 
     def drop_collection(self, name: str) -> bool:
         validate_name(name)
+        if name.endswith(RAW_SUFFIX):  # a raw twin goes with its collection only
+            return False
         with self._lock:
             if not self.exists(name):
                 return False
             self._guard(lambda: self._client.drop_collection(name))
             self._loaded.discard(name)
+            raw = name + RAW_SUFFIX
+            if self.exists(raw):
+                self._guard(lambda: self._client.drop_collection(raw))
+                self._loaded.discard(raw)
         return True
 
     def ensure_loaded(self, name: str) -> None:
@@ -376,19 +436,42 @@ class MilvusStore:
         """Insert or replace rows by id; returns how many were written."""
         written = 0
         for batch in write_batches(records, meta.dim):
-            rows = [
-                {
-                    "id": r.id,
-                    VECTOR_FIELD: np.asarray(r.vector, dtype=np.float32).tolist(),
-                    "label": r.label,
-                    "uri": r.uri,
-                    "metadata": dict(r.metadata),
-                }
-                for r in batch
-            ]
+            rows = [_row(r, meta.augmented) for r in batch]
             self._upsert(meta.name, rows)
             written += len(rows)
         return written
+
+    def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""
+        out: dict[str, np.ndarray] = {}
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), MAX_QUERY_LIMIT):
+            chunk = unique[start : start + MAX_QUERY_LIMIT]
+            rows = self.get(meta.raw_name, ids=chunk, limit=len(chunk), include_vectors=True)
+            out.update({r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector})
+        return out
+
+    def matching_ids(self, name: str, ids: Sequence[str] = (), expr: str = "") -> list[str]:
+        """Up to MAX_QUERY_LIMIT ids of rows matching ids and/or a filter (AND)."""
+        where = combine(build_filter(ids=ids), expr)
+        if not where:
+            raise InvalidArgument("needs ids or a filter")
+        self.ensure_loaded(name)
+        found = self._guard(
+            lambda: self._client.query(
+                name,
+                filter=where,
+                output_fields=["id"],
+                limit=MAX_QUERY_LIMIT,
+                consistency_level="Strong",
+            )
+        )
+        return [str(r["id"]) for r in found]
+
+    def delete_keys(self, name: str, keys: Sequence[str]) -> None:
+        """Delete rows by primary key, 1,000 per call."""
+        for start in range(0, len(keys), 1000):
+            self._delete_ids(name, list(keys[start : start + 1000]))
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         with self._write_lock:
@@ -409,6 +492,7 @@ class MilvusStore:
         vectors: Sequence[Sequence[float] | np.ndarray],
         top_k: int,
         expr: str = "",
+        output_fields: Sequence[str] = _OUTPUT,
     ) -> list[list[Hit]]:
         """Top-k per vector, best first; scores are higher-is-better for every metric."""
         if not vectors:
@@ -422,7 +506,7 @@ class MilvusStore:
                 data=data,
                 limit=top_k,
                 filter=expr,
-                output_fields=_OUTPUT,
+                output_fields=list(output_fields),
                 search_params=params,
                 anns_field=VECTOR_FIELD,
                 consistency_level="Strong",
@@ -454,6 +538,7 @@ class MilvusStore:
         expr: str = "",
         limit: int = 100,
         include_vectors: bool = False,
+        include_augmentation: bool = False,
     ) -> list[Row]:
         """Rows by ids and/or a filter expression (AND), up to ``limit``."""
         where = combine(build_filter(ids=ids), expr)
@@ -461,6 +546,8 @@ class MilvusStore:
             return []
         self.ensure_loaded(name)
         fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
+        if include_augmentation:
+            fields.append(AUGMENTATION_FIELD)
         res = self._guard(
             lambda: self._client.query(
                 name,
@@ -477,6 +564,7 @@ class MilvusStore:
                 uri=str(r.get("uri", "")),
                 metadata=_str_map(r.get("metadata")),
                 vector=[float(x) for x in r[VECTOR_FIELD]] if include_vectors else None,
+                augmentation=r.get(AUGMENTATION_FIELD) if include_augmentation else None,
             )
             for r in res
         ]
@@ -497,21 +585,10 @@ class MilvusStore:
         self.ensure_loaded(name)
         deleted = 0
         for _ in range(10_000):  # bounded: each round removes up to MAX_QUERY_LIMIT rows
-            found = self._guard(
-                lambda: self._client.query(
-                    name,
-                    filter=where,
-                    output_fields=["id"],
-                    limit=MAX_QUERY_LIMIT,
-                    consistency_level="Strong",
-                )
-            )
-            keys = [str(r["id"]) for r in found]
+            keys = self.matching_ids(name, expr=where)
             if not keys:
                 break
-            for start in range(0, len(keys), 1000):
-                chunk = keys[start : start + 1000]
-                self._delete_ids(name, chunk)
+            self.delete_keys(name, keys)
             deleted += len(keys)
             if len(keys) < MAX_QUERY_LIMIT:
                 break
@@ -526,6 +603,44 @@ class MilvusStore:
             )
         )
         return int(res[0]["count(*)"]) if res else 0
+
+
+def _schema(meta: CollectionMeta) -> Any:
+    schema = MilvusClient.create_schema(
+        auto_id=False, enable_dynamic_field=False, description=meta.description
+    )
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=meta.dim)
+    schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL_BYTES)
+    schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
+    schema.add_field("metadata", DataType.JSON)
+    if meta.augmented:
+        schema.add_field(AUGMENTATION_FIELD, DataType.JSON)
+    return schema
+
+
+def _vector_index(meta: CollectionMeta) -> Any:
+    index = MilvusClient.prepare_index_params()
+    index.add_index(
+        field_name=VECTOR_FIELD,
+        index_type=meta.index.index_type,
+        metric_type=meta.metric,
+        params=dict(meta.index.build_params),
+    )
+    return index
+
+
+def _row(record: Record, augmented: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": record.id,
+        VECTOR_FIELD: np.asarray(record.vector, dtype=np.float32).tolist(),
+        "label": record.label,
+        "uri": record.uri,
+        "metadata": dict(record.metadata),
+    }
+    if augmented:
+        row[AUGMENTATION_FIELD] = record.augmentation or {}
+    return row
 
 
 def _str_map(value: object) -> dict[str, str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from client.grpc_gen import search_pb2, search_pb2_grpc
@@ -177,3 +178,14 @@ def catalog(search_stub: search_pb2_grpc.SearchServiceStub, photos: list[Photo])
     assert (summary.stored, summary.failed) == (len(photos), 0), summary.failures
     yield name
     search_stub.DropCollection(search_pb2.DropCollectionRequest(name=name))
+
+
+def offline_augmented(raw: np.ndarray, top_n: int, alpha: float) -> np.ndarray:
+    """Database-side augmentation computed here, exhaustively: each row becomes the
+    sim^alpha-weighted sum of its top_n + 1 rows by cosine (itself included), normalised."""
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, : top_n + 1]
+    weights = np.maximum(np.take_along_axis(sim, idx, axis=1), 0.0) ** alpha
+    mixed = np.einsum("qn,qnc->qc", weights, unit[idx])
+    return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)

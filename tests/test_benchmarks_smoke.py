@@ -61,6 +61,9 @@ def test_bench_ingest_end_to_end(caltech: Path, model_path: Path, tmp_path: Path
     assert naive["infer_ms"]["p50"] > 0 and naive["insert_ms"]["p50"] > 0
     (run,) = data["end_to_end"]["runs"]
     assert run["stored"] == run["count_after"] == 8 and run["failed"] == 0
+    assert run["augmentation_top_n"] == 3  # the headline: the server's default collection
+    (plain,) = data["end_to_end_by_augmentation"]["top0"]["runs"]  # beside it, raw embeddings
+    assert plain["augmentation_top_n"] == 0 and plain["stored"] == plain["count_after"] == 8
     assert run["service_embed_seconds"] > 0 and run["service_milvus_seconds"] > 0
     e2e = data["end_to_end"]["images_per_s"]
     assert data["ratios"]["e2e_to_raw"] == pytest.approx(e2e / data["raw"]["images_per_s"])

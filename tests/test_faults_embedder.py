@@ -81,23 +81,43 @@ def _wait_recovered(stub: search_pb2_grpc.SearchServiceStub, name: str, image: b
     raise AssertionError("searches did not recover within 60 s of the embedder's restart")
 
 
+def _wait_embedded(process: ServiceProcess, at_least: float) -> None:
+    """Until the embedder has embedded ``at_least`` images since it started (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if metric_sum(scrape(process.metrics_port), "ris_embedder_images_total") >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the embedder did not reach {at_least} images")
+
+
+@pytest.mark.parametrize("augmented", [False, True], ids=["raw", "augmented"])
 def test_embedder_killed_mid_ingest_loses_nothing_and_recovers(
-    embedder_process: ServiceProcess, photo_bytes: list[bytes], tmp_path: Path
+    embedder_process: ServiceProcess, photo_bytes: list[bytes], tmp_path: Path, augmented: bool
 ) -> None:
+    """An augmented collection stores (blends) at the end of the call, so the kill waits for
+    embedded images there, for stored rows otherwise."""
     config = search_config(embedder_process.address, str(tmp_path / "kill.db"), ingest_batch_size=4)
     name = f"kill_{uuid.uuid4().hex[:6]}"
+    before = metric_sum(scrape(embedder_process.metrics_port), "ris_embedder_images_total")
     ids = [f"p{i}" for i in range(N_ITEMS)]
     items = [
         search_pb2.Item(id=i, image=d, label="x", metadata={"n": i})
         for i, d in zip(ids, photo_bytes, strict=True)
     ]
     with running_search(config) as server, search_client(server.address) as stub:
-        stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name), timeout=60)
+        augmentation = search_pb2.DatabaseAugmentation(enabled=augmented)
+        stub.CreateCollection(
+            search_pb2.CreateCollectionRequest(name=name, augmentation=augmentation), timeout=60
+        )
 
         def stream() -> Iterator[search_pb2.IngestRequest]:
             for start in range(0, N_ITEMS, 2):
                 if start == 12:  # some items stored, some in flight: kill the embedder now
-                    _wait_count(stub, name, 4)
+                    if augmented:
+                        _wait_embedded(embedder_process, before + 4)
+                    else:
+                        _wait_count(stub, name, 4)
                     embedder_process.kill()
                 yield search_pb2.IngestRequest(
                     collection=name if start == 0 else "", items=items[start : start + 2]

@@ -1,5 +1,6 @@
 """Alpha query expansion: the settings, the arithmetic, and the real service (real embedder,
-real Milvus) checked against the same expansion computed here from the stored vectors."""
+real Milvus) checked against the same expansion computed here from the stored vectors (the
+collections are augmented by default: the blends are recomputed here from the raw vectors)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 import grpc
 import numpy as np
 import pytest
-from search_fixtures import CLASSES, PER_CLASS, ingest, item_of
+from search_fixtures import CLASSES, PER_CLASS, ingest, item_of, offline_augmented
 
 from client.grpc_gen import embedder_pb2, search_pb2
 from search_service.config import ConfigError, SearchConfig, from_env
@@ -70,11 +71,21 @@ def test_expand_weights_neighbours_by_similarity_to_the_alpha() -> None:
 # -- through the service -------------------------------------------------------------------
 
 
-def stored_vectors(stub, collection: str) -> tuple[list[str], np.ndarray]:
+def raw_vectors(stub, collection: str) -> tuple[list[str], np.ndarray]:
+    """The items' embeddings, as Get returns them."""
     items = stub.Get(
         search_pb2.GetRequest(collection=collection, limit=1000, include_vectors=True)
     ).items
     return [i.id for i in items], np.array([list(i.vector) for i in items], dtype=np.float64)
+
+
+def stored_vectors(stub, collection: str) -> tuple[list[str], np.ndarray]:
+    """What the collection searches: the embeddings, or their blends when augmented."""
+    ids, raw = raw_vectors(stub, collection)
+    info = stub.DescribeCollection(search_pb2.DescribeCollectionRequest(name=collection))
+    if info.augmentation.enabled:
+        raw = offline_augmented(raw, info.augmentation.top_n, info.augmentation.alpha)
+    return ids, raw
 
 
 def ranking(ids: list[str], db: np.ndarray, q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -166,7 +177,7 @@ def test_id_query_never_expands_with_itself(search_stub, catalog) -> None:
     not its own neighbour, so both rank the same expanded query."""
     ids, db = stored_vectors(search_stub, catalog)
     target = f"{CLASSES[2]}-1"
-    q = db[ids.index(target)]
+    q = raw_vectors(search_stub, catalog)[1][ids.index(target)]  # id queries are raw
     expanded = expected_expanded(ids, db, q, skip=target)
     k = 5
     without = search(search_stub, catalog, search_pb2.Query(id=target), top_k=k, exclude_self=True)

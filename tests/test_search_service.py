@@ -153,14 +153,16 @@ def test_search_by_image_finds_the_class(search_stub, catalog, query_photos) -> 
 
 def test_search_by_id_and_vector(search_stub, catalog) -> None:
     target = f"{CLASSES[1]}-2"
-    # The plain search (query expansion off): the item scores exactly its own similarity.
+    # The plain search (query expansion off): the item is its own best hit. The collection is
+    # augmented (the default), so what is stored is a blend of the item and its neighbours and
+    # the raw embedding scores below 1 against it; test_search_augmentation.py checks the blends.
     # Expansion is covered in test_search_query_expansion.py.
     plain = search_pb2.QueryExpansion(enabled=False)
     with_self = search(
         search_stub, catalog, search_pb2.Query(id=target), top_k=4, query_expansion=plain
     )
     hits = with_self.results[0].hits
-    assert hits[0].id == target and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert hits[0].id == target and 0.8 < hits[0].score < 0.999
 
     without = (
         search(

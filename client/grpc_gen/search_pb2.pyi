@@ -14,13 +14,22 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COSINE: _ClassVar[Metric]
     IP: _ClassVar[Metric]
     L2: _ClassVar[Metric]
+
+class SearchSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_SPACE_DEFAULT: _ClassVar[SearchSpace]
+    SEARCH_SPACE_AUGMENTED: _ClassVar[SearchSpace]
+    SEARCH_SPACE_RAW: _ClassVar[SearchSpace]
 METRIC_UNSPECIFIED: Metric
 COSINE: Metric
 IP: Metric
 L2: Metric
+SEARCH_SPACE_DEFAULT: SearchSpace
+SEARCH_SPACE_AUGMENTED: SearchSpace
+SEARCH_SPACE_RAW: SearchSpace
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "metric", "index_type", "index_params", "description", "exist_ok", "model")
+    __slots__ = ("name", "metric", "index_type", "index_params", "description", "exist_ok", "model", "augmentation")
     class IndexParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +44,7 @@ class CreateCollectionRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     metric: Metric
     index_type: str
@@ -42,10 +52,21 @@ class CreateCollectionRequest(_message.Message):
     description: str
     exist_ok: bool
     model: str
-    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    augmentation: DatabaseAugmentation
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., model: _Optional[str] = ..., augmentation: _Optional[_Union[DatabaseAugmentation, _Mapping]] = ...) -> None: ...
+
+class DatabaseAugmentation(_message.Message):
+    __slots__ = ("enabled", "top_n", "alpha")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    top_n: int
+    alpha: float
+    def __init__(self, enabled: _Optional[bool] = ..., top_n: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "count", "dim", "model_name", "model_version", "metric", "index_type", "index_params", "description")
+    __slots__ = ("name", "count", "dim", "model_name", "model_version", "metric", "index_type", "index_params", "description", "augmentation")
     class IndexParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +83,7 @@ class CollectionInfo(_message.Message):
     INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
     INDEX_PARAMS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     count: int
     dim: int
@@ -71,7 +93,8 @@ class CollectionInfo(_message.Message):
     index_type: str
     index_params: _containers.ScalarMap[str, str]
     description: str
-    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    augmentation: DatabaseAugmentation
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., augmentation: _Optional[_Union[DatabaseAugmentation, _Mapping]] = ...) -> None: ...
 
 class DescribeCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -194,20 +217,22 @@ class Filter(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "top_k", "filter", "exclude_self", "query_expansion")
+    __slots__ = ("collection", "queries", "top_k", "filter", "exclude_self", "query_expansion", "space")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SELF_FIELD_NUMBER: _ClassVar[int]
     QUERY_EXPANSION_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     top_k: int
     filter: Filter
     exclude_self: bool
     query_expansion: QueryExpansion
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_self: _Optional[bool] = ..., query_expansion: _Optional[_Union[QueryExpansion, _Mapping]] = ...) -> None: ...
+    space: SearchSpace
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_self: _Optional[bool] = ..., query_expansion: _Optional[_Union[QueryExpansion, _Mapping]] = ..., space: _Optional[_Union[SearchSpace, str]] = ...) -> None: ...
 
 class QueryExpansion(_message.Message):
     __slots__ = ("enabled", "top_n", "alpha")
