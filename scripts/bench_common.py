@@ -1,5 +1,5 @@
-"""What the bench_* scripts share: photo sets, the machine's description, the search service as
-a subprocess, percentiles and JSON output.
+"""What the bench_* scripts share: photo sets, the embedder's settings as flags, the machine's
+description, the search service as a subprocess, percentiles and JSON output.
 
 The embedder subprocess and raw ORT throughput come from scripts/bench_embedder.py and the load
 generator from client/loadtest.py; this module only holds what those do not.
@@ -7,6 +7,7 @@ generator from client/loadtest.py; this module only holds what those do not.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,17 +19,48 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from embedder_service.config import EmbedderConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 CALTECH_TRAIN = DATASETS / "caltech101-ris" / "train"
 CALTECH_TEST = DATASETS / "caltech101-ris" / "test"
 IMAGENET = DATASETS / "imagenet-sample" / "images"
+DEFAULT_MODEL = ROOT / "models" / "resnet50.onnx"
 START_TIMEOUT_S = 120.0
 _PACKAGES = ("onnxruntime-gpu", "onnxruntime", "pymilvus", "milvus-lite", "milvus", "grpcio")
+
+
+def add_embedder_args(parser: argparse.ArgumentParser, model_help: str = "") -> None:
+    """The embedder settings every benchmark exposes, with the same defaults everywhere."""
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=model_help or None)
+    parser.add_argument("--provider", default="cpu")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--decode-mode", default="thread", choices=("thread", "process"))
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+
+
+def embedder_config(args: argparse.Namespace, **overrides: Any) -> EmbedderConfig:
+    """A validated EmbedderConfig from add_embedder_args' flags, plus a script's own settings."""
+    from embedder_service.config import EmbedderConfig  # the caller has put ROOT on sys.path
+
+    return EmbedderConfig(
+        model_paths=[args.model],
+        provider=args.provider,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        decode_workers=args.decode_workers,
+        decode_mode=args.decode_mode,
+        intra_op_threads=args.intra_op_threads,
+        **overrides,
+    ).validate()
 
 
 def existing(paths: Sequence[Path]) -> list[Path]:

@@ -31,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_common import add_embedder_args, embedder_config  # noqa: E402
+
 from client.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images  # noqa: E402
 from embedder_service.config import EmbedderConfig  # noqa: E402
 from embedder_service.preprocessing import prepare  # noqa: E402
@@ -100,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
-    parser.add_argument("--provider", default="cpu")
+    add_embedder_args(parser)
     parser.add_argument(
         "--images",
         nargs="*",
@@ -115,26 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per level")
     parser.add_argument("--raw-seconds", type=float, default=20.0)
     parser.add_argument("--raw-iters", type=int, default=200)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
-    parser.add_argument("--decode-workers", type=int, default=2)
-    parser.add_argument("--decode-mode", default="thread", choices=("thread", "process"))
-    parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--ort-spinning", action="store_true", help="let ORT threads spin")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    config = EmbedderConfig(
-        model_paths=[args.model],
-        provider=args.provider,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        decode_workers=args.decode_workers,
-        decode_mode=args.decode_mode,
-        intra_op_threads=args.intra_op_threads,
+    config = embedder_config(
+        args,
         ort_spinning=args.ort_spinning,
         max_queue_images=max(256, 2 * max(int(c) for c in args.concurrency.split(","))),
-    ).validate()
+    )
     if args.images:
         images = load_images(args.images, args.max_images)
     elif DEFAULT_IMAGES.exists():

@@ -43,7 +43,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_common import (  # noqa: E402
     CALTECH_TRAIN,
+    add_embedder_args,
     describe_machine,
+    embedder_config,
     existing,
     machine_info,
     percentiles_ms,
@@ -259,24 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--images", nargs="*", default=None, help=f"files or folders (default: {CALTECH_TRAIN})"
     )
     parser.add_argument("--limit", type=int, default=300, help="photos to ingest")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=ROOT / "models" / "resnet50.onnx",
-        help="model of (a) raw and the end-to-end service",
-    )
+    add_embedder_args(parser, model_help="model of (a) raw and the end-to-end service")
     parser.add_argument(
         "--naive-model",
         type=Path,
         default=None,
         help="model of (b) the naive baseline (default: --model), e.g. the seed's fp32 model",
     )
-    parser.add_argument("--provider", default="cpu")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
-    parser.add_argument("--decode-workers", type=int, default=2)
-    parser.add_argument("--decode-mode", default="thread", choices=("thread", "process"))
-    parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--ingest-batch-size", type=int, default=32, help="search service's")
     parser.add_argument("--chunk-size", type=int, default=32, help="items per stream message")
     parser.add_argument("--repeats", type=int, default=2, help="end-to-end runs (best counts)")
@@ -304,15 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = EmbedderConfig(
-        model_paths=[args.model],
-        provider=args.provider,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        decode_workers=args.decode_workers,
-        decode_mode=args.decode_mode,
-        intra_op_threads=args.intra_op_threads,
-    ).validate()
+    config = embedder_config(args)
     naive_model = args.naive_model if args.naive_model is not None else args.model
     naive_config = dataclasses.replace(config, model_paths=[naive_model]).validate()
     models = {

@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_common import (  # noqa: E402
     CALTECH_TEST,
     CALTECH_TRAIN,
+    add_embedder_args,
     describe_machine,
+    embedder_config,
     existing,
     machine_info,
     milvus_server_uri,
@@ -299,12 +301,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--store", default="lite", choices=("lite", "server"), help="Milvus Lite or milvus-server"
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
-    parser.add_argument("--provider", default="cpu")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
-    parser.add_argument("--decode-workers", type=int, default=2)
-    parser.add_argument("--intra-op-threads", type=int, default=0)
+    add_embedder_args(parser)
     parser.add_argument("--search-workers", type=int, default=80, help="search service threads")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -316,15 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = EmbedderConfig(
-        model_paths=[args.model],
-        provider=args.provider,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        decode_workers=args.decode_workers,
-        intra_op_threads=args.intra_op_threads,
-        max_queue_images=max(256, 2 * max(args.levels)),
-    ).validate()
+    config = embedder_config(args, max_queue_images=max(256, 2 * max(args.levels)))
     candidates = load_images(args.images or existing([CALTECH_TRAIN]), args.limit)
     queries = load_images(args.queries or existing([CALTECH_TEST]), args.query_limit)
     if not candidates or not queries:
