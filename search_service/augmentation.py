@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from search_service.store import MAX_QUERY_LIMIT, CollectionMeta, MilvusStore, Record, Row
+from search_service.store import CollectionMeta, MilvusStore, Record, Row
 
 REVERSE_K = 16  # raw neighbours of a changed vector checked for holding it as a neighbour
 BLEND_CHUNK = 1024  # staged items per blend (memory: 8 KiB each at 2048-d)
@@ -78,17 +78,12 @@ class Augmenter:
         """Delete matching rows from both collections and re-blend the items that held them."""
         deleted = 0
         with self.lock(meta.name):
-            for _ in range(10_000):  # bounded: each round removes up to 16,384 rows
-                keys = self.store.matching_ids(meta.name, ids, expr)
-                if not keys:
-                    break
+            for keys in self.store.matching_batches(meta.name, ids, expr):
                 gone = self.store.raw_vectors(meta, keys)
                 self.store.delete_keys(meta.name, keys)
                 self.store.delete_keys(meta.raw_name, keys)
                 self.store.upsert(meta, self.refresh(meta, [], gone))
                 deleted += len(keys)
-                if len(keys) < MAX_QUERY_LIMIT:
-                    break
         return deleted
 
     def refresh(
@@ -117,7 +112,7 @@ class Augmenter:
         hoods = {r.id: with_self(r.id, hits, size) for r, hits in zip(written, found, strict=False)}
         stale: list[Row] = []
         lost: list[Row] = []  # a neighbour left or moved: search again
-        for row in self._rows(meta, candidates):
+        for row in self.store.get_all(meta.name, list(candidates), include_augmentation=True):
             kept = _stored_hood(row)
             gained = newcomers.get(row.id, {})
             if kept is None or changed.intersection(i for i, _ in kept):
@@ -157,14 +152,6 @@ class Augmenter:
         """(id, similarity) of the top-k raw embeddings per vector, best first."""
         hits = self.store.search(meta.raw(), vectors, top_k, output_fields=["id"])
         return [[(h.id, h.score) for h in row] for row in hits]
-
-    def _rows(self, meta: CollectionMeta, ids: set[str]) -> list[Row]:
-        """Stored rows (with their neighbour lists) by id, in Milvus-sized chunks."""
-        wanted, rows = sorted(ids), []
-        for start in range(0, len(wanted), MAX_QUERY_LIMIT):
-            chunk = wanted[start : start + MAX_QUERY_LIMIT]
-            rows += self.store.get(meta.name, chunk, limit=len(chunk), include_augmentation=True)
-        return rows
 
 
 def _stored_hood(row: Row) -> list[tuple[str, float]] | None:

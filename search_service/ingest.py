@@ -85,14 +85,14 @@ class Ingestor:
         store: MilvusStore,
         embedder: EmbedderClient,
         config: SearchConfig,
+        augmenter: Augmenter,
         metrics: SearchMetrics | None = None,
-        augmenter: Augmenter | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config
+        self.augmenter = augmenter  # shared: it holds the per-collection write locks
         self.metrics = metrics
-        self.augmenter = augmenter or Augmenter(store)
         self.summary = IngestSummary()
         self._lock = threading.Lock()
         self._broken: SearchError | None = None  # a dependency failed mid-stream
@@ -202,14 +202,16 @@ class Ingestor:
             try:
                 self._blend(meta)
             except SearchError as exc:  # the stream is over: the staged items fail, not the call
-                for p in self._take_staged([]):
+                for p in self._take_staged():
                     self._fail(p.item.id, p.position, _code(exc.code), f"not stored: {exc}")
             finally:
                 self.summary.milvus_seconds += time.perf_counter() - start
         for p in left:
             self._fail(p.item.id, p.position, code, reason)
         if self.summary.stored and self.config.is_milvus_lite:
-            self._flush(meta)
+            start = time.perf_counter()
+            self.store.flush(meta.name)  # (a raw twin was flushed when its rows were written)
+            self.summary.milvus_seconds += time.perf_counter() - start
         self.summary.failures.sort(key=lambda f: f.position)
         if self.metrics:
             self.metrics.ingest_items.labels("stored").inc(self.summary.stored)
@@ -219,13 +221,6 @@ class Ingestor:
                 self.summary.milvus_seconds
             )
         return self.summary
-
-    def _flush(self, meta: CollectionMeta) -> None:
-        start = time.perf_counter()
-        self.store.flush(meta.name)
-        if meta.augmented:
-            self.store.flush(meta.raw_name)
-        self.summary.milvus_seconds += time.perf_counter() - start
 
     def _stage(
         self, meta: CollectionMeta, records: dict[str, Record], items: list[_Pending]
@@ -247,16 +242,15 @@ class Ingestor:
         start = time.perf_counter()
         try:
             self.augmenter.blend(meta, list(self._staged.values()))
-            self.summary.stored += len(self._take_staged([]))
+            self.summary.stored += len(self._take_staged())
         finally:
             if self.metrics:
                 elapsed = time.perf_counter() - start
                 self.metrics.stage_seconds.labels("ingest", "augment").observe(elapsed)
 
-    def _take_staged(self, also: list[_Pending]) -> list[_Pending]:
-        """The staged items plus ``also`` (each once), emptying the stage."""
-        staged = {id(p) for p in self._staged_items}
-        taken = self._staged_items + [p for p in also if id(p) not in staged]
+    def _take_staged(self) -> list[_Pending]:
+        """The staged items, emptying the stage."""
+        taken = self._staged_items
         self._staged, self._staged_items = {}, []
         return taken
 
@@ -321,11 +315,14 @@ class Ingestor:
                     self._stage(meta, records, stored_items)
                     continue  # counted as stored when blended
                 self.store.upsert(meta, list(records.values()))
-            except Unavailable:
-                pending.appendleft(self._take_staged(stored_items))  # reported by run()
-                raise
-            except SearchError as exc:
-                for p in self._take_staged(stored_items):
+            except (Unavailable, SearchError) as exc:
+                # An augmented batch joined the stage before anything could fail, so the stage
+                # holds it and every other item not yet written.
+                lost = self._take_staged() if meta.augmented else stored_items
+                if isinstance(exc, Unavailable):
+                    pending.appendleft(lost)  # reported failed by run(), with the rest
+                    raise
+                for p in lost:
                     self._fail(p.item.id, p.position, _code(exc.code), str(exc))
                 continue
             finally:

@@ -73,7 +73,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def Ingest(self, request_iterator: Iterator[search_pb2.IngestRequest], context):
         s = self.services
-        summary = Ingestor(s.store, s.embedder, s.config, s.metrics, s.augmenter).run(
+        summary = Ingestor(s.store, s.embedder, s.config, s.augmenter, s.metrics).run(
             request_iterator
         )
         return search_pb2.IngestResponse(

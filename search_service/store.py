@@ -443,30 +443,55 @@ class MilvusStore:
 
     def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""
-        out: dict[str, np.ndarray] = {}
-        unique = sorted(set(ids))
+        rows = self.get_all(meta.raw_name, ids, include_vectors=True)
+        return {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+
+    def get_all(
+        self,
+        name: str,
+        ids: Sequence[str],
+        include_vectors: bool = False,
+        include_augmentation: bool = False,
+    ) -> list[Row]:
+        """Rows for any number of ids (absent ones left out), in MAX_QUERY_LIMIT-sized queries."""
+        unique, rows = sorted(set(ids)), []
         for start in range(0, len(unique), MAX_QUERY_LIMIT):
             chunk = unique[start : start + MAX_QUERY_LIMIT]
-            rows = self.get(meta.raw_name, ids=chunk, limit=len(chunk), include_vectors=True)
-            out.update({r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector})
-        return out
+            rows += self.get(
+                name,
+                ids=chunk,
+                limit=len(chunk),
+                include_vectors=include_vectors,
+                include_augmentation=include_augmentation,
+            )
+        return rows
 
-    def matching_ids(self, name: str, ids: Sequence[str] = (), expr: str = "") -> list[str]:
-        """Up to MAX_QUERY_LIMIT ids of rows matching ids and/or a filter (AND)."""
+    def matching_batches(
+        self, name: str, ids: Sequence[str] = (), expr: str = ""
+    ) -> Iterator[list[str]]:
+        """Ids of rows matching ids and/or a filter (AND), up to MAX_QUERY_LIMIT at a time, for a
+        caller that deletes each batch before taking the next (the query runs again each round;
+        bounded at 10,000 rounds)."""
         where = combine(build_filter(ids=ids), expr)
         if not where:
-            raise InvalidArgument("needs ids or a filter")
+            raise InvalidArgument("delete needs ids or a filter")
         self.ensure_loaded(name)
-        found = self._guard(
-            lambda: self._client.query(
-                name,
-                filter=where,
-                output_fields=["id"],
-                limit=MAX_QUERY_LIMIT,
-                consistency_level="Strong",
+        for _ in range(10_000):
+            found = self._guard(
+                lambda: self._client.query(
+                    name,
+                    filter=where,
+                    output_fields=["id"],
+                    limit=MAX_QUERY_LIMIT,
+                    consistency_level="Strong",
+                )
             )
-        )
-        return [str(r["id"]) for r in found]
+            keys = [str(r["id"]) for r in found]
+            if not keys:
+                return
+            yield keys
+            if len(keys) < MAX_QUERY_LIMIT:
+                return
 
     def delete_keys(self, name: str, keys: Sequence[str]) -> None:
         """Delete rows by primary key, 1,000 per call."""
@@ -579,19 +604,10 @@ class MilvusStore:
         Matching ids are queried first and deleted by primary key, so the count is exact on every
         backend (Milvus 2.3 reports requested, not existing, keys) and no row is deleted twice.
         """
-        where = combine(build_filter(ids=ids), expr)
-        if not where:
-            raise InvalidArgument("delete needs ids or a filter")
-        self.ensure_loaded(name)
         deleted = 0
-        for _ in range(10_000):  # bounded: each round removes up to MAX_QUERY_LIMIT rows
-            keys = self.matching_ids(name, expr=where)
-            if not keys:
-                break
+        for keys in self.matching_batches(name, ids, expr):
             self.delete_keys(name, keys)
             deleted += len(keys)
-            if len(keys) < MAX_QUERY_LIMIT:
-                break
         return deleted
 
     def count(self, name: str, expr: str = "") -> int:
