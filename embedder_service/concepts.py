@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 LOGITS_OUTPUT = "logits"
 
@@ -153,7 +151,19 @@ class ConceptBank:
 
 
 def read_classifier(image_model: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The final Gemm (or MatMul + Add) producing `logits`: W [classes, dim] and b [classes]."""
+    """The final Gemm (or MatMul + Add) producing `logits`: W [classes, dim] and b [classes].
+
+    ONNX Runtime does not expose initializer values, so this reads the graph with `onnx`, the
+    one serving-side use of it: only `concepts` text models need it (the `text` extra).
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ConceptError(
+            f"reading the classifier of {image_model} for a concepts text model needs the onnx "
+            "package: pip install 'ris[text]' (or serve without text models)"
+        ) from None
     model = onnx.load(str(image_model))
     inits = {i.name: i for i in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}

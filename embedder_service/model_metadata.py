@@ -1,7 +1,8 @@
 """Read what a served model is (name, version, preprocessing, labels) from its ONNX file.
 
 The export script writes this into the model's metadata_props, so the embedder and
-evaluation never hard-code preprocessing. Uses onnx only (no torch at serving time).
+evaluation never hard-code preprocessing. Read through ONNX Runtime, which the embedder has
+anyway: the `onnx` package belongs to the export side and is not installed with the service.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
+import onnxruntime as ort
 
 from embedder_service.preprocessing import PreprocessSpec
 
@@ -54,25 +55,34 @@ def embedding_version(weights_version: str, pooling: str, resize_mode: str) -> s
     return f"{weights_version}-{pooling}-{resize_mode}"
 
 
-def _last_dim(value_info: onnx.ValueInfoProto) -> int:
-    dims = value_info.type.tensor_type.shape.dim
-    if not dims or not dims[-1].HasField("dim_value"):
-        raise ModelMetadataError(f"output {value_info.name} has no static last dimension")
-    return int(dims[-1].dim_value)
+def _last_dim(output: ort.NodeArg) -> int:
+    dims = output.shape
+    if not dims or not isinstance(dims[-1], int):
+        raise ModelMetadataError(f"output {output.name} has no static last dimension")
+    return int(dims[-1])
+
+
+def open_for_metadata(path: Path) -> ort.InferenceSession:
+    """A CPU session with every graph optimisation off: the quickest way ORT reads a model
+    (about 0.2 s for ResNet50, fp16 included); it is only asked for metadata and signatures."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:
     """Parse the ris.* metadata of an exported model; raises ModelMetadataError."""
     path = Path(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        session = open_for_metadata(path)
     except Exception as exc:
         raise ModelMetadataError(f"cannot read ONNX model {path}: {exc}") from exc
-    props = {p.key: p.value for p in model.metadata_props}
+    props = session.get_modelmeta().custom_metadata_map
     missing = [k for k in ("ris.model_name", "ris.preprocessing") if k not in props]
     if missing:
         raise ModelMetadataError(f"{path} lacks metadata {missing}: export it with export_onnx.py")
-    outputs = {o.name: o for o in model.graph.output}
+    outputs = {o.name: o for o in session.get_outputs()}
     if EMBEDDING_OUTPUT not in outputs:
         raise ModelMetadataError(f"{path} has no '{EMBEDDING_OUTPUT}' output")
     return ModelMetadata(
@@ -84,5 +94,5 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
         labels=tuple(json.loads(props.get("ris.labels", "[]"))),
         outputs=tuple(outputs),
         source=props.get("ris.source", ""),
-        input_name=model.graph.input[0].name,
+        input_name=session.get_inputs()[0].name,
     )

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import file_version
+from embedder_service.model_metadata import file_version, open_for_metadata
 from embedder_service.runtime import (
     CPU,
     ModelLoadError,
@@ -61,8 +60,10 @@ def read_text_metadata(path: Path) -> TextModelMetadata:
     path = resolve_text_model(path)
     if not path.exists():
         raise ModelLoadError(f"text model {path} does not exist")
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        props = open_for_metadata(path).get_modelmeta().custom_metadata_map
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read ONNX model {path}: {exc}") from exc
     if props.get("ris.modality") != "text" or "ris.model_name" not in props:
         raise ModelLoadError(
             f"{path} is not a text model (needs ris.modality=text, ris.model_name)"
