@@ -10,6 +10,13 @@ teardown sends SIGTERM, then SIGKILL after a bound. The unpacked binaries are ca
 ``~/.cache/ris-milvus/<version>`` (or ``$RIS_MILVUS_SERVER_CACHE``).
 
 Also runnable by hand: ``python tests/milvus_server.py DIR`` starts one and prints its URI.
+
+Also the Milvus 2.5 engine as a TCP server (``milvus25_server``): the ``milvus-lite==2.5.1``
+wheel embeds it, and its binary serves gRPC on an address (what ``milvus_lite.server.Server``
+runs). It cannot share a site-packages with milvus-lite 3.x, and it needs no Python package at
+all, so it lives unpacked in its own folder (``pip install --no-deps --target DIR
+milvus-lite==2.5.1``, made by CI) named by ``$RIS_MILVUS25_DIR``; the tests talk to it over
+TCP with this venv's pymilvus, as to any server URI.
 """
 
 from __future__ import annotations
@@ -276,6 +283,84 @@ def _launch(
         time.sleep(0.5)
     handle.stop()
     raise TimeoutError(f"milvus not healthy within {timeout:.0f} s; see {data_dir}/logs")
+
+
+MILVUS25_VERSION = "2.5.1"
+
+
+def milvus25_binary() -> Path | None:
+    """The milvus-lite 2.5 binary in ``$RIS_MILVUS25_DIR``; None when that is unset."""
+    folder = os.environ.get("RIS_MILVUS25_DIR")
+    if not folder:
+        return None
+    binary = Path(folder) / "milvus_lite" / "lib" / "milvus"
+    metadata = Path(folder) / f"milvus_lite-{MILVUS25_VERSION}.dist-info"
+    if not binary.exists() or not metadata.exists():
+        raise RuntimeError(
+            f"RIS_MILVUS25_DIR={folder} holds no milvus-lite {MILVUS25_VERSION}: "
+            f"pip install --no-deps --target {folder} milvus-lite=={MILVUS25_VERSION}"
+        )
+    return binary
+
+
+def _serves_grpc(uri: str) -> bool:
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client = MilvusClient(uri=uri, timeout=2)
+    except MilvusException:
+        return False
+    try:
+        client.list_collections()
+        return True
+    except MilvusException:
+        return False
+    finally:
+        client.close()
+
+
+def start_milvus25_server(
+    binary: Path, data_dir: Path, timeout: float = START_TIMEOUT_S
+) -> MilvusServerHandle:
+    """The 2.5 engine on a free loopback port, data in ``data_dir``; waits until it answers."""
+    [port] = _free_ports(1)
+    lib = binary.parent
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    log = (data_dir / "milvus25.log").open("ab")
+    proc = subprocess.Popen(
+        [str(binary), str(data_dir / "milvus25.db"), f"127.0.0.1:{port}", "ERROR"],
+        cwd=data_dir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    uri = f"http://127.0.0.1:{port}"
+    handle = MilvusServerHandle(uri, port, 0, data_dir, proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"milvus 2.5 exited with {proc.returncode}; see {data_dir}")
+        if _serves_grpc(uri):
+            return handle
+        time.sleep(0.5)
+    handle.stop()
+    raise TimeoutError(f"milvus 2.5 not serving within {timeout:.0f} s; see {data_dir}")
+
+
+@pytest.fixture(scope="session")
+def milvus25_server() -> Iterator[MilvusServerHandle]:
+    """The Milvus 2.5 engine (milvus-lite 2.5.1) on loopback for the session."""
+    binary = milvus25_binary()
+    if binary is None:
+        pytest.skip("RIS_MILVUS25_DIR not set (milvus-lite 2.5.1 unpacked there; CI sets it)")
+    with tempfile.TemporaryDirectory(prefix="ris-milvus25-") as tmp:
+        handle = start_milvus25_server(binary, Path(tmp))
+        try:
+            yield handle
+        finally:
+            handle.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The Milvus layer alone, with vectors made here, on Milvus Lite and on a real Milvus server."""
+"""The Milvus layer alone, with vectors made here, on every Milvus engine that runs here: Milvus
+Lite 3.2 (embedded), the Milvus 2.3.5 standalone server and the Milvus 2.5 engine over TCP."""
 
 from __future__ import annotations
 
@@ -47,16 +48,48 @@ def _key(value: str) -> str:
     return "ctrl" if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) else value
 
 
+# What the Milvus 2.5 engine lacks as milvus-lite 2.5.1 serves it ("local mode"); Milvus 2.5
+# standalone, which docker-compose.yml deploys, has all three. Marked strict: a gap that closes
+# fails its test, so this list stays true.
+LITE25_GAPS = {
+    "properties": "milvus-lite 2.5 drops collection properties (ris.model_name, ris.index_type, "
+    "...) and has no AlterCollection (UNIMPLEMENTED)",
+    "index": "milvus-lite 2.5 builds only FLAT, IVF_FLAT and AUTOINDEX (no HNSW)",
+}
+# Values milvus-lite 2.5 stores but never matches in a filter (it unescapes \n, \r, \t wrongly).
+LITE25_UNMATCHED = {"new\nline", "cr\rlf", "tab\tstop"}
+
+
+def _on_lite25(request: pytest.FixtureRequest) -> bool:
+    return bool(request.node.callspec.params.get("store_uri") == "milvus25")
+
+
+def _gap_on_lite25(request: pytest.FixtureRequest, *gaps: str) -> None:
+    """Mark this test as a known failure when it runs on the milvus-lite 2.5 engine."""
+    if _on_lite25(request):
+        reason = "; ".join(LITE25_GAPS[g] for g in gaps)
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 def _config(uri: str) -> SearchConfig:
     return SearchConfig(milvus_uri=uri, milvus_timeout_s=30.0)
 
 
-@pytest.fixture(scope="module")
-def store_uri(milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Same backend as the service tests, but a Lite dir of its own (Lite: one owner per dir)."""
-    if milvus_uri.endswith(".db"):
+@pytest.fixture(
+    scope="module",
+    params=[
+        "lite",
+        pytest.param("server", marks=pytest.mark.milvus_server),
+        pytest.param("milvus25", marks=pytest.mark.milvus_server),
+    ],
+)
+def store_uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Lite in a dir of its own (Lite: one owner per dir), the 2.3.5 server, the 2.5 engine."""
+    if request.param == "lite":
         return str(tmp_path_factory.mktemp("store-lite") / "store.db")
-    return milvus_uri
+    if request.param == "server":
+        return str(request.getfixturevalue("milvus_server").uri)
+    return str(request.getfixturevalue("milvus25_server").uri)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +124,10 @@ def made(store: MilvusStore) -> Iterator[CollectionMeta]:
     store.drop_collection(meta.name)
 
 
-def test_properties_round_trip(store: MilvusStore, made: CollectionMeta) -> None:
+def test_properties_round_trip(
+    store: MilvusStore, made: CollectionMeta, request: pytest.FixtureRequest
+) -> None:
+    _gap_on_lite25(request, "properties")
     back = store.describe(made.name)
     assert back == made
     with pytest.raises(AlreadyExists):
@@ -101,8 +137,11 @@ def test_properties_round_trip(store: MilvusStore, made: CollectionMeta) -> None
     assert made.name in store.list_collections()
 
 
-def test_filter_values_match_exactly(store: MilvusStore, made: CollectionMeta) -> None:
+def test_filter_values_match_exactly(
+    store: MilvusStore, made: CollectionMeta, request: pytest.FixtureRequest
+) -> None:
     """Every hostile string is stored and found again by itself, and only by itself."""
+    unmatched = LITE25_UNMATCHED if _on_lite25(request) else set()
     vecs = _vectors(len(NASTY))
     records = [
         Record(f"r{i}", vecs[i], label=s, uri=f"/u/{i}", metadata={_key(s): s, "n": str(i)})
@@ -111,6 +150,9 @@ def test_filter_values_match_exactly(store: MilvusStore, made: CollectionMeta) -
     assert store.upsert(made, records) == len(NASTY)
     for i, s in enumerate(NASTY):
         by_label = store.get(made.name, expr=build_filter(labels=[s]))
+        if s in unmatched:  # the known gap, checked so that it is dropped once it closes
+            assert by_label == [], f"{s!r} now matches: remove it from LITE25_UNMATCHED"
+            continue
         assert [r.id for r in by_label] == [f"r{i}"], repr(s)
         assert by_label[0].label == s and by_label[0].metadata[_key(s)] == s
         by_meta = store.count(made.name, build_filter(metadata={_key(s): s}))
@@ -118,7 +160,7 @@ def test_filter_values_match_exactly(store: MilvusStore, made: CollectionMeta) -
         by_id = store.get(made.name, ids=[f"r{i}", s])
         assert [r.id for r in by_id] == [f"r{i}"]
     everything = store.count(made.name, build_filter(labels=NASTY))
-    assert everything == len(NASTY)
+    assert everything == len(NASTY) - len(unmatched)
 
 
 def test_foreign_collections_are_refused(store: MilvusStore) -> None:
@@ -163,7 +205,11 @@ def test_upsert_search_delete_count(store: MilvusStore, made: CollectionMeta) ->
         ("COSINE", "AUTOINDEX", {}),
     ],
 )
-def test_metrics_and_indexes(store: MilvusStore, metric: str, index: str, params: dict) -> None:
+def test_metrics_and_indexes(
+    store: MilvusStore, metric: str, index: str, params: dict, request: pytest.FixtureRequest
+) -> None:
+    if index != "AUTOINDEX":  # AUTOINDEX is the default: no property needed to describe it
+        _gap_on_lite25(request, "properties", *(["index"] if index == "HNSW" else []))
     meta = _meta(metric, index, **params)
     store.create_collection(meta)
     try:
@@ -182,8 +228,11 @@ def test_metrics_and_indexes(store: MilvusStore, metric: str, index: str, params
         store.drop_collection(meta.name)
 
 
-def test_reopen_finds_data_and_loads_it(store_uri: str, tmp_path: Path) -> None:
+def test_reopen_finds_data_and_loads_it(
+    store_uri: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A new process-side store (as after a restart) sees the rows; load happens on first use."""
+    _gap_on_lite25(request, "properties")
     uri = str(tmp_path / "reopen.db") if store_uri.endswith(".db") else store_uri
     meta = _meta()
     first = MilvusStore(_config(uri))
