@@ -17,6 +17,7 @@ print(pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists())
 echo "$BASE: $("$BASE" --version), externally managed (PEP 668): $managed"
 rm -rf "$VENV"
 env -u PYTHON RIS_PYTHON="$BASE" RIS_VENV="$VENV" scripts/venv.sh
+rm -rf build  # setuptools reuses build/lib: a module deleted since would still reach the wheel
 "$VENV/bin/python" -m pip install -q . "${FLOORS[@]}"
 "$VENV/bin/ris" --help >/dev/null
 "$VENV/bin/python" - "${FLOORS[@]}" <<'PYEOF'

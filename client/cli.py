@@ -41,6 +41,7 @@ SERVER_MODULES = {
 LAZY_COMMANDS = {
     "eval": ("client.evaluation", "retrieval quality (mAP, recall@k) on a labelled set"),
     "bench": ("client.loadtest", "load test: throughput and latency of embed and search"),
+    "model": ("embedder_service.export.command", "fetch + export the model into the user cache"),
 }
 
 

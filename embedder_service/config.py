@@ -20,8 +20,23 @@ POOLINGS = ("gem", "avg")
 DECODE_MODES = ("thread", "process")
 # "model" = the geometry in the ONNX metadata (shorter_crop for ImageNet weights).
 RESIZE_MODES = ("model", "squash", "shorter_crop")
-DEFAULT_MODEL = Path("models/resnet50.onnx")
+DEFAULT_MODEL = Path("models/resnet50.onnx")  # a checkout's; else the user cache's (below)
 DEFAULT_TEXT_MODEL = Path("models/minilm")  # made by scripts/export_text_model.py
+
+
+def user_models_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where `ris model fetch` exports the model for an installed ris (no checkout's models/):
+    $XDG_CACHE_HOME/ris/models, else ~/.cache/ris/models."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ris" / "models"
+
+
+def default_model_path() -> Path:
+    """models/resnet50.onnx when it exists (a checkout), else the user cache's when that exists,
+    else models/resnet50.onnx (whose absence the model loader then reports)."""
+    cached = user_models_dir() / DEFAULT_MODEL.name
+    return cached if not DEFAULT_MODEL.exists() and cached.exists() else DEFAULT_MODEL
 
 
 @dataclass
@@ -75,7 +90,13 @@ class EmbedderConfig:
     client_names: str = ""  # allowed client-certificate CN/SANs (mutual TLS)
 
     def validate(self) -> EmbedderConfig:
-        """Reject impossible settings early, with the setting's name in the message."""
+        """Reject impossible settings early, with the setting's name in the message.
+
+        The default model path resolves here (default_model_path): a wheel install, which has
+        no models/, then finds the model `ris model fetch` exported.
+        """
+        if self.model_paths == [DEFAULT_MODEL]:
+            self.model_paths = [default_model_path()]
         checks = [
             (self.provider in PROVIDERS, f"provider must be one of {PROVIDERS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),

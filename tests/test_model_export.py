@@ -8,16 +8,16 @@ from pathlib import Path
 
 import check_accuracy
 import export_onnx
-import fetch_weights
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from resnet50_torch import UInt8Model, build_keras
-from sample_images import load_sample_batch
-from tfjs_weights import WeightFileError, load_tfjs_weights
 
+from embedder_service.export import fetch_weights
+from embedder_service.export.resnet50_torch import UInt8Model, build_keras
+from embedder_service.export.sample_images import load_sample_batch
+from embedder_service.export.tfjs_weights import WeightFileError, load_tfjs_weights
 from embedder_service.model_metadata import file_version, read_model_metadata
 from embedder_service.preprocessing import PreprocessSpec
 

@@ -81,14 +81,21 @@ def _config(uri: str) -> SearchConfig:
         "lite",
         pytest.param("server", marks=pytest.mark.milvus_server),
         pytest.param("milvus25", marks=pytest.mark.milvus_server),
+        pytest.param("external", marks=pytest.mark.milvus_server),
     ],
 )
 def store_uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Lite in a dir of its own (Lite: one owner per dir), the 2.3.5 server, the 2.5 engine."""
+    """Lite in a dir of its own (Lite: one owner per dir), the 2.3.5 server, the 2.5 engine, and
+    any running server named by $RIS_MILVUS_TEST_URI (e.g. a deployed Milvus 2.5 standalone)."""
     if request.param == "lite":
         return str(tmp_path_factory.mktemp("store-lite") / "store.db")
     if request.param == "server":
         return str(request.getfixturevalue("milvus_server").uri)
+    if request.param == "external":
+        uri = os.environ.get("RIS_MILVUS_TEST_URI")
+        if not uri:
+            pytest.skip("RIS_MILVUS_TEST_URI not set (a running Milvus server to test against)")
+        return uri
     return str(request.getfixturevalue("milvus25_server").uri)
 
 

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fetch_weights import CHECKSUMS_NAME, FetchError, verify_package
+
+from embedder_service.export.fetch_weights import CHECKSUMS_NAME, FetchError, verify_package
 
 _DTYPES = {"float32": np.dtype("<f4")}
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Collection
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from embedder_service.preprocessing import PreprocessSpec, prepare  # noqa: E402
+from embedder_service.preprocessing import PreprocessSpec, prepare
 
 
 def read_labels(images_dir: Path) -> list[tuple[Path, int]]:
