@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server_common.settings import ConfigError
+
 LOGITS_OUTPUT = "logits"
 
 
@@ -159,8 +161,8 @@ def read_classifier(image_model: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError:
-        raise ConceptError(
+    except ImportError:  # a ConfigError: the embedder's start reports it in one line
+        raise ConfigError(
             f"reading the classifier of {image_model} for a concepts text model needs the onnx "
             "package: pip install 'ris[text]' (or serve without text models)"
         ) from None

@@ -185,8 +185,10 @@ def build_tree(stage: Stage, root: Path) -> Path:
             src = ROOT / source
             if not src.exists():
                 raise ReplayError(f"COPY {source}: no such file in the build context")
+            # Docker: a folder's contents go to the target; a file goes into a target folder
+            # (a trailing / or several sources) or becomes the target.
             into_dir = target.endswith("/") or len(sources) > 1
-            out = dest / src.name if into_dir else dest
+            out = dest / src.name if into_dir and not src.is_dir() else dest
             out.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
                 shutil.copytree(src, out, ignore=_COPY_IGNORE, dirs_exist_ok=True)
