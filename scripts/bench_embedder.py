@@ -87,7 +87,9 @@ def start_service(config: EmbedderConfig) -> tuple[subprocess.Popen, str]:
         "--ort-spinning" if config.ort_spinning else "--no-ort-spinning",
         "--log-level", "WARNING",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # ROOT first, then the caller's path (scripts/gpu_check.py puts the carried wheels there).
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *inherited])}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
