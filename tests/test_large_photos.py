@@ -9,6 +9,7 @@ defaults (64 MiB everywhere): tests/test_batching_units.py checks the group size
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from large_photos import bmp, caltech_photo, phone_jpegs
 from search_fixtures import running_search, search_config
 
-from client import IngestItem, RisClient
+from client import AsyncRisClient, IngestItem, IngestSummary, RisClient
 from client.grpc_gen import search_pb2, search_pb2_grpc
 from client.shrink import Geometry, shrink
 
@@ -104,25 +105,27 @@ def test_the_client_fails_what_the_service_cannot_take_locally(ris) -> None:
 
 
 def test_image_queries_beyond_the_embedders_per_request_limit_are_split(stub, ris) -> None:
-    """22 image queries (the embedder takes 16 per request) and one too large: 22 answered."""
+    """19 image queries (the embedder takes 16 per request) and one too large: 19 answered."""
     name = new_collection(ris)
     small = [caltech_photo(n) for n in SMALL]
     ris.ingest(name, [IngestItem(id=f"s{i}", data=d) for i, d in enumerate(small)])
-    images = [small[i % 3] for i in range(20)] + list(phone_jpegs()[:2]) + [bmp(3300, 3200)]
+    oversize = bmp(3300, 3200)
+    images = [small[i % 3] for i in range(17)] + list(phone_jpegs()[:2]) + [oversize]
     request = search_pb2.SearchRequest(
         collection=name, queries=[search_pb2.Query(image=d) for d in images], top_k=3
     )
     response = stub.Search(request, timeout=300)
     assert len(response.results) == len(images)
-    for i, result in enumerate(response.results[:20]):
+    for i, result in enumerate(response.results[:17]):
         assert not result.error.code and result.hits[0].id == f"s{i % 3}", (i, result)
-    assert all(not r.error.code and r.hits for r in response.results[20:22])
-    oversize = response.results[22].error
-    assert oversize.code == RESOURCE_EXHAUSTED and "query 22" in oversize.message
-    # the client cuts the same batch on its side: the BMP never leaves it
-    results = ris.search_batch(name, images, top_k=3)
-    assert [r.hits[0].id for r in results[:20]] == [f"s{i % 3}" for i in range(20)]
-    assert results[22].error is not None and results[22].error.code == RESOURCE_EXHAUSTED
+    assert all(not r.error.code and r.hits for r in response.results[17:19])
+    error = response.results[19].error
+    assert error.code == RESOURCE_EXHAUSTED and "query 19" in error.message
+    # the client cuts on its side: the BMP never leaves it, its neighbours are answered
+    results = ris.search_batch(name, [small[0], oversize, small[1]], top_k=3)
+    assert [r.hits[0].id for r in (results[0], results[2])] == ["s0", "s1"]
+    assert results[1].error is not None and results[1].error.code == RESOURCE_EXHAUSTED
+    assert "query 1 is" in results[1].error.message
 
 
 def test_more_queries_than_one_call_allows_are_split_by_the_client(ris) -> None:
@@ -154,3 +157,21 @@ def test_shrunk_uploads_embed_like_the_originals(ris, tmp_path: Path) -> None:
     b = {s.id: np.asarray(s.vector) for s in ris.get(shrunk, include_vectors=True)}
     for key in a:
         assert float(a[key] @ b[key]) > 0.99, key  # unit vectors: cosine similarity
+
+
+def test_the_async_client_cuts_the_same_way(address: str, ris) -> None:
+    name = new_collection(ris)
+    small = [caltech_photo(n) for n in SMALL]
+
+    async def run() -> tuple[IngestSummary, list]:
+        async with AsyncRisClient(address=address, timeout=300) as client:
+            items = [IngestItem(id=f"s{i}", data=d) for i, d in enumerate(small)]
+            items.insert(1, IngestItem(id="oversize", data=bmp(3300, 3200)))
+            summary = await client.ingest(name, items)
+            vectors = {s.id: s.vector for s in await client.get(name, include_vectors=True)}
+            queries = [vectors[f"s{i % 3}"] for i in range(300)]
+            return summary, await client.search_batch(name, queries, top_k=1)
+
+    summary, results = asyncio.run(run())
+    assert (summary.stored, [f.id for f in summary.failures]) == (3, ["oversize"])
+    assert [r.hits[0].id for r in results] == [f"s{i % 3}" for i in range(300)]
