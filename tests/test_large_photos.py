@@ -168,7 +168,7 @@ def test_the_async_client_cuts_the_same_way(address: str, ris) -> None:
             items = [IngestItem(id=f"s{i}", data=d) for i, d in enumerate(small)]
             items.insert(1, IngestItem(id="oversize", data=bmp(3300, 3200)))
             summary = await client.ingest(name, items)
-            vectors = {s.id: s.vector for s in await client.get(name, include_vectors=True)}
+            vectors = {s.id: s.vector or [] for s in await client.get(name, include_vectors=True)}
             queries = [vectors[f"s{i % 3}"] for i in range(300)]
             return summary, await client.search_batch(name, queries, top_k=1)
 
