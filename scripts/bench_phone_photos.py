@@ -51,15 +51,15 @@ from phone_photos import phone_photo  # noqa: E402
 from client import RisClient  # noqa: E402
 from client.loadtest import LoadSpec, run_level  # noqa: E402
 from client.types import IngestItem  # noqa: E402
+from embedder_service.model_metadata import read_model_metadata  # noqa: E402
 from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode  # noqa: E402
-from embedder_service.runtime import ModelRuntime  # noqa: E402
 
 CACHE = ROOT / "data" / "bench_photos"
 E2E_TARGET = 0.7
 EMBEDDER_TARGET = 0.8
 
 
-def photo_sets(limit: int) -> tuple[list[bytes], list[bytes]]:
+def photo_sets(limit: int, cache: Path) -> tuple[list[bytes], list[bytes]]:
     """(small, large): ``limit`` Caltech photos, one per class first, and their 12 MP versions."""
     classes = sorted(p for p in CALTECH_TRAIN.iterdir() if p.is_dir())
     files: list[Path] = []
@@ -70,11 +70,11 @@ def photo_sets(limit: int) -> tuple[list[bytes], list[bytes]]:
                 files.append(pictures[rank])
         if len(files) >= limit:
             break
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     small, large = [], []
     for seed, path in enumerate(files):
         data = path.read_bytes()
-        cached = CACHE / f"{path.parent.name}-{path.stem}-{seed}.jpg"
+        cached = cache / f"{path.parent.name}-{path.stem}-{seed}.jpg"
         if not cached.exists():
             cached.write_bytes(phone_photo(data, seed))
         small.append(data)
@@ -171,6 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--leg-seconds", type=float, default=60.0, help="bound per embedder leg")
     parser.add_argument("--raw-seconds", type=float, default=15.0)
     parser.add_argument("--raw-iters", type=int, default=60)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where the 12 MP photos are kept")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.limit < 1 or args.repeats < 1:
@@ -181,7 +182,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = embedder_config(args, max_queue_images=max(256, 4 * args.concurrency))
-    small, large = photo_sets(args.limit)
+    small, large = photo_sets(args.limit, args.cache)
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}")
     print(
@@ -189,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"large (4032x3024) mean {np.mean([len(d) for d in large]) / 1e6:.2f} MB",
         flush=True,
     )
-    runtime = ModelRuntime(config.model_paths[0], config)
-    spec = with_resize_mode(runtime.metadata.preprocessing, config.resize_mode)
-    del runtime
+    model_spec = read_model_metadata(config.model_paths[0]).preprocessing
+    spec = with_resize_mode(model_spec, config.resize_mode)  # what the embedder serves
     decode = decode_costs(spec, small, large)
     print(
         f"decode + preprocess, one thread (median ms): small {decode['small_full']:.1f} full / "
