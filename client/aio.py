@@ -32,7 +32,14 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
-from client.limits import Limits, ServiceInfo, oversize_result, search_calls, service_info
+from client.limits import (
+    Limits,
+    ServiceInfo,
+    limits_from,
+    oversize_result,
+    search_calls,
+    service_info,
+)
 from client.retry import acall_with_retry
 from client.shrink import shrinker
 from client.sources import Source, from_csv, from_folder, from_glob
@@ -121,19 +128,27 @@ class AsyncRisClient:
         request = search_pb2.GetServiceInfoRequest(collection=collection)
         response = await self._unary(self._stub.GetServiceInfo, request, "service info")
         info = service_info(response, self.config.max_message_bytes)
-        self._limits = info.limits
+        if response.HasField("model"):  # else the embedder was unreachable: ask again later
+            self._limits = info.limits
         return info
 
     async def limits(self) -> Limits:
         """Like RisClient.limits."""
-        if self._limits is None:
-            try:
-                await self.service_info()
-            except RisError as error:
-                log.debug("no service limits (%s); using the client's", error)
-                return Limits.local(self.config.max_message_bytes)
-        assert self._limits is not None
-        return self._limits
+        if self._limits is not None:
+            return self._limits
+        response, error = None, None
+        try:
+            response = await self._stub.GetServiceInfo(
+                search_pb2.GetServiceInfoRequest(),
+                timeout=min(self.config.timeout, 10.0),
+                metadata=self.config.metadata(),
+            )
+        except grpc.RpcError as failed:
+            error = failed
+        limits, keep = limits_from(response, error, self.config.max_message_bytes)
+        if keep:
+            self._limits = limits
+        return limits
 
     async def ingest(
         self,

@@ -33,7 +33,14 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
-from client.limits import Limits, ServiceInfo, oversize_result, search_calls, service_info
+from client.limits import (
+    Limits,
+    ServiceInfo,
+    limits_from,
+    oversize_result,
+    search_calls,
+    service_info,
+)
 from client.retry import call_with_retry
 from client.shrink import shrinker
 from client.sources import Source, from_csv, from_folder, from_glob
@@ -134,20 +141,28 @@ class RisClient:
         request = search_pb2.GetServiceInfoRequest(collection=collection)
         response = self._unary(self._stub.GetServiceInfo, request, "service info")
         info = service_info(response, self.config.max_message_bytes)
-        self._limits = info.limits
+        if response.HasField("model"):  # else the embedder was unreachable: ask again later
+            self._limits = info.limits
         return info
 
     def limits(self) -> Limits:
-        """The limits messages are cut to: asked once, then kept. This client's own when the
-        service does not say (an older server; or none reachable: then the call itself fails)."""
-        if self._limits is None:
-            try:
-                self.service_info()
-            except RisError as error:
-                log.debug("no service limits (%s); using the client's", error)
-                return Limits.local(self.config.max_message_bytes)
-        assert self._limits is not None
-        return self._limits
+        """The limits messages are cut to: asked once (one attempt, no retries: the call that
+        follows has its own), then kept. This client's own when the service does not say."""
+        if self._limits is not None:
+            return self._limits
+        response, error = None, None
+        try:
+            response = self._stub.GetServiceInfo(
+                search_pb2.GetServiceInfoRequest(),
+                timeout=min(self.config.timeout, 10.0),
+                metadata=self.config.metadata(),
+            )
+        except grpc.RpcError as failed:
+            error = failed
+        limits, keep = limits_from(response, error, self.config.max_message_bytes)
+        if keep:
+            self._limits = limits
+        return limits
 
     # -- ingest ------------------------------------------------------------------------------
 

@@ -80,6 +80,19 @@ def service_info(response: search_pb2.ServiceInfo, max_message_bytes: int) -> Se
     )
 
 
+def limits_from(
+    response: search_pb2.ServiceInfo | None, error: grpc.RpcError | None, max_message_bytes: int
+) -> tuple[Limits, bool]:
+    """(limits to use, whether to keep them) after one GetServiceInfo attempt. Kept: a full
+    answer, or UNIMPLEMENTED (an older service: our own limits for good). Not kept: no answer or
+    one without the model (the embedder was unreachable): asked again next time."""
+    local = Limits.local(max_message_bytes)
+    if response is None:
+        code = getattr(error, "code", None)
+        return local, callable(code) and code() == grpc.StatusCode.UNIMPLEMENTED
+    return local.with_service(response.limits), response.HasField("model")
+
+
 def search_calls(
     queries: Sequence[search_pb2.Query], limits: Limits
 ) -> tuple[list[list[int]], dict[int, str]]:

@@ -14,7 +14,13 @@ from search_service.augmentation import Augmenter
 from search_service.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedderClient, ModelRef, check_model
-from search_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from search_service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from search_service.filters import build_filter
 from search_service.indexing import plan_index
 from search_service.metrics import SearchMetrics
@@ -138,8 +144,12 @@ class Services:
     def service_info(self, req: search_pb2.GetServiceInfoRequest) -> search_pb2.ServiceInfo:
         """The limits a client must respect, and the model (geometry) a collection uses."""
         model_name = self.store.describe(req.collection).model_name if req.collection else ""
-        model = self.embedder.describe_model(model_name)
-        embed = EmbedLimits.for_model(ModelRef.of(model), self.config, MAX_QUERIES)
+        try:
+            model = self.embedder.describe_model(model_name)
+        except Unavailable:  # the limits this service knows alone; no model: asked again later
+            model = None
+        ref = ModelRef.of(model) if model is not None else ModelRef(model_name, "", 0)
+        embed = EmbedLimits.for_model(ref, self.config, MAX_QUERIES)
         # what a client may put in one message: less than the embedder could take, the framing
         # of the client's own message (an IngestRequest / SearchRequest) taken off too
         own = self.config.max_message_bytes - MESSAGE_OVERHEAD - IMAGE_OVERHEAD
@@ -149,7 +159,7 @@ class Services:
             max_queries=MAX_QUERIES,
             max_images_per_embed=embed.max_images,
         )
-        return search_pb2.ServiceInfo(limits=limits, model=model)
+        return search_pb2.ServiceInfo(limits=limits, model=model)  # model None = unset
 
     # -- rows --------------------------------------------------------------------------------
 
