@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from client import convert
 from client.channel import open_aio_channel
 from client.client import log_retry
 from client.config import ClientConfig
-from client.errors import QueryFailed, Unavailable, from_rpc_error
+from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
 from client.grpc_gen import search_pb2, search_pb2_grpc
 from client.ingest import (
     DEFAULT_CHUNK_SIZE,
@@ -31,7 +32,16 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
+from client.limits import (
+    Limits,
+    ServiceInfo,
+    limits_from,
+    oversize_result,
+    search_calls,
+    service_info,
+)
 from client.retry import acall_with_retry
+from client.shrink import shrinker
 from client.sources import Source, from_csv, from_folder, from_glob
 from client.types import (
     CollectionInfo,
@@ -43,6 +53,7 @@ from client.types import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class AsyncRisClient:
@@ -52,6 +63,7 @@ class AsyncRisClient:
         self.config = config or ClientConfig.from_env(**overrides)
         self._channel = open_aio_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._limits: Limits | None = None
 
     async def close(self) -> None:
         await self._channel.close()
@@ -111,6 +123,33 @@ class AsyncRisClient:
         response = await self._unary(self._stub.DropCollection, request, f"drop {name}")
         return bool(response.dropped)
 
+    async def service_info(self, collection: str = "") -> ServiceInfo:
+        """Like RisClient.service_info."""
+        request = search_pb2.GetServiceInfoRequest(collection=collection)
+        response = await self._unary(self._stub.GetServiceInfo, request, "service info")
+        info = service_info(response, self.config.max_message_bytes)
+        if response.HasField("model"):  # else the embedder was unreachable: ask again later
+            self._limits = info.limits
+        return info
+
+    async def limits(self) -> Limits:
+        """Like RisClient.limits."""
+        if self._limits is not None:
+            return self._limits
+        response, error = None, None
+        try:
+            response = await self._stub.GetServiceInfo(
+                search_pb2.GetServiceInfoRequest(),
+                timeout=min(self.config.timeout, 10.0),
+                metadata=self.config.metadata(),
+            )
+        except grpc.RpcError as failed:
+            error = failed
+        limits, keep = limits_from(response, error, self.config.max_message_bytes)
+        if keep:
+            self._limits = limits
+        return limits
+
     async def ingest(
         self,
         collection: str,
@@ -121,19 +160,33 @@ class AsyncRisClient:
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         show_progress: bool = False,
         total: int | None = None,
+        shrink: bool = False,
     ) -> IngestSummary:
         """Like RisClient.ingest; files are read in a worker thread, off the event loop."""
         if total is None and isinstance(items, Sequence):
             total = len(items)
+        limits, transform = await self.limits(), None
+        if shrink:
+            try:
+                info = await self.service_info(collection)
+                limits, transform = info.limits, shrinker(info.geometry)
+            except RisError as error:  # a missing collection is reported by the ingest call
+                log.warning("not shrinking: %s", error)
+        make_stream = functools.partial(
+            CallStream,
+            collection,
+            chunk_size=chunk_size,
+            max_chunk_bytes=max_chunk_bytes,
+            limits=limits,
+            transform=transform,
+        )
         summary = IngestSummary()
         started = time.perf_counter()
         with tqdm(
             total=total, unit="img", desc=f"ingest {collection}", disable=not show_progress
         ) as bar:
             for call in plan_calls(items, items_per_call):
-                attempt = functools.partial(
-                    self._ingest_call, collection, call, bar, chunk_size, max_chunk_bytes
-                )
+                attempt = functools.partial(self._ingest_call, make_stream, call, bar)
                 stream, response = await self._call(attempt, f"ingest into {collection}")
                 if response is None:
                     stream.record_local_only(summary)
@@ -143,9 +196,9 @@ class AsyncRisClient:
         return summary
 
     async def _ingest_call(
-        self, collection: str, call: IngestCall, bar: tqdm, chunk_size: int, max_bytes: int
+        self, make_stream: Callable[..., CallStream], call: IngestCall, bar: tqdm
     ) -> tuple[CallStream, Any]:
-        stream = CallStream(collection, call, chunk_size, max_bytes)
+        stream = make_stream(call=call)
         shown = 0
 
         def sync() -> None:
@@ -235,8 +288,13 @@ class AsyncRisClient:
         request = await asyncio.to_thread(
             convert.search_request, collection, queries, top_k, filter_, exclude_self
         )
-        response = await self._unary(self._stub.Search, request, f"search {collection}")
-        return [convert.query_result(r) for r in response.results]
+        calls, oversize = search_calls(request.queries, await self.limits())
+        answers = {i: oversize_result(reason) for i, reason in oversize.items()}
+        for positions in calls:
+            part = convert.search_part(request, positions)
+            response = await self._unary(self._stub.Search, part, f"search {collection}")
+            answers.update(zip(positions, response.results, strict=True))
+        return [convert.query_result(answers[i]) for i in range(len(request.queries))]
 
     async def get(
         self,

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-label-from-dir", action="store_true", help="folders: leave label empty")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="send large photos as small JPEGs at what the served model needs (slow links)",
+    )
 
     p = sub.add_parser("search", parents=[conn], help="top-k for query images, ids or text")
     p.add_argument("collection")
@@ -245,6 +250,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             items_per_call=args.items_per_call,
             show_progress=not args.no_progress,
+            shrink=args.shrink,
         )
         total = ris.count(args.collection)
     print_summary(summary, args.collection, total)

@@ -33,7 +33,16 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
+from client.limits import (
+    Limits,
+    ServiceInfo,
+    limits_from,
+    oversize_result,
+    search_calls,
+    service_info,
+)
 from client.retry import call_with_retry
+from client.shrink import shrinker
 from client.sources import Source, from_csv, from_folder, from_glob
 from client.types import (
     CollectionInfo,
@@ -63,6 +72,7 @@ class RisClient:
         self.config = config or ClientConfig.from_env(**overrides)
         self._channel = open_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._limits: Limits | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -125,6 +135,35 @@ class RisClient:
         request = search_pb2.DropCollectionRequest(name=name)
         return bool(self._unary(self._stub.DropCollection, request, f"drop {name}").dropped)
 
+    def service_info(self, collection: str = "") -> ServiceInfo:
+        """The service's limits (merged with this client's) and the model, with its geometry,
+        that ``collection`` is embedded with (empty = the embedder's default model)."""
+        request = search_pb2.GetServiceInfoRequest(collection=collection)
+        response = self._unary(self._stub.GetServiceInfo, request, "service info")
+        info = service_info(response, self.config.max_message_bytes)
+        if response.HasField("model"):  # else the embedder was unreachable: ask again later
+            self._limits = info.limits
+        return info
+
+    def limits(self) -> Limits:
+        """The limits messages are cut to: asked once (one attempt, no retries: the call that
+        follows has its own), then kept. This client's own when the service does not say."""
+        if self._limits is not None:
+            return self._limits
+        response, error = None, None
+        try:
+            response = self._stub.GetServiceInfo(
+                search_pb2.GetServiceInfoRequest(),
+                timeout=min(self.config.timeout, 10.0),
+                metadata=self.config.metadata(),
+            )
+        except grpc.RpcError as failed:
+            error = failed
+        limits, keep = limits_from(response, error, self.config.max_message_bytes)
+        if keep:
+            self._limits = limits
+        return limits
+
     # -- ingest ------------------------------------------------------------------------------
 
     def ingest(
@@ -137,10 +176,15 @@ class RisClient:
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         show_progress: bool = False,
         total: int | None = None,
+        shrink: bool = False,
     ) -> IngestSummary:
-        """Stream items in chunks; bad items are reported in the summary, never raised."""
+        """Stream items in chunks; bad items are reported in the summary, never raised.
+
+        ``shrink``: send each large photo as a small JPEG that still holds what the served model
+        needs (client/shrink.py): for slow links; costs client CPU, off by default."""
         if total is None and isinstance(items, Sequence):
             total = len(items)
+        limits, transform = self._ingest_setup(collection, shrink)
         summary = IngestSummary()
         started = time.perf_counter()
         with tqdm(
@@ -149,7 +193,9 @@ class RisClient:
             for call in plan_calls(items, items_per_call):
 
                 def attempt(call: IngestCall = call) -> tuple[CallStream, Any]:
-                    stream = CallStream(collection, call, chunk_size, max_chunk_bytes)
+                    stream = CallStream(
+                        collection, call, chunk_size, max_chunk_bytes, limits, transform
+                    )
                     progress = _Progress(bar, stream)
                     first = stream.next_request()
                     if first is None:
@@ -175,6 +221,18 @@ class RisClient:
                     stream.record(response, summary)
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
+
+    def _ingest_setup(
+        self, collection: str, shrink: bool
+    ) -> tuple[Limits, Callable[[bytes], bytes] | None]:
+        if not shrink:
+            return self.limits(), None
+        try:
+            info = self.service_info(collection)
+        except RisError as error:  # a missing collection is reported by the ingest call itself
+            log.warning("not shrinking: %s", error)
+            return self.limits(), None
+        return info.limits, shrinker(info.geometry)
 
     def ingest_source(self, collection: str, source: Source, **kwargs: Any) -> IngestSummary:
         """Ingest scanned items; the source's rejected rows land in summary.skipped."""
@@ -236,11 +294,17 @@ class RisClient:
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
     ) -> list[QueryResult]:
-        """One result per query, in order; a failed query carries .error, the others are fine."""
+        """One result per query, in order; a failed query carries .error, the others are fine.
+        More queries (or bytes) than one call takes are sent in several calls."""
         filter_ = convert.to_filter(labels, metadata, ids)
         request = convert.search_request(collection, queries, top_k, filter_, exclude_self)
-        response = self._unary(self._stub.Search, request, f"search {collection}")
-        return [convert.query_result(r) for r in response.results]
+        calls, oversize = search_calls(request.queries, self.limits())
+        answers = {i: oversize_result(reason) for i, reason in oversize.items()}
+        for positions in calls:
+            part = convert.search_part(request, positions)
+            response = self._unary(self._stub.Search, part, f"search {collection}")
+            answers.update(zip(positions, response.results, strict=True))
+        return [convert.query_result(answers[i]) for i in range(len(request.queries))]
 
     def get(
         self,

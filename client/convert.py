@@ -82,6 +82,27 @@ def search_request(
     return request
 
 
+def search_part(
+    request: search_pb2.SearchRequest, positions: Sequence[int]
+) -> search_pb2.SearchRequest:
+    """The same request (every field) with only the queries at ``positions``: one of several
+    calls. The request itself when that is all of them."""
+    if list(positions) == list(range(len(request.queries))):
+        return request
+    part = search_pb2.SearchRequest()
+    for field, value in request.ListFields():
+        if field.name == "queries":
+            continue
+        if field.is_repeated:
+            getattr(part, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(part, field.name).CopyFrom(value)
+        else:
+            setattr(part, field.name, value)
+    part.queries.extend(request.queries[i] for i in positions)
+    return part
+
+
 def hit(message: search_pb2.Hit) -> Hit:
     return Hit(
         id=message.id,

@@ -1,20 +1,23 @@
 """How an ingest is cut up and accounted for; shared by the sync and asyncio clients.
 
 Items go out in calls of at most `items_per_call` items, each a client stream of messages of at
-most `chunk_size` items and about `max_chunk_bytes` bytes. A call that fails with UNAVAILABLE is
-sent again whole (ingest upserts by id, so that is safe), re-reading its files: memory stays
-bounded by one chunk, not by the source.
+most `chunk_size` items and about `max_chunk_bytes` bytes (a larger item goes alone). An item
+larger than the service accepts (`Limits.max_item_bytes`, client/limits.py) fails alone, before its
+file is read, with RESOURCE_EXHAUSTED. A call that fails with UNAVAILABLE is sent again whole
+(ingest upserts by id, so that is safe), re-reading its files: memory stays bounded by one chunk,
+not by the source.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from client.grpc_gen import search_pb2
+from client.limits import RESOURCE_EXHAUSTED, Limits
 from client.types import IngestFailure, IngestItem, IngestSummary
 
 DEFAULT_CHUNK_SIZE = 32
@@ -39,14 +42,25 @@ def plan_calls(items: Iterable[IngestItem], items_per_call: int) -> Iterator[Ing
         offset += len(batch)
 
 
-def to_item(item: IngestItem) -> search_pb2.Item:
-    """Protobuf item; reads the file when the item is a local path (OSError when it cannot)."""
+def image_size(item: IngestItem) -> int | None:
+    """Bytes of the item's image without reading it (None: the server reads it)."""
+    if item.path is not None:
+        return item.path.stat().st_size
+    if item.data is not None:
+        return len(item.data)
+    return None
+
+
+def to_item(item: IngestItem, transform: Callable[[bytes], bytes] | None = None) -> search_pb2.Item:
+    """Protobuf item; reads the file when the item is a local path (OSError when it cannot).
+    ``transform`` (e.g. client/shrink.py) rewrites the image bytes on the way."""
     message = search_pb2.Item(id=item.id, label=item.label, metadata=dict(item.metadata))
     if item.path is not None:
-        message.image = item.path.read_bytes()
+        data = item.path.read_bytes()
+        message.image = transform(data) if transform else data
         message.display_uri = item.display_uri or str(item.path.resolve())
     elif item.data is not None:
-        message.image = item.data
+        message.image = transform(item.data) if transform else item.data
         if item.display_uri:
             message.display_uri = item.display_uri
     else:
@@ -62,18 +76,27 @@ class CallStream:
     """
 
     def __init__(
-        self, collection: str, call: IngestCall, chunk_size: int, max_chunk_bytes: int
+        self,
+        collection: str,
+        call: IngestCall,
+        chunk_size: int,
+        max_chunk_bytes: int,
+        limits: Limits | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.collection = collection
         self.call = call
         self.chunk_size = chunk_size
-        self.max_chunk_bytes = max_chunk_bytes
+        self.limits = limits or Limits.local(64 * 1024 * 1024)
+        self.max_chunk_bytes = min(max_chunk_bytes, self.limits.chunk_bytes)
+        self.transform = transform
         self.sent_positions: list[int] = []  # global position of each item sent, in order
         self.local_failures: list[IngestFailure] = []
         self.consumed = 0
         self._first = True
+        self._carried: search_pb2.Item | None = None
 
     def next_request(self) -> search_pb2.IngestRequest | None:
         """The next message, or None when the call's items are all handled."""
@@ -82,16 +105,14 @@ class CallStream:
         while self.consumed < len(self.call.items) and len(items) < self.chunk_size:
             item = self.call.items[self.consumed]
             position = self.call.offset + self.consumed
-            try:
-                message = to_item(item)
-            except OSError as error:
-                self.local_failures.append(
-                    IngestFailure(item.id, position, grpc.StatusCode.NOT_FOUND.value[0], str(error))
-                )
+            message = self._carried or self._read(item, position)  # carried: read last time
+            self._carried = None
+            if message is None:
                 self.consumed += 1
                 continue
             item_size = message.ByteSize()
             if items and size + item_size > self.max_chunk_bytes:
+                self._carried = message
                 break
             items.append(message)
             size += item_size
@@ -104,6 +125,27 @@ class CallStream:
             request.collection = self.collection
             self._first = False
         return request
+
+    def _read(self, item: IngestItem, position: int) -> search_pb2.Item | None:
+        """The item's message, or None when it became a local failure (unreadable, too big)."""
+        try:
+            # too big to send: fails here, before a file is read (unless it is to be shrunk)
+            reason = self._too_big(item, None if self.transform else image_size(item))
+            message = None
+            if reason is None:
+                message = to_item(item, self.transform)
+                reason = self._too_big(item, len(message.image) if self.transform else None)
+        except OSError as error:
+            code = grpc.StatusCode.NOT_FOUND.value[0]
+            self.local_failures.append(IngestFailure(item.id, position, code, str(error)))
+            return None
+        if reason is not None:
+            self.local_failures.append(IngestFailure(item.id, position, RESOURCE_EXHAUSTED, reason))
+            return None
+        return message
+
+    def _too_big(self, item: IngestItem, size: int | None) -> str | None:
+        return None if size is None else self.limits.too_big(f"item {item.id!r}", size)
 
     def requests(self) -> Iterator[search_pb2.IngestRequest]:
         while (request := self.next_request()) is not None:

@@ -95,6 +95,7 @@ class ModelWorker:
             max_batch_size=config.max_batch_size,
             max_images_per_request=config.max_images_per_request,
             max_image_pixels=config.max_image_pixels,
+            max_request_bytes=config.max_message_bytes,
         )
         self._metrics = metrics
         self.batcher = DynamicBatcher(

@@ -48,4 +48,5 @@ class ModelDescription:
     max_images_per_request: int
     max_image_pixels: int
     modality: str = "image"
+    max_request_bytes: int = 0  # largest request message accepted (config.max_message_bytes)
     target_space: str = ""  # text models: the image model whose space their vectors are in

@@ -7,6 +7,15 @@ the model's metadata (PreprocessSpec), never hard-coded by callers. Two geometri
 "shorter_crop" (shorter side to resize_shorter, centre crop: what ImageNet weights were
 evaluated with) and "squash" (the whole image to crop x crop: nothing at the borders is
 lost, which retrieves better; see docs/results/retrieval_study.json).
+
+Decoding costs what the model needs, not what the photo holds: a JPEG is decoded at 1/2, 1/4 or
+1/8 scale (libjpeg's scaled IDCT, Pillow's ``draft``) when that still leaves at least the size
+the geometry needs (each side, EXIF orientation accounted for), and a large image of any format is
+shrunk by whole-pixel box averaging (``reduce``) down to >= ``REDUCING_GAP`` x the crop before the
+final resample. Images under 2x the needed size (the 300 px data-set photos) decode exactly as
+before; a 12 MP photo's model input stays within the tolerance tests/test_preprocessing.py checks.
+Formats: whatever this Pillow reads (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, ...); HEIC/HEIF gets a
+clear per-item error (see ``_unsupported``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,13 @@ _RESAMPLE = {
 _ALPHA_BACKGROUND = (255, 255, 255)
 # How an image becomes crop x crop: see the module docstring.
 RESIZE_MODES = ("shorter_crop", "squash")
+# Large images are box-reduced to at least this many times the crop before the last resample,
+# which then still averages several pixels per output pixel (Pillow's reducing_gap).
+REDUCING_GAP = 3.0
+_ORIENTATION = 0x0112
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the picture
+# ISO-BMFF brands of HEIC/HEIF stills, which this Pillow cannot decode (AVIF it can).
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 class ImageDecodeError(ValueError):
@@ -83,6 +99,41 @@ class PreprocessSpec:
         return cls(**known)
 
 
+def _unsupported(data: bytes) -> str:
+    """A clearer reason than 'unrecognised' for formats known but not readable here."""
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return (
+            "HEIC/HEIF images are not supported by this server (Pillow cannot decode them "
+            "here): convert to JPEG, or shrink on the client (ris ingest --shrink) where a "
+            "HEIF plugin is installed"
+        )
+    return "not an image: unrecognised or unsupported format"
+
+
+def needed_size(spec: PreprocessSpec, width: int, height: int) -> tuple[int, int]:
+    """The smallest (width, height) of an upright ``width`` x ``height`` image from which
+    ``spec``'s geometry makes its input without upsampling."""
+    if spec.resize_mode == "squash":
+        return spec.crop_size, spec.crop_size
+    scale = spec.resize_shorter / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _draft(image: Image.Image, spec: PreprocessSpec) -> None:
+    """JPEG: decode at the smallest 1/2^k scale that keeps >= what ``spec`` needs."""
+    if image.format != "JPEG":
+        return
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block: decode at full size, orientation as it comes
+        orientation = 1
+    width, height = image.size
+    swapped = orientation in _SWAPS_SIDES
+    upright = (height, width) if swapped else (width, height)
+    need_w, need_h = needed_size(spec, *upright)
+    image.draft(image.mode, (need_h, need_w) if swapped else (need_w, need_h))
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty image data (0 bytes)")
@@ -92,7 +143,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         # our max_pixels check follows before any pixel is decoded.
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not an image: unrecognised or unsupported format") from exc
+        raise ImageDecodeError(_unsupported(data)) from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"too many pixels (decompression bomb?): {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -130,11 +181,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode JPEG/PNG/WebP/GIF/BMP/... bytes to an upright RGB image (first frame)."""
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, spec: PreprocessSpec | None = None
+) -> Image.Image:
+    """Decode JPEG/PNG/WebP/GIF/BMP/... bytes to an upright RGB image (first frame).
+
+    With ``spec``, a JPEG is decoded at the smallest scale that still serves ``spec`` (the
+    pixel limit applies to the full size all the same)."""
     image = _open(data, max_pixels)
     try:
         image.seek(0)
+        if spec is not None:
+            _draft(image, spec)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from exc
@@ -157,18 +215,21 @@ def with_resize_mode(spec: PreprocessSpec, mode: str) -> PreprocessSpec:
     return replace(spec, resize_mode=mode)
 
 
-def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+def preprocess(image: Image.Image, spec: PreprocessSpec, exact: bool = False) -> np.ndarray:
     """The model input: uint8 [crop, crop, 3] by spec.resize_mode.
 
     shorter_crop resamples only the crop's source box, which gives the same pixels as
     resizing the whole image then cropping, without allocating a huge frame for extreme
-    aspect ratios. squash resizes the whole image, aspect ratio not kept.
+    aspect ratios. squash resizes the whole image, aspect ratio not kept. ``exact`` resamples
+    from every pixel (no box reduction first: the reference for the tolerance tests).
     """
     if image.mode != "RGB":
         image = _to_rgb(image)
     crop = spec.crop_size
+    resample = _RESAMPLE[spec.interpolation]
+    gap = None if exact else REDUCING_GAP
     if spec.resize_mode == "squash":
-        out = image.resize((crop, crop), _RESAMPLE[spec.interpolation])
+        out = image.resize((crop, crop), resample, reducing_gap=gap)
         return np.asarray(out, dtype=np.uint8).reshape(crop, crop, 3)
     width, height = image.size
     scale = spec.resize_shorter / min(width, height)
@@ -178,10 +239,19 @@ def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     top = round((resized_h - crop) / 2)
     sx, sy = width / resized_w, height / resized_h
     box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
-    out = image.resize((crop, crop), _RESAMPLE[spec.interpolation], box=box)
+    out = image.resize((crop, crop), resample, box=box, reducing_gap=gap)
     return np.asarray(out, dtype=np.uint8).reshape(crop, crop, 3)
 
 
-def prepare(data: bytes, spec: PreprocessSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Bytes to the model's uint8 [crop, crop, 3] input; raises ImageDecodeError."""
-    return preprocess(decode_image(data, max_pixels), spec)
+def prepare(
+    data: bytes,
+    spec: PreprocessSpec,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    scaled: bool = True,
+) -> np.ndarray:
+    """Bytes to the model's uint8 [crop, crop, 3] input; raises ImageDecodeError.
+
+    ``scaled=False`` decodes and resamples every pixel, as before scaled decoding (the reference
+    it is tested against)."""
+    image = decode_image(data, max_pixels, spec if scaled else None)
+    return preprocess(image, spec, exact=not scaled)

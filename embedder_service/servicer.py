@@ -70,6 +70,7 @@ def to_model_info(d: ModelDescription) -> common_pb2.ModelInfo:
         modality=d.modality,
         pooling=d.pooling,
         target_space=d.target_space,
+        max_request_bytes=d.max_request_bytes,
     )
     if p is not None:
         info.preprocessing.CopyFrom(

@@ -84,6 +84,7 @@ class TextWorker:
             max_image_pixels=0,
             modality="text",
             target_space=target,
+            max_request_bytes=config.max_message_bytes,
         )
         self._slots = threading.BoundedSemaphore(concurrency)
 

@@ -43,6 +43,10 @@ class SearchConfig:
     milvus_timeout_s: float = 30.0  # connect and call timeout for Milvus
     default_index_type: str = "AUTOINDEX"  # index for collections created without one
     ingest_batch_size: int = 32  # images per embed request (capped by the embedder's limit)
+    # Image bytes per embedder call aimed for (Ingest and Search); a larger image goes alone.
+    # Calls never exceed max_message_bytes nor the embedder's reported max_message_bytes: an
+    # image that fits neither fails alone with RESOURCE_EXHAUSTED (search_service/batching.py).
+    embed_batch_bytes: int = 16 * 1024 * 1024
     # Alpha query expansion for searches that do not set it (COSINE/IP collections only):
     # re-query with q + sum(sim^alpha * top-n neighbours). top_n 0 = off by default.
     # Caltech mAP@10 0.838 -> 0.847 with n=1, alpha=3 (docs/results/retrieval_study.json).
@@ -54,9 +58,11 @@ class SearchConfig:
     augmentation_top_n: int = 3  # neighbours blended into each stored item; 0 = off
     augmentation_alpha: float = 3.0  # neighbour weight = similarity^alpha
     allowed_roots: list[Path] = field(default_factory=list)  # server-side paths; empty = none
-    max_file_bytes: int = 64 * 1024 * 1024  # largest server-side file read for an ingest item
+    # largest server-side file read for an ingest item; <= max_message_bytes
+    max_file_bytes: int = 64 * 1024 * 1024
     grpc_workers: int = 16  # concurrent calls served; more wait in gRPC's queue
-    max_message_bytes: int = 64 * 1024 * 1024  # gRPC receive limit
+    # gRPC message limit: requests received, and calls sent to the embedder
+    max_message_bytes: int = 64 * 1024 * 1024
     metrics_port: int | None = None  # None = off, 0 = pick a free port
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint address
     shutdown_grace_s: float = 10.0  # SIGTERM: in-flight calls get this long to finish
@@ -110,6 +116,12 @@ class SearchConfig:
             (self.max_file_bytes >= 1, "max_file_bytes must be >= 1"),
             (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
             (self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024"),
+            (self.embed_batch_bytes >= 1024, "embed_batch_bytes must be >= 1024"),
+            (
+                self.max_file_bytes <= self.max_message_bytes,
+                "max_file_bytes must be <= max_message_bytes (a larger file never fits a call "
+                "to the embedder)",
+            ),
             (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
             (
                 self.metrics_port is None or 0 <= self.metrics_port <= 65535,
@@ -190,6 +202,7 @@ _ENV = {
     "milvus_timeout_s": "RIS_MILVUS_TIMEOUT_S",
     "default_index_type": "RIS_SEARCH_DEFAULT_INDEX_TYPE",
     "ingest_batch_size": "RIS_SEARCH_INGEST_BATCH_SIZE",
+    "embed_batch_bytes": "RIS_SEARCH_EMBED_BATCH_BYTES",
     "allowed_roots": "RIS_SEARCH_ALLOWED_ROOTS",
     "max_file_bytes": "RIS_SEARCH_MAX_FILE_BYTES",
     "grpc_workers": "RIS_SEARCH_GRPC_WORKERS",

@@ -66,6 +66,14 @@ class ModelRef:
     version: str
     dim: int
     max_images_per_request: int = 0
+    max_request_bytes: int = 0  # the embedder's message limit; 0 = not reported
+
+    @classmethod
+    def of(cls, info: Any) -> ModelRef:
+        """From a ModelInfo message."""
+        return cls(
+            info.name, info.version, info.dim, info.max_images_per_request, info.max_request_bytes
+        )
 
 
 @dataclass
@@ -198,22 +206,26 @@ class EmbedderClient:
             lambda stub: stub.GetModelInfo(request, timeout=min(self.timeout_s, 10.0))
         )
 
-    def model_info(self, model: str = "") -> ModelRef:
-        """The served model called ``model`` (empty = the default); FailedPrecondition if absent."""
+    def describe_model(self, model: str = "") -> Any:
+        """The served model's ModelInfo (empty = the default); FailedPrecondition if absent."""
         info = self._model_infos()
         candidates = [info.default_model, *info.models]
         for m in candidates:
             if (not model and m is info.default_model) or m.name == model:
-                return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
+                return m
         served = sorted({m.name for m in candidates})
         raise FailedPrecondition(f"the embedder does not serve model {model!r} (serves {served})")
+
+    def model_info(self, model: str = "") -> ModelRef:
+        """The served model called ``model`` (empty = the default); FailedPrecondition if absent."""
+        return ModelRef.of(self.describe_model(model))
 
     def text_model_for(self, image_model: str) -> ModelRef | None:
         """The served text model whose embeddings live in ``image_model``'s space, if any."""
         info = self._model_infos()
         for m in info.models:
             if m.modality == "text" and (m.target_space == image_model or not image_model):
-                return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
+                return ModelRef.of(m)
         return None
 
     def embed_text(self, texts: Sequence[str], model: str = "") -> EmbedBatch:

@@ -31,6 +31,7 @@ import grpc
 
 from client.grpc_gen import search_pb2
 from search_service.augmentation import BLEND_CHUNK, Augmenter
+from search_service.batching import EmbedLimits, Grouper
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
 from search_service.errors import (
@@ -105,6 +106,11 @@ class Ingestor:
         with self._lock:
             self.summary.failures.append(Failure(item_id, position, code, message))
 
+    def _oversize(self, pending: _Pending, reason: str) -> None:
+        """An image no embedder call can carry fails alone; its neighbours go on."""
+        code = _code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self._fail(pending.item.id, pending.position, code, f"item {pending.item.id!r}: {reason}")
+
     # -- input side (runs on gRPC's sending thread) ----------------------------------------
 
     def _items(self, requests: Iterable[search_pb2.IngestRequest], name: str) -> Iterator[_Pending]:
@@ -154,15 +160,18 @@ class Ingestor:
         self.store.ensure_loaded(meta.name)
         model = self.embedder.model_info(meta.model_name)
         check_model(meta.name, meta.model_name, meta.model_version, meta.dim, model)
-        size = self.config.ingest_batch_size
-        if model.max_images_per_request:
-            size = min(size, model.max_images_per_request)
+        limits = EmbedLimits.for_model(model, self.config, self.config.ingest_batch_size)
 
         pending: deque[list[_Pending]] = deque()
         window = threading.Semaphore(WINDOW)
         done = threading.Event()
         input_error: list[BaseException] = []
-        items = self._items(itertools.chain([first], requests), meta.name)
+        items = Grouper(
+            self._items(itertools.chain([first], requests), meta.name),
+            lambda p: len(p.data),
+            limits,
+            self._oversize,
+        )
         items_lock = threading.Lock()  # the sending thread and the drain below share `items`
 
         def batches() -> Iterator[list[bytes]]:
@@ -175,7 +184,7 @@ class Ingestor:
                         if done.is_set():
                             window.release()
                             return
-                        batch = list(itertools.islice(items, size))
+                        batch = items.take()  # by count and by bytes (batching.py)
                         if not batch:
                             return
                         pending.append(batch)
@@ -196,7 +205,7 @@ class Ingestor:
             left = [p for batch in pending for p in batch]  # answered by nobody
             if broken is not None:
                 log.warning("ingest into %s: %s; reporting the rest as failed", meta.name, broken)
-                left.extend(items)  # the rest of the client's stream: received and reported
+                left.extend(items.rest())  # the rest of the client's stream: received and reported
         if self._staged:
             start = time.perf_counter()
             try:

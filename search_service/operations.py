@@ -11,9 +11,16 @@ import numpy as np
 
 from client.grpc_gen import common_pb2, search_pb2
 from search_service.augmentation import Augmenter
+from search_service.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
 from search_service.config import SearchConfig
-from search_service.embedder_client import EmbedderClient, check_model
-from search_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from search_service.embedder_client import EmbedderClient, ModelRef, check_model
+from search_service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from search_service.filters import build_filter
 from search_service.indexing import plan_index
 from search_service.metrics import SearchMetrics
@@ -134,6 +141,26 @@ class Services:
                 continue
         return out
 
+    def service_info(self, req: search_pb2.GetServiceInfoRequest) -> search_pb2.ServiceInfo:
+        """The limits a client must respect, and the model (geometry) a collection uses."""
+        model_name = self.store.describe(req.collection).model_name if req.collection else ""
+        try:
+            model = self.embedder.describe_model(model_name)
+        except Unavailable:  # the limits this service knows alone; no model: asked again later
+            model = None
+        ref = ModelRef.of(model) if model is not None else ModelRef(model_name, "", 0)
+        embed = EmbedLimits.for_model(ref, self.config, MAX_QUERIES)
+        # what a client may put in one message: less than the embedder could take, the framing
+        # of the client's own message (an IngestRequest / SearchRequest) taken off too
+        own = self.config.max_message_bytes - MESSAGE_OVERHEAD - IMAGE_OVERHEAD
+        limits = search_pb2.ServiceLimits(
+            max_message_bytes=self.config.max_message_bytes,
+            max_item_bytes=min(own, embed.max_item_bytes),
+            max_queries=MAX_QUERIES,
+            max_images_per_embed=embed.max_images,
+        )
+        return search_pb2.ServiceInfo(limits=limits, model=model)  # model None = unset
+
     # -- rows --------------------------------------------------------------------------------
 
     def get(self, req: search_pb2.GetRequest) -> search_pb2.GetResponse:
@@ -212,15 +239,23 @@ class Services:
             start = time.perf_counter()
             model = self.embedder.model_info(meta.model_name)
             check_model(meta.name, meta.model_name, meta.model_version, meta.dim, model)
-            batch = self.embedder.embed([req.queries[i].image for i in images], meta.model_name)
-            check_model(meta.name, meta.model_name, meta.model_version, meta.dim, batch.model)
-            for i, outcome in zip(images, batch.results, strict=True):
-                if outcome.vector is None:
-                    results[i].error.CopyFrom(
-                        common_pb2.ItemError(code=outcome.error_code, message=outcome.error_message)
-                    )
-                else:
-                    vectors[i] = outcome.vector
+            # As many embedder calls as its limits need (count and bytes); too big fails alone.
+            limits = EmbedLimits.for_model(model, self.config, MAX_QUERIES)
+            groups, oversize = split(images, lambda i: len(req.queries[i].image), limits)
+            for i, reason in oversize:
+                _error(results[i], grpc.StatusCode.RESOURCE_EXHAUSTED, f"query {i}: {reason}")
+            for group in groups:
+                batch = self.embedder.embed([req.queries[i].image for i in group], meta.model_name)
+                check_model(meta.name, meta.model_name, meta.model_version, meta.dim, batch.model)
+                for i, outcome in zip(group, batch.results, strict=True):
+                    if outcome.vector is None:
+                        results[i].error.CopyFrom(
+                            common_pb2.ItemError(
+                                code=outcome.error_code, message=outcome.error_message
+                            )
+                        )
+                    else:
+                        vectors[i] = outcome.vector
             response.embed_seconds = time.perf_counter() - start
             self.metrics.stage_seconds.labels("search", "embed").observe(response.embed_seconds)
 
@@ -340,15 +375,18 @@ class Services:
             for i in positions:
                 _error(results[i], grpc.StatusCode.FAILED_PRECONDITION, problem)
             return
-        batch = self.embedder.embed_text([req.queries[i].text for i in positions], text_model.name)
-        for i, outcome in zip(positions, batch.results, strict=True):
-            if outcome.vector is None:
-                results[i].error.CopyFrom(
-                    common_pb2.ItemError(code=outcome.error_code, message=outcome.error_message)
-                )
-            else:
-                vectors[i] = outcome.vector
-                results[i].low_confidence = outcome.low_confidence
+        per_call = text_model.max_images_per_request or len(positions)  # the embedder's limit
+        for start in range(0, len(positions), per_call):
+            group = positions[start : start + per_call]
+            batch = self.embedder.embed_text([req.queries[i].text for i in group], text_model.name)
+            for i, outcome in zip(group, batch.results, strict=True):
+                if outcome.vector is None:
+                    results[i].error.CopyFrom(
+                        common_pb2.ItemError(code=outcome.error_code, message=outcome.error_message)
+                    )
+                else:
+                    vectors[i] = outcome.vector
+                    results[i].low_confidence = outcome.low_confidence
 
 
 def _space(meta: CollectionMeta, kind: str | None, requested: int) -> CollectionMeta:

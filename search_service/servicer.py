@@ -107,3 +107,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def Count(self, request, context):
         return self.services.count(request)
+
+    @rpc
+    def GetServiceInfo(self, request, context):
+        return self.services.service_info(request)

@@ -355,3 +355,29 @@ class CountResponse(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class GetServiceInfoRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ServiceLimits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_item_bytes", "max_queries", "max_images_per_embed")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_PER_EMBED_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_item_bytes: int
+    max_queries: int
+    max_images_per_embed: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_item_bytes: _Optional[int] = ..., max_queries: _Optional[int] = ..., max_images_per_embed: _Optional[int] = ...) -> None: ...
+
+class ServiceInfo(_message.Message):
+    __slots__ = ("limits", "model")
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    limits: ServiceLimits
+    model: _common_pb2.ModelInfo
+    def __init__(self, limits: _Optional[_Union[ServiceLimits, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...

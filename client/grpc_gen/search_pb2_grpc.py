@@ -80,6 +80,11 @@ class SearchServiceStub:
                 request_serializer=ris_dot_v1_dot_search__pb2.CountRequest.SerializeToString,
                 response_deserializer=ris_dot_v1_dot_search__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.GetServiceInfo = channel.unary_unary(
+                '/ris.v1.SearchService/GetServiceInfo',
+                request_serializer=ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.SerializeToString,
+                response_deserializer=ris_dot_v1_dot_search__pb2.ServiceInfo.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -144,6 +149,14 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServiceInfo(self, request, context):
+        """The service's message limits and the model a collection is embedded with (its geometry), so
+        that a client sizes its messages to fit and can shrink images to what the model uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +204,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=ris_dot_v1_dot_search__pb2.CountRequest.FromString,
                     response_serializer=ris_dot_v1_dot_search__pb2.CountResponse.SerializeToString,
+            ),
+            'GetServiceInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServiceInfo,
+                    request_deserializer=ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.FromString,
+                    response_serializer=ris_dot_v1_dot_search__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +455,33 @@ class SearchService:
             '/ris.v1.SearchService/Count',
             ris_dot_v1_dot_search__pb2.CountRequest.SerializeToString,
             ris_dot_v1_dot_search__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServiceInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ris.v1.SearchService/GetServiceInfo',
+            ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.SerializeToString,
+            ris_dot_v1_dot_search__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,
