@@ -49,3 +49,4 @@ class ModelDescription:
     max_image_pixels: int
     modality: str = "image"
     target_space: str = ""  # text models: the image model whose space their vectors are in
+    semantic_weight: float = 0.0  # image models with gem_softmax pooling: the softmax part's w

@@ -13,6 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+SEMANTIC_POOLING = "gem_softmax"  # the config value
+
+
+def semantic_label(weight: float, temperature: float) -> str:
+    """The pooling part of the embedding version, e.g. `gem3+softmax-t1-w0.7`: another weight
+    or temperature is another embedding space."""
+    return f"gem3+softmax-t{temperature:g}-w{weight:g}"
+
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
