@@ -201,8 +201,15 @@ class ConceptProjector:
     """Maps sentence embeddings to unit query vectors in the image space via class weights."""
 
     def __init__(
-        self, bank: ConceptBank, class_vectors: np.ndarray, settings: MatchSettings | None = None
+        self,
+        bank: ConceptBank,
+        class_vectors: np.ndarray,
+        settings: MatchSettings | None = None,
+        semantic_weight: float = 0.0,
     ) -> None:
+        """semantic_weight > 0: the image space is gem_softmax (pooling.py), and a query is
+        [unit classifier-row mix, semantic_weight * class weights], renormalised: the class
+        weights play the part of an image's softmax."""
         if class_vectors.shape[0] != bank.num_classes:
             raise ConceptError(
                 f"the concept bank has {bank.num_classes} classes but the image model's "
@@ -211,9 +218,17 @@ class ConceptProjector:
         self.bank = bank
         self.class_vectors = class_vectors.astype(np.float32)
         self.settings = settings or MatchSettings()
-        self.dim = int(class_vectors.shape[1])
+        self.semantic_weight = semantic_weight
+        extra = bank.num_classes if semantic_weight else 0
+        self.dim = int(class_vectors.shape[1]) + extra
 
     def project(self, text: str, vector: np.ndarray) -> tuple[np.ndarray, ClassMatch]:
         match = self.bank.match(text, vector, self.settings)
         query = match.weights @ self.class_vectors[match.classes]
-        return (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32), match
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        if self.semantic_weight:
+            classes = np.zeros(self.bank.num_classes, dtype=np.float64)
+            classes[match.classes] = match.weights
+            query = np.concatenate([query, self.semantic_weight * classes])
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
+        return query.astype(np.float32), match

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from embedder_service.config import EmbedderConfig
 from embedder_service.model_metadata import ModelMetadata, read_model_metadata
+from embedder_service.pooling import SEMANTIC_POOLING, semantic_concat, semantic_label
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,16 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 INPUT_NAME = "images"
-POOLING_OUTPUTS = {"gem": "gem", "avg": "embedding"}
+POOLING_OUTPUTS = {"gem": "gem", "avg": "embedding", SEMANTIC_POOLING: "gem"}
 POOLING_LABELS = {"gem": "gem3", "avg": "avg"}
+LOGITS_OUTPUT = "logits"
+
+
+def pooling_label(config: EmbedderConfig) -> str:
+    """The pooling part of the embedding version: it names every setting that changes vectors."""
+    if config.pooling == SEMANTIC_POOLING:
+        return semantic_label(config.semantic_weight, config.semantic_temperature)
+    return POOLING_LABELS[config.pooling]
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -170,7 +179,10 @@ class ModelRuntime:
             config.trt_cache_dir.mkdir(parents=True, exist_ok=True)
         self.metadata: ModelMetadata = read_model_metadata(plan.model_file)
         self.output_name = POOLING_OUTPUTS[config.pooling]
-        self.pooling = POOLING_LABELS[config.pooling]
+        self.pooling = pooling_label(config)
+        # gem_softmax: the softmax part's weight and temperature (0 = GeM or GAP alone).
+        self.semantic_weight = config.semantic_weight if config.pooling == SEMANTIC_POOLING else 0.0
+        self.semantic_temperature = config.semantic_temperature
         self.session = ort.InferenceSession(
             str(plan.model_file), sess_options=session_options(config), providers=plan.providers
         )
@@ -189,7 +201,7 @@ class ModelRuntime:
         self.execution_provider = self.providers[0]
         self.precision = plan.precision or self.metadata.precision
         self._check_io()
-        self.dim = int(self.metadata.dim)
+        self.dim = int(self.metadata.dim) + (self._num_classes() if self.semantic_weight else 0)
         self._use_io_binding = self.execution_provider in (CUDA, TENSORRT)
         log.info(
             "model %s version %s loaded from %s: provider %s (chain %s), precision %s, pooling %s",
@@ -215,17 +227,38 @@ class ModelRuntime:
             self.output_name, self.pooling = "embedding", "model"
         if self.output_name not in outputs:
             raise ModelLoadError(f"model has no output {self.output_name!r} (has {outputs})")
+        if self.semantic_weight and (LOGITS_OUTPUT not in outputs or self.pooling == "model"):
+            raise ModelLoadError(
+                f"pooling {SEMANTIC_POOLING} needs the outputs 'gem' and {LOGITS_OUTPUT!r}; "
+                f"{self.metadata.name} has {sorted(outputs)}"
+            )
 
-    def raw(self, batch: np.ndarray) -> np.ndarray:
-        """The chosen pooled output, unnormalised, for a uint8 [N, H, W, 3] batch."""
+    def _num_classes(self) -> int:
+        (logits,) = [o for o in self.session.get_outputs() if o.name == LOGITS_OUTPUT]
+        classes = logits.shape[-1]
+        if not isinstance(classes, int):
+            raise ModelLoadError(f"the {LOGITS_OUTPUT!r} output has no fixed class count")
+        return classes
+
+    def _run(self, names: list[str], batch: np.ndarray) -> list[np.ndarray]:
         if self._use_io_binding:
             binding = self.session.io_binding()
             binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(batch))
-            binding.bind_output(self.output_name, "cpu")
+            for name in names:
+                binding.bind_output(name, "cpu")
             self.session.run_with_iobinding(binding)
-            return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
-        (out,) = self.session.run([self.output_name], {INPUT_NAME: batch})
-        return np.asarray(out, dtype=np.float32)
+            outs = binding.copy_outputs_to_cpu()
+        else:
+            outs = self.session.run(names, {INPUT_NAME: batch})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
+
+    def raw(self, batch: np.ndarray) -> np.ndarray:
+        """The chosen embedding, unnormalised (gem_softmax: already unit), for a uint8
+        [N, H, W, 3] batch."""
+        if self.semantic_weight:
+            gem, logits = self._run([self.output_name, LOGITS_OUTPUT], batch)
+            return semantic_concat(gem, logits, self.semantic_weight, self.semantic_temperature)
+        return self._run([self.output_name], batch)[0]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return l2_normalise(self.raw(batch))

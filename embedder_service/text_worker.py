@@ -60,7 +60,7 @@ class TextWorker:
                     f"image model {target}'s labels are not the concept bank's classes in order "
                     f"({bank.label_agreement(labels):.0%} agree): text would map to wrong classes"
                 )
-            self.projector = ConceptProjector(bank, weight)
+            self.projector = ConceptProjector(bank, weight, semantic_weight=image.semantic_weight)
             dim, pooling = self.projector.dim, "concepts:fc"
             if self.projector.bank.dim != self.encoder.dim:
                 raise ConfigError(f"{meta.concepts} was embedded by another text model")

@@ -67,7 +67,7 @@ from embedder_service.model_metadata import (  # noqa: E402
     read_model_metadata,
 )
 from embedder_service.preprocessing import prepare, with_resize_mode  # noqa: E402
-from embedder_service.runtime import POOLING_LABELS, ModelRuntime  # noqa: E402
+from embedder_service.runtime import ModelRuntime, pooling_label  # noqa: E402
 
 RAW_TARGET = 0.8
 NAIVE_TARGET = 2.0
@@ -84,9 +84,7 @@ def model_identity(path: Path, config: EmbedderConfig) -> dict[str, str]:
         "name": meta.name,
         "precision": meta.precision,
         "file_version": weights,
-        "embedding_version": embedding_version(
-            weights, POOLING_LABELS[config.pooling], resize_mode
-        ),
+        "embedding_version": embedding_version(weights, pooling_label(config), resize_mode),
     }
 
 

@@ -134,6 +134,32 @@ def run_text(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
     return report
 
 
+def run_imagenet_queries(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
+    """The Towhee protocol's ImageNet side: imagenet-queries photos against the imagenet-sample
+    gallery (already ingested by run_text, id = class index), one relevant each."""
+    data = DATASETS / "imagenet-queries"
+    with (DATASETS / "imagenet-sample" / "labels.csv").open() as fh:
+        class_of = {r["wnid"]: r["class_index"] for r in csv.DictReader(fh)}
+    with (data / "queries.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    hits = {k: 0 for k in KS}
+    for start in range(0, len(rows), 16):
+        chunk = rows[start : start + 16]
+        reply = stub.Search(
+            search_pb2.SearchRequest(
+                collection=gallery,
+                queries=[search_pb2.Query(image=(data / r["path"]).read_bytes()) for r in chunk],
+                top_k=max(KS),
+            ),
+            timeout=600,
+        )
+        for row, result in zip(chunk, reply.results, strict=True):
+            ranked = [h.id for h in result.hits]
+            for k in KS:
+                hits[k] += class_of[row["wnid"]] in ranked[:k]
+    return {"queries": len(rows), **{f"R@{k}": round(hits[k] / len(rows), 4) for k in KS}}
+
+
 def run_label(tag: str, augment: int, top_n: int) -> str:
     """File label: "default" for the service defaults (DBA3 + QE1) when untagged, else the
     settings that differ from them ("no_qe", "no_dba", "no_dba_no_qe", "qe2", ...)."""
@@ -160,13 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--augment", default="3,0", help="augmentation_top_n settings to compare (0 = off)"
     )
+    parser.add_argument("--pooling", default="gem", help="embedder pooling (gem, gem_softmax)")
     parser.add_argument("--tag", default="", help="prefix of the output file names")
     parser.add_argument("--no-text", action="store_true")
     parser.add_argument("--milvus-dir", type=Path, help="re-use this Lite dir (default: temp)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     milvus_dir = args.milvus_dir or Path(tempfile.mkdtemp(prefix="ris-eval-"))
-    embedder_config = EmbedderConfig(port=0, provider="cpu", resize_mode=args.resize_mode)
+    embedder_config = EmbedderConfig(
+        port=0, provider="cpu", resize_mode=args.resize_mode, pooling=args.pooling
+    )
     if args.model:
         embedder_config = dataclasses.replace(embedder_config, model_paths=[args.model])
     embedder = start_embedder(embedder_config.validate())
@@ -202,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seen.add(aug)
                 entry = {
                     "resize_mode": args.resize_mode,
+                    "pooling": args.pooling,
                     "augmentation_top_n": aug,
                     "query_expansion_top_n": top_n,
                     "alpha": args.alpha,
@@ -214,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     with grpc.insecure_channel(address) as channel:
                         stub = search_pb2_grpc.SearchServiceStub(channel)
                         text = run_text(stub, f"eval_imagenet_dba{aug}")
+                        entry["imagenet_queries"] = run_imagenet_queries(
+                            stub, f"eval_imagenet_dba{aug}"
+                        )
                     (args.out / f"text_search_{label}.json").write_text(
                         json.dumps({"resize_mode": args.resize_mode, **text}, indent=2) + "\n"
                     )

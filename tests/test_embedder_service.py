@@ -285,6 +285,52 @@ def test_core_without_network_avg_pooling(model_path, embedder_images, direct_se
     np.testing.assert_allclose(results[0].vector, expected[0], atol=1e-5)
 
 
+def test_gem_softmax_pooling_appends_the_classifier_softmax(
+    model_path, embedder_images, direct_session
+):
+    """pooling=gem_softmax: [l2n(gem), w * softmax(logits / T)] renormalised, from one pass; a
+    version of its own (collections filled with GeM alone refuse it); text queries in the same
+    3048-d space, their class part holding the matched class."""
+    from embedder_fixtures import embedder_config
+
+    from embedder_service.core import EmbedderCore
+
+    minilm = model_path.parent / "minilm"
+    if not (minilm / "model.onnx").exists():
+        pytest.skip(f"{minilm} not exported")
+    config = embedder_config(
+        model_path,
+        pooling="gem_softmax",
+        semantic_weight=0.5,
+        semantic_temperature=2.0,
+        text_models=str(minilm),
+        metrics_port=None,
+    )
+    core = EmbedderCore(config)
+    try:
+        results = core.embed([(str(i), im) for i, im in enumerate(embedder_images[:3])], timeout=60)
+        description = core.default.description
+        _, texts = core.embed_text(["goldfish"])
+    finally:
+        core.close()
+    batch = np.stack([prepare(data, served_spec(model_path)) for data in embedder_images[:3]])
+    gem, logits = direct_session.run(["gem", "logits"], {"images": batch})
+    z = np.exp((logits - logits.max(axis=1, keepdims=True)) / 2.0)
+    parts = np.hstack(
+        [gem / np.linalg.norm(gem, axis=1, keepdims=True), 0.5 * z / z.sum(1)[:, None]]
+    )
+    expected = parts / np.linalg.norm(parts, axis=1, keepdims=True)
+    got = np.stack([r.vector for r in results])
+    assert got.shape == (3, 2048 + 1000) and description.dim == 3048
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert description.pooling == "gem3+softmax-t2-w0.5"
+    assert description.version.endswith("-gem3+softmax-t2-w0.5-squash")
+    text = texts[0].vector
+    assert text is not None and text.shape == (3048,)
+    assert abs(float(np.linalg.norm(text)) - 1.0) < 1e-5
+    assert int(np.argmax(text[2048:])) == 1  # ImageNet class 1 is goldfish
+
+
 def test_resize_mode_model_serves_the_metadata_geometry(
     make_embedder, embedder_images, direct_session, model_path
 ):
