@@ -134,7 +134,9 @@ class AsyncRisClient:
                 attempt = functools.partial(
                     self._ingest_call, collection, call, bar, chunk_size, max_chunk_bytes
                 )
-                stream, response = await self._call(attempt, f"ingest into {collection}")
+                stream, response = await self._call(
+                    attempt, f"ingest into {collection}", self.config.ingest_timeout
+                )
                 if response is None:
                     stream.record_local_only(summary)
                 else:
@@ -143,7 +145,13 @@ class AsyncRisClient:
         return summary
 
     async def _ingest_call(
-        self, collection: str, call: IngestCall, bar: tqdm, chunk_size: int, max_bytes: int
+        self,
+        collection: str,
+        call: IngestCall,
+        bar: tqdm,
+        chunk_size: int,
+        max_bytes: int,
+        timeout: float | None,
     ) -> tuple[CallStream, Any]:
         stream = CallStream(collection, call, chunk_size, max_bytes)
         shown = 0
@@ -167,7 +175,7 @@ class AsyncRisClient:
 
         try:
             response = await self._stub.Ingest(
-                requests(), timeout=self.config.ingest_timeout, metadata=self.config.metadata()
+                requests(), timeout=timeout, metadata=self.config.metadata()
             )
         except grpc.RpcError:
             bar.update(-shown)  # the call is sent again from its first item
@@ -287,15 +295,18 @@ class AsyncRisClient:
         return int(response.count)
 
     async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
-        async def attempt() -> Any:
-            return await method(
-                request, timeout=self.config.timeout, metadata=self.config.metadata()
-            )
+        async def attempt(timeout: float | None) -> Any:
+            return await method(request, timeout=timeout, metadata=self.config.metadata())
 
-        return await self._call(attempt, what)
+        return await self._call(attempt, what, self.config.timeout)
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _call(
+        self, fn: Callable[[float | None], Awaitable[T]], what: str, budget_s: float
+    ) -> T:
+        """``fn(timeout)`` retried (client/retry.py) within ``budget_s`` for all attempts."""
         try:
-            return await acall_with_retry(fn, self.config.retry, on_retry=log_retry)
+            return await acall_with_retry(
+                fn, self.config.retry, budget_s=budget_s, on_retry=log_retry
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error, what) from error

@@ -19,6 +19,7 @@ from embedder_service.core import (
     ServiceError,
 )
 from embedder_service.text_worker import TextWorker
+from server_common.admission import StreamIdle
 
 OK = grpc.StatusCode.OK
 
@@ -193,6 +194,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             put(None)
         except ServiceError as exc:
             put(exc)
+        except StreamIdle as exc:  # the caller stopped sending (server_common/admission.py)
+            put(ServiceError(exc.code, str(exc)))
         except Exception as exc:  # the request stream broke (client cancelled, server stopping)
             put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))
 

@@ -28,6 +28,7 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
+from server_common import deadlines
 from server_common.channels import outgoing_channel
 
 T = TypeVar("T")
@@ -195,7 +196,9 @@ class EmbedderClient:
     def _model_infos(self) -> Any:
         request = embedder_pb2.GetModelInfoRequest()
         return self._call(
-            lambda stub: stub.GetModelInfo(request, timeout=min(self.timeout_s, 10.0))
+            lambda stub: stub.GetModelInfo(
+                request, timeout=deadlines.timeout(min(self.timeout_s, 10.0))
+            )
         )
 
     def model_info(self, model: str = "") -> ModelRef:
@@ -219,7 +222,9 @@ class EmbedderClient:
     def embed_text(self, texts: Sequence[str], model: str = "") -> EmbedBatch:
         """Embed text descriptions into the image space of ``model``'s target."""
         request = embedder_pb2.EmbedTextRequest(texts=list(texts), model=model)
-        response = self._call(lambda stub: stub.EmbedText(request, timeout=self.timeout_s))
+        response = self._call(
+            lambda stub: stub.EmbedText(request, timeout=deadlines.timeout(self.timeout_s))
+        )
         return _batch(response, len(texts))
 
     def embed(self, images: Sequence[bytes], model: str = "") -> EmbedBatch:
@@ -227,7 +232,9 @@ class EmbedderClient:
         request = embedder_pb2.EmbedRequest(
             images=[embedder_pb2.ImageInput(data=d) for d in images], model=model
         )
-        response = self._call(lambda stub: stub.Embed(request, timeout=self.timeout_s))
+        response = self._call(
+            lambda stub: stub.Embed(request, timeout=deadlines.timeout(self.timeout_s))
+        )
         return _batch(response, len(images))
 
     def embed_stream(

@@ -14,9 +14,11 @@ from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
 from search_service.ingest import Ingestor
 from search_service.operations import Services
+from server_common.admission import StreamIdle
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+STORED_COUNT_KEY = "ris-stored-count"  # trailing metadata of a failed Ingest call
 
 
 def rpc(method: F) -> F:
@@ -33,6 +35,9 @@ def rpc(method: F) -> F:
             code = exc.code
             if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
                 log.warning("%s failed: %s", name, exc)
+            context.abort(code, str(exc))
+        except StreamIdle as exc:  # the client stopped sending (server_common/admission.py)
+            code = exc.code
             context.abort(code, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortedError":
@@ -73,9 +78,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def Ingest(self, request_iterator: Iterator[search_pb2.IngestRequest], context):
         s = self.services
-        summary = Ingestor(s.store, s.embedder, s.config, s.augmenter, s.metrics).run(
-            request_iterator
-        )
+        ingestor = Ingestor(s.store, s.embedder, s.config, s.augmenter, s.metrics)
+        try:
+            summary = ingestor.run(request_iterator)
+        except BaseException:
+            # The call fails, but what was stored stays stored: say how much (search_service/
+            # ingest.py; re-sending the call is safe, upserts by id).
+            stored = str(ingestor.summary.stored)
+            context.set_trailing_metadata(((STORED_COUNT_KEY, stored),))
+            raise
         return search_pb2.IngestResponse(
             received=summary.received,
             stored=summary.stored,

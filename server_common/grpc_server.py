@@ -1,8 +1,9 @@
 """The gRPC plumbing both services share: one server with health, reflection, binding, draining.
 
 Each service builds its own servicer and clients; this class owns the parts that must behave
-the same in both: message limits, the worker pool, interceptors, health status, bind errors,
-and a stop that drains in-flight calls exactly once however many callers ask.
+the same in both: message limits, the worker pool and admission (a bounded queue, then
+RESOURCE_EXHAUSTED; health and reflection exempt: admission.py), interceptors, health status,
+bind errors, and a stop that drains in-flight calls exactly once however many callers ask.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server_common.admission import AdmissionInterceptor, AdmissionLimits
 from server_common.tls import add_port
 
 
@@ -34,17 +36,23 @@ class GrpcServer:
         max_message_bytes: int,
         thread_name_prefix: str,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        admission: AdmissionLimits | None = None,
     ) -> None:
+        """``interceptors`` run before admission (so a refused token does not queue);
+        ``admission`` defaults to ``workers`` slots and the default queue."""
         self.service_name = service_name
+        self.admission = admission or AdmissionLimits(workers=workers)
+        threads = self.admission.threads
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix),
+            futures.ThreadPoolExecutor(threads, thread_name_prefix=thread_name_prefix),
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail to bind
             ],
-            maximum_concurrent_rpcs=workers,
-            interceptors=list(interceptors),
+            # Only a last-resort bound on memory under a flood: admission sheds long before.
+            maximum_concurrent_rpcs=4 * threads,
+            interceptors=[*interceptors, AdmissionInterceptor(self.admission)],
         )
         register(self._server)
         self.health = health.HealthServicer()
