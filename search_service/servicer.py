@@ -14,7 +14,7 @@ from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
 from search_service.ingest import Ingestor
 from search_service.operations import Services
-from server_common.admission import StreamIdle
+from server_common.admission import CallEnded, StreamIdle
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +36,7 @@ def rpc(method: F) -> F:
             if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
                 log.warning("%s failed: %s", name, exc)
             context.abort(code, str(exc))
-        except StreamIdle as exc:  # the client stopped sending (server_common/admission.py)
+        except (StreamIdle, CallEnded) as exc:  # the client stopped (server_common/admission.py)
             code = exc.code
             context.abort(code, str(exc))
         except Exception as exc:

@@ -21,6 +21,7 @@ calls wait in a thread (no deadlock) and exempt calls always find one.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -37,6 +38,7 @@ PUSHBACK_KEY = "grpc-retry-pushback-ms"
 RESERVE_THREADS = 8  # for exempt calls and for answering refusals while everything is busy
 _MIN_PUSHBACK_MS, _MAX_PUSHBACK_MS = 50, 10_000
 _POLL_S = 1.0  # how often a queued call checks that its client is still there
+_STREAM_POLL_S = 0.2  # how often a handler waiting for a stream message checks its call
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class StreamIdle(Exception):
     """The client sent no message for the idle limit; the call ends with ``code``."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CallEnded(Exception):
+    """The call ended while its handler waited for the next message of its stream."""
+
+    code = grpc.StatusCode.CANCELLED
 
 
 class _Queue:
@@ -199,13 +207,20 @@ class _IdleLimited:
         if self._pump is None:
             self._pump = threading.Thread(target=self._read, name="stream-reader", daemon=True)
             self._pump.start()
-        try:
-            message, error = self._queue.get(timeout=self._idle_s)
-        except queue.Empty:
-            self._done = True
-            raise StreamIdle(
-                f"no message on the stream for {self._idle_s:g} s (stream_idle_timeout_s)"
-            ) from None
+        end = time.monotonic() + self._idle_s
+        while True:
+            try:
+                message, error = self._queue.get(timeout=min(_STREAM_POLL_S, self._idle_s))
+                break
+            except queue.Empty:
+                if self._over.is_set() or not self._context.is_active():
+                    self._done = True
+                    raise CallEnded("the call ended (cancelled, or past its deadline)") from None
+                if time.monotonic() >= end:
+                    self._done = True
+                    raise StreamIdle(
+                        f"no message on the stream for {self._idle_s:g} s (stream_idle_timeout_s)"
+                    ) from None
         if message is self._END:
             self._done = True
             if error is not None:
@@ -225,6 +240,29 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         self._unary = _Gate("unary", limits.workers, waiting, limits)
         self._streams = _Gate("streaming", limits.stream_slots, waiting, limits)
         self._exempt = exempt_prefixes
+        self._running = 0  # handlers inside the service (queued ones included)
+        self._idle = threading.Condition()
+
+    @property
+    def running(self) -> int:
+        with self._idle:
+            return self._running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no handler runs (after a stop: so what they use can be closed)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def intercept_service(
         self,
@@ -245,7 +283,7 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
 
         def unary_response(inner: Callable[..., Any]) -> Callable[..., Any]:
             def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-                with deadlines.serving(context):
+                with self._counted(), deadlines.serving(context):
                     started = gate.enter(context)
                     try:
                         return inner(arguments(request, context), context)
@@ -258,14 +296,15 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
             def behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 # a generator: gRPC iterates it on one thread; closing it releases the slot
                 started = None
-                token = deadlines.enter(context)
-                try:
-                    started = gate.enter(context)
-                    yield from inner(arguments(request, context), context)
-                finally:
-                    if started is not None:
-                        gate.leave(started)
-                    deadlines.leave(token)
+                with self._counted():
+                    token = deadlines.enter(context)
+                    try:
+                        started = gate.enter(context)
+                        yield from inner(arguments(request, context), context)
+                    finally:
+                        if started is not None:
+                            gate.leave(started)
+                        deadlines.leave(token)
 
             return behavior
 

@@ -8,6 +8,7 @@ bind errors, and a stop that drains in-flight calls exactly once however many ca
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -18,6 +19,9 @@ from grpc_reflection.v1alpha import reflection
 
 from server_common.admission import AdmissionInterceptor, AdmissionLimits
 from server_common.tls import add_port
+
+log = logging.getLogger(__name__)
+HANDLER_EXIT_S = 3.0  # after the grace period: how long cancelled handlers get to return
 
 
 class PortInUseError(OSError):
@@ -43,6 +47,7 @@ class GrpcServer:
         self.service_name = service_name
         self.admission = admission or AdmissionLimits(workers=workers)
         threads = self.admission.threads
+        self._admission = AdmissionInterceptor(self.admission)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(threads, thread_name_prefix=thread_name_prefix),
             options=[
@@ -52,7 +57,7 @@ class GrpcServer:
             ],
             # Only a last-resort bound on memory under a flood: admission sheds long before.
             maximum_concurrent_rpcs=4 * threads,
-            interceptors=[*interceptors, AdmissionInterceptor(self.admission)],
+            interceptors=[*interceptors, self._admission],
         )
         register(self._server)
         self.health = health.HealthServicer()
@@ -89,9 +94,18 @@ class GrpcServer:
             return True
 
     def drain(self, grace: float) -> None:
-        """NOT_SERVING for health probes, refuse new calls, let running ones finish."""
+        """NOT_SERVING for health probes, refuse new calls, let running ones finish (``grace``
+        s, then gRPC cancels them), then wait up to HANDLER_EXIT_S for their handlers to
+        return, so that the caller can close what they use (a Milvus client mid-upsert)."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        if not self._admission.wait_idle(HANDLER_EXIT_S):
+            log.warning(
+                "%s: %d handlers still running %.1f s after the grace period; closing anyway",
+                self.service_name,
+                self._admission.running,
+                HANDLER_EXIT_S,
+            )
 
     def mark_stopped(self) -> None:
         self._stopped.set()

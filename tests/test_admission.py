@@ -124,9 +124,11 @@ def test_calls_queue_up_to_the_bound_then_are_refused_with_a_hint_the_client_hon
         assert refused and all(int(m[PUSHBACK_KEY]) >= 50 for m in refused)
 
         # RisClient retries RESOURCE_EXHAUSTED with backoff + the hint: every caller served
-        with RisClient(address=server.address, retries=30, timeout=120) as ris:
-            with ThreadPoolExecutor(24) as pool:
-                results = list(pool.map(lambda _: ris.search(name, photos[0].data), range(24)))
+        with (
+            RisClient(address=server.address, retries=30, timeout=120) as ris,
+            ThreadPoolExecutor(24) as pool,
+        ):
+            results = list(pool.map(lambda _: ris.search(name, photos[0].data), range(24)))
         assert len(results) == 24
 
 
@@ -151,4 +153,3 @@ def test_100_concurrent_searches_with_the_default_queue_are_all_served(
         with ThreadPoolExecutor(100) as pool:
             codes = list(pool.map(one, range(100)))
         assert codes == [grpc.StatusCode.OK] * 100, {c: codes.count(c) for c in set(codes)}
-
