@@ -67,6 +67,7 @@ class ModelRef:
     version: str
     dim: int
     max_images_per_request: int = 0
+    modality: str = ""  # "text" for a text model; images otherwise
 
 
 @dataclass
@@ -207,7 +208,7 @@ class EmbedderClient:
         candidates = [info.default_model, *info.models]
         for m in candidates:
             if (not model and m is info.default_model) or m.name == model:
-                return ModelRef(m.name, m.version, m.dim, m.max_images_per_request)
+                return ModelRef(m.name, m.version, m.dim, m.max_images_per_request, m.modality)
         served = sorted({m.name for m in candidates})
         raise FailedPrecondition(f"the embedder does not serve model {model!r} (serves {served})")
 

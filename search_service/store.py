@@ -183,6 +183,14 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
+def _is_collection_gone(exc: BaseException) -> bool:
+    """Milvus' "collection not found" (code 100 on 2.3 and Lite), however it is worded."""
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 100 or any(
+        s in text for s in ("collection not found", "can't find collection", "collection not exist")
+    )
+
+
 def _rows_bytes(record: Record, dim: int) -> int:
     meta = sum(len(k) + len(v) + 8 for k, v in record.metadata.items())
     extra = len(json.dumps(record.augmentation)) if record.augmentation else 0
@@ -283,9 +291,12 @@ class MilvusStore:
                 # next call instead of trusting our "loaded once" memory forever.
                 self._loaded.clear()
                 raise Unavailable(f"Milvus: collection not loaded (restarted?): {exc}") from exc
+            if _is_collection_gone(exc):  # dropped between our describe and this call
+                self._loaded.clear()
+                raise NotFound("collection not found (dropped meanwhile)") from exc
             if _is_unavailable(exc):
                 raise Unavailable(f"Milvus unavailable: {exc}") from exc
-            raise SearchError(f"Milvus error: {exc}") from exc
+            raise SearchError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
 
     # -- collections ------------------------------------------------------------------------
 
