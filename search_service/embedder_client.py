@@ -97,9 +97,13 @@ def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
         return ResourceExhausted(message)  # overload: the caller should back off
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(message)
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code in (
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNAUTHENTICATED,  # our token or certificate: a deployment problem
+        grpc.StatusCode.PERMISSION_DENIED,
+    ):
         return FailedPrecondition(message)
-    return SearchError(message)
+    return SearchError(message)  # INTERNAL: logged with a request id, not returned
 
 
 def check_model(
