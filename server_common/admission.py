@@ -7,7 +7,8 @@ was refused although a worker would free up in milliseconds. Instead:
 * unary calls and streaming calls each get their own slots (``workers``, ``streams``), so idle
   or long ingest streams cannot starve searches, nor searches the streams;
 * a call that finds no free slot waits in a queue (FIFO-ish, at most ``queue`` calls waiting in
-  all, each at most ``queue_wait_s`` and never past its own deadline);
+  all, each at most ``queue_wait_s`` and never past its own deadline; a call whose deadline is
+  nearer than the expected wait is refused at once rather than left to expire in the queue);
 * beyond the queue, or after waiting too long, it is refused with RESOURCE_EXHAUSTED and the
   trailing metadata ``grpc-retry-pushback-ms`` (how long to back off: the typical call time
   times the queue ahead, 50 ms..10 s), which RisClient honours;
@@ -111,9 +112,12 @@ class _Gate:
         self._mean_s = 0.05
         self._lock = threading.Lock()
 
+    def expected_wait_s(self) -> float:
+        """How long a call joining the queue now should wait: mean call time x queue / slots."""
+        return self._mean_s * (self._queue.waiting + 1) / self.slots
+
     def pushback_ms(self) -> int:
-        ahead = self._queue.waiting + 1
-        estimate = 1000 * self._mean_s * ahead / self.slots
+        estimate = 1000 * self.expected_wait_s()
         return int(min(_MAX_PUSHBACK_MS, max(_MIN_PUSHBACK_MS, estimate)))
 
     def _refuse(self, context: grpc.ServicerContext, why: str) -> None:
@@ -138,6 +142,10 @@ class _Gate:
             end = time.monotonic() + self._limits.queue_wait_s
             deadline = deadlines.deadline_of(context)
             if deadline is not None:
+                if deadline - time.monotonic() < self.expected_wait_s():
+                    # it would expire in the queue: say so now, while retrying elsewhere or
+                    # later can still help, instead of DEADLINE_EXCEEDED after holding a place
+                    self._refuse(context, "the expected queue wait exceeds the call's deadline")
                 end = min(end, deadline)
             while True:
                 left = end - time.monotonic()
