@@ -187,7 +187,9 @@ class AsyncRisClient:
         ) as bar:
             for call in plan_calls(items, items_per_call):
                 attempt = functools.partial(self._ingest_call, make_stream, call, bar)
-                stream, response = await self._call(attempt, f"ingest into {collection}")
+                stream, response = await self._call(
+                    attempt, f"ingest into {collection}", self.config.ingest_timeout
+                )
                 if response is None:
                     stream.record_local_only(summary)
                 else:
@@ -196,7 +198,11 @@ class AsyncRisClient:
         return summary
 
     async def _ingest_call(
-        self, make_stream: Callable[..., CallStream], call: IngestCall, bar: tqdm
+        self,
+        make_stream: Callable[..., CallStream],
+        call: IngestCall,
+        bar: tqdm,
+        timeout: float | None,
     ) -> tuple[CallStream, Any]:
         stream = make_stream(call=call)
         shown = 0
@@ -220,7 +226,7 @@ class AsyncRisClient:
 
         try:
             response = await self._stub.Ingest(
-                requests(), timeout=self.config.ingest_timeout, metadata=self.config.metadata()
+                requests(), timeout=timeout, metadata=self.config.metadata()
             )
         except grpc.RpcError:
             bar.update(-shown)  # the call is sent again from its first item
@@ -345,15 +351,18 @@ class AsyncRisClient:
         return int(response.count)
 
     async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
-        async def attempt() -> Any:
-            return await method(
-                request, timeout=self.config.timeout, metadata=self.config.metadata()
-            )
+        async def attempt(timeout: float | None) -> Any:
+            return await method(request, timeout=timeout, metadata=self.config.metadata())
 
-        return await self._call(attempt, what)
+        return await self._call(attempt, what, self.config.timeout)
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _call(
+        self, fn: Callable[[float | None], Awaitable[T]], what: str, budget_s: float
+    ) -> T:
+        """``fn(timeout)`` retried (client/retry.py) within ``budget_s`` for all attempts."""
         try:
-            return await acall_with_retry(fn, self.config.retry, on_retry=log_retry)
+            return await acall_with_retry(
+                fn, self.config.retry, budget_s=budget_s, on_retry=log_retry
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error, what) from error

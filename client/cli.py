@@ -22,7 +22,7 @@ from pathlib import Path
 
 from client import serve
 from client.client import RisClient
-from client.config import ClientConfig
+from client.connection_args import client_options, config_from_args
 from client.errors import RisError
 from client.results_page import ShownQuery, write_results_page
 from client.sources import load_source
@@ -43,36 +43,6 @@ LAZY_COMMANDS = {
     "bench": ("client.loadtest", "load test: throughput and latency of embed and search"),
     "model": ("embedder_service.export.command", "fetch + export the model into the user cache"),
 }
-
-
-def client_options() -> argparse.ArgumentParser:
-    """Flags shared by every subcommand that talks to the search service."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("connection (defaults from RIS_* environment)")
-    group.add_argument("--address", help="search service host:port (RIS_ADDRESS, 127.0.0.1:50052)")
-    group.add_argument("--token", help="bearer token (RIS_TOKEN)")
-    group.add_argument("--tls", action="store_true", default=None, help="use TLS (RIS_TLS)")
-    group.add_argument("--root-cert", type=Path, help="CA certificate PEM (RIS_TLS_ROOT_CERT)")
-    group.add_argument("--client-cert", type=Path, help="mTLS certificate (RIS_TLS_CLIENT_CERT)")
-    group.add_argument("--client-key", type=Path, help="mTLS key PEM (RIS_TLS_CLIENT_KEY)")
-    group.add_argument("--server-name", help="TLS name override (RIS_TLS_SERVER_NAME)")
-    group.add_argument("--timeout", type=float, help="seconds per call (RIS_TIMEOUT, 30)")
-    group.add_argument("--retries", type=int, help="attempts on UNAVAILABLE (RIS_RETRIES, 5)")
-    return parent
-
-
-def config_from_args(args: argparse.Namespace) -> ClientConfig:
-    return ClientConfig.from_env(
-        address=args.address,
-        token=args.token,
-        tls=args.tls,
-        root_cert=args.root_cert,
-        client_cert=args.client_cert,
-        client_key=args.client_key,
-        server_name=args.server_name,
-        timeout=args.timeout,
-        retries=args.retries,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -192,7 +192,9 @@ class RisClient:
         ) as bar:
             for call in plan_calls(items, items_per_call):
 
-                def attempt(call: IngestCall = call) -> tuple[CallStream, Any]:
+                def attempt(
+                    timeout: float | None, call: IngestCall = call
+                ) -> tuple[CallStream, Any]:
                     stream = CallStream(
                         collection, call, chunk_size, max_chunk_bytes, limits, transform
                     )
@@ -205,7 +207,7 @@ class RisClient:
                     try:
                         response = self._stub.Ingest(
                             requests,
-                            timeout=self.config.ingest_timeout,
+                            timeout=timeout,
                             metadata=self.config.metadata(),
                         )
                     except grpc.RpcError:
@@ -214,7 +216,9 @@ class RisClient:
                     progress.sync()
                     return stream, response
 
-                stream, response = self._call(attempt, f"ingest into {collection}")
+                stream, response = self._call(
+                    attempt, f"ingest into {collection}", self.config.ingest_timeout
+                )
                 if response is None:
                     stream.record_local_only(summary)
                 else:
@@ -356,13 +360,15 @@ class RisClient:
 
     def _unary(self, method: Callable[..., T], request: Any, what: str) -> T:
         return self._call(
-            lambda: method(request, timeout=self.config.timeout, metadata=self.config.metadata()),
+            lambda timeout: method(request, timeout=timeout, metadata=self.config.metadata()),
             what,
+            self.config.timeout,
         )
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
+    def _call(self, fn: Callable[[float | None], T], what: str, budget_s: float) -> T:
+        """``fn(timeout)`` retried (client/retry.py) within ``budget_s`` for all attempts."""
         try:
-            return call_with_retry(fn, self.config.retry, on_retry=log_retry)
+            return call_with_retry(fn, self.config.retry, budget_s=budget_s, on_retry=log_retry)
         except grpc.RpcError as error:
             raise from_rpc_error(error, what) from error
 

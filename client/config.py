@@ -10,7 +10,7 @@ Environment variables (all optional):
   RIS_TOKEN                bearer token, sent as `authorization: Bearer <token>` metadata
   RIS_TIMEOUT              deadline in seconds for unary calls (default 30)
   RIS_INGEST_TIMEOUT       deadline in seconds for one ingest stream call (default 600)
-  RIS_RETRIES              attempts per call on UNAVAILABLE, first one included (default 5)
+  RIS_RETRIES              attempts per call on UNAVAILABLE / RESOURCE_EXHAUSTED (default 5)
   RIS_RETRY_BACKOFF        first backoff in seconds (default 0.2), doubled each retry
   RIS_RETRY_MAX_BACKOFF    longest backoff in seconds (default 5)
 """
@@ -28,7 +28,7 @@ DEFAULT_ADDRESS = "127.0.0.1:50052"  # the search service (the embedder is on 50
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, applied to UNAVAILABLE only (the server was not reached)."""
+    """Exponential backoff with jitter, for UNAVAILABLE and RESOURCE_EXHAUSTED (client/retry.py)."""
 
     max_attempts: int = 5
     initial_backoff: float = 0.2

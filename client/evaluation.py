@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import sys
 import time
@@ -27,8 +26,9 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from client.config import DEFAULT_ADDRESS  # the search service, as every client command
+from client.connection_args import add_connection_arguments, config_from_args
 from client.grpc_gen import search_pb2, search_pb2_grpc
+from client.stub_channel import open_stub_channel
 
 DEFAULT_COLLECTION = "ris_eval"
 INGEST_CHUNK = 32
@@ -434,11 +434,6 @@ def format_report(report: EvalReport) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `ris eval`."""
-    parser.add_argument(
-        "--address",
-        default=os.environ.get("RIS_ADDRESS", DEFAULT_ADDRESS),
-        help=f"search service host:port (env RIS_ADDRESS, default {DEFAULT_ADDRESS})",
-    )
     parser.add_argument("--collection", default=DEFAULT_COLLECTION)
     parser.add_argument("--candidates", required=True, type=Path, help="CSV id,path,label")
     parser.add_argument("--queries", required=True, type=Path, help="CSV path,label")
@@ -466,6 +461,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per RPC")
     parser.add_argument("--no-progress", action="store_true")
+    add_connection_arguments(parser, timeout=False)  # --address, TLS, token, retries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -476,13 +472,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    channel = grpc.insecure_channel(
-        args.address,
-        options=[
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ],
-    )
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    channel = open_stub_channel(config)
     try:
         report = evaluate(
             channel,

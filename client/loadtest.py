@@ -25,7 +25,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from client.connection_args import add_connection_arguments, config_from_args
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+from client.stub_channel import open_stub_channel
 
 CALLS = ("embed", "search", "model-info")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -289,6 +291,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call deadline, seconds")
     parser.add_argument("--json", dest="json_path", default=None, help="write results here")
+    # TLS, token, retries as for every ris command; --retries defaults to 1 here (no retry), so
+    # the table shows what the server answered; --retries 5 measures what a RisClient sees.
+    add_connection_arguments(parser, address=False, timeout=False)
 
 
 def _levels(text: str) -> list[int]:
@@ -315,8 +320,14 @@ def run(args: argparse.Namespace) -> int:
     if args.call != "model-info" and not images:
         print("loadtest: no images found", file=sys.stderr)
         return 2
+    try:
+        config = config_from_args(args, address=args.target, retries=args.retries or 1)
+    except ValueError as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 2
     reports = []
     print(HEADER)
+    channel = open_stub_channel(config)
     for level in levels:
         spec = LoadSpec(
             target=args.target,
@@ -331,12 +342,14 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
         )
         try:
-            report = run_level(spec, images)
+            report = run_level(spec, images, channel)
         except grpc.FutureTimeoutError:
             print(f"loadtest: {args.target} not reachable within {args.timeout} s", file=sys.stderr)
+            channel.close()
             return 1
         reports.append(report)
         print(report.row(), flush=True)
+    channel.close()
     if args.json_path:
         Path(args.json_path).write_text(json.dumps([asdict(r) for r in reports], indent=2) + "\n")
     return 0 if all(not r.errors for r in reports) else 1

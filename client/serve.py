@@ -53,6 +53,8 @@ class Services:
         self.milvus_uri: str = search_config.milvus_uri
 
     def stop(self, grace: float | None = None) -> None:
+        """Search first (it drains its calls, waits for their handlers, then closes Milvus),
+        then the embedder, which by then has nothing left in flight from it."""
         self.search.stop(grace)
         if self.embedder is not None:
             self.embedder.stop(grace)
@@ -61,7 +63,7 @@ class Services:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stop(1.0)
+        self.stop()  # with each service's own shutdown_grace_s
 
 
 def _start_embedder(options: ServeOptions) -> tuple[Any, str]:

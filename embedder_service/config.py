@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server_common.admission import AdmissionLimits
 from server_common.secrets import SecretError, read_secret_list
 from server_common.settings import ConfigError, parse_bool, require
 from server_common.tls import ServerTls, TlsConfigError
@@ -77,7 +78,13 @@ class EmbedderConfig:
     decode_mode: str = "thread"  # thread | process
     intra_op_threads: int = 0  # 0 = onnxruntime's default (one per core)
     ort_spinning: bool = False  # intra-op spin-waiting steals CPU from decoding
-    grpc_workers: int = 128  # must exceed the concurrency the server should batch across
+    grpc_workers: int = 128  # unary calls at once; must exceed the concurrency to batch across
+    max_concurrent_streams: int = 64  # EmbedStream calls at once (one per ingest call upstream)
+    max_queued_calls: int = 128  # calls waiting for a slot; beyond: RESOURCE_EXHAUSTED + retry hint
+    max_queue_wait_s: float = 30.0  # longest wait in that queue (the call's deadline also ends it)
+    # an EmbedStream silent this long ends (DEADLINE_EXCEEDED); above the search service's 30 s,
+    # so an idle ingest client is ended there first, with its summary
+    stream_idle_timeout_s: float = 60.0
     stream_window: int = 8  # request messages of one EmbedStream in flight at once
     metrics_port: int | None = None  # None = off, 0 = pick a free port
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint address
@@ -125,6 +132,10 @@ class EmbedderConfig:
             (self.decode_workers >= 1, "decode_workers must be >= 1"),
             (self.intra_op_threads >= 0, "intra_op_threads must be >= 0"),
             (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
+            (self.max_concurrent_streams >= 1, "max_concurrent_streams must be >= 1"),
+            (self.max_queued_calls >= 0, "max_queued_calls must be >= 0"),
+            (self.max_queue_wait_s >= 0, "max_queue_wait_s must be >= 0"),
+            (self.stream_idle_timeout_s > 0, "stream_idle_timeout_s must be > 0"),
             (self.stream_window >= 1, "stream_window must be >= 1"),
             (self.shutdown_grace_s >= 0, "shutdown_grace_s must be >= 0"),
         ]
@@ -140,6 +151,15 @@ class EmbedderConfig:
 
     def server_tls(self) -> ServerTls:
         return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            workers=self.grpc_workers,
+            streams=self.max_concurrent_streams,
+            queue=self.max_queued_calls,
+            queue_wait_s=self.max_queue_wait_s,
+            stream_idle_s=self.stream_idle_timeout_s,
+        )
 
     def allowed_tokens(self) -> list[str]:
         """Bearer tokens of the callers allowed in (tokens_file wins over tokens)."""

@@ -51,6 +51,7 @@ class EmbedderServer:
             max_message_bytes=config.max_message_bytes,
             thread_name_prefix="grpc",
             interceptors=[auth],
+            admission=config.admission(),
         )
         try:
             self.port = self._grpc.bind(f"{config.host}:{config.port}", credentials)

@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 
@@ -19,8 +20,11 @@ from embedder_service.core import (
     ServiceError,
 )
 from embedder_service.text_worker import TextWorker
+from server_common.admission import CallEnded, StreamIdle
 
 OK = grpc.StatusCode.OK
+_POLL_S = 0.2  # how often a waiting stream handler checks that its call is still on
+_GONE = object()  # the stream's call ended while the handler waited
 
 
 def deadline_of(context: grpc.ServicerContext) -> float | None:
@@ -134,7 +138,10 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         reader.start()
         try:
             while True:
-                entry = window.get()
+                entry = self._next_entry(window, stop, context)
+                if entry is _GONE:
+                    self.metrics.requests.labels("EmbedStream", "CANCELLED").inc()
+                    return
                 if entry is None:
                     self.metrics.requests.labels("EmbedStream", OK.name).inc()
                     return
@@ -143,7 +150,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                     context.abort(entry.code, entry.message)
                 started, pending = entry
                 try:
-                    results = pending.result(_remaining(deadline))
+                    results = self._results(pending, deadline, context)
                 except ServiceError as exc:
                     self.metrics.requests.labels("EmbedStream", exc.code.name).inc()
                     context.abort(exc.code, exc.message)
@@ -156,6 +163,35 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             stop.set()
             for pending in list(in_flight):
                 pending.cancel()
+
+    @staticmethod
+    def _next_entry(
+        window: queue.Queue, stop: threading.Event, context: grpc.ServicerContext
+    ) -> object:
+        """The reader's next entry, or _GONE once the call is over (cancelled, deadline,
+        server stopping): the handler thread never waits on the window without a bound."""
+        while True:
+            try:
+                return window.get(timeout=_POLL_S)
+            except queue.Empty:
+                if stop.is_set() or not context.is_active():
+                    return _GONE
+
+    @staticmethod
+    def _results(
+        pending: PendingEmbed, deadline: float | None, context: grpc.ServicerContext
+    ) -> list[ItemResult]:
+        """pending.result(), giving up (CANCELLED) when the call ends while it waits."""
+        while True:
+            left = _remaining(deadline)
+            _, waiting = futures.wait(
+                pending.futures, _POLL_S if left is None else min(left, _POLL_S)
+            )
+            if not waiting or (left is not None and left <= _POLL_S):
+                return pending.result(0)  # done; or past the deadline: DEADLINE_EXCEEDED
+            if not context.is_active():
+                pending.cancel()
+                raise ServiceError(grpc.StatusCode.CANCELLED, "call ended while embedding")
 
     def _read_stream(
         self,
@@ -194,6 +230,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             put(None)
         except ServiceError as exc:
             put(exc)
+        except (StreamIdle, CallEnded) as exc:  # the caller stopped (server_common/admission.py)
+            put(ServiceError(exc.code, str(exc)))
         except Exception as exc:  # the request stream broke (client cancelled, server stopping)
             put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server_common.admission import AdmissionLimits
 from server_common.secrets import SecretError, read_secret, read_secret_list
 from server_common.settings import ConfigError, parse_bool, require
 from server_common.tls import ClientTls, ServerTls, TlsConfigError
@@ -60,7 +61,11 @@ class SearchConfig:
     allowed_roots: list[Path] = field(default_factory=list)  # server-side paths; empty = none
     # largest server-side file read for an ingest item; <= max_message_bytes
     max_file_bytes: int = 64 * 1024 * 1024
-    grpc_workers: int = 16  # concurrent calls served; more wait in gRPC's queue
+    grpc_workers: int = 16  # unary calls (Search, Get, ...) served at once; more wait in the queue
+    max_concurrent_streams: int = 16  # Ingest streams served at once; more wait in the queue
+    max_queued_calls: int = 128  # calls waiting for a slot; beyond: RESOURCE_EXHAUSTED + retry hint
+    max_queue_wait_s: float = 30.0  # longest wait in that queue (the call's deadline also ends it)
+    stream_idle_timeout_s: float = 30.0  # Ingest stream silent this long: ends, DEADLINE_EXCEEDED
     # gRPC message limit: requests received, and calls sent to the embedder
     max_message_bytes: int = 64 * 1024 * 1024
     metrics_port: int | None = None  # None = off, 0 = pick a free port
@@ -110,11 +115,15 @@ class SearchConfig:
             (0 < self.milvus_port <= 65535, "milvus_port must be 1..65535"),
             (1 <= self.ingest_batch_size <= 1024, "ingest_batch_size must be 1..1024"),
             (0 <= self.query_expansion_top_n <= 64, "query_expansion_top_n must be 0..64"),
-            (self.query_expansion_alpha >= 0, "query_expansion_alpha must be >= 0"),
+            (0 <= self.query_expansion_alpha <= 100, "query_expansion_alpha must be 0..100"),
             (0 <= self.augmentation_top_n <= 64, "augmentation_top_n must be 0..64"),
-            (self.augmentation_alpha >= 0, "augmentation_alpha must be >= 0"),
+            (0 <= self.augmentation_alpha <= 100, "augmentation_alpha must be 0..100"),
             (self.max_file_bytes >= 1, "max_file_bytes must be >= 1"),
             (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
+            (self.max_concurrent_streams >= 1, "max_concurrent_streams must be >= 1"),
+            (self.max_queued_calls >= 0, "max_queued_calls must be >= 0"),
+            (self.max_queue_wait_s >= 0, "max_queue_wait_s must be >= 0"),
+            (self.stream_idle_timeout_s > 0, "stream_idle_timeout_s must be > 0"),
             (self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024"),
             (self.embed_batch_bytes >= 1024, "embed_batch_bytes must be >= 1024"),
             (
@@ -137,6 +146,15 @@ class SearchConfig:
         self.tokens()
         self.secrets()
         return self
+
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            workers=self.grpc_workers,
+            streams=self.max_concurrent_streams,
+            queue=self.max_queued_calls,
+            queue_wait_s=self.max_queue_wait_s,
+            stream_idle_s=self.stream_idle_timeout_s,
+        )
 
     def server_tls(self) -> ServerTls:
         return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
@@ -206,6 +224,10 @@ _ENV = {
     "allowed_roots": "RIS_SEARCH_ALLOWED_ROOTS",
     "max_file_bytes": "RIS_SEARCH_MAX_FILE_BYTES",
     "grpc_workers": "RIS_SEARCH_GRPC_WORKERS",
+    "max_concurrent_streams": "RIS_SEARCH_MAX_CONCURRENT_STREAMS",
+    "max_queued_calls": "RIS_SEARCH_MAX_QUEUED_CALLS",
+    "max_queue_wait_s": "RIS_SEARCH_MAX_QUEUE_WAIT_S",
+    "stream_idle_timeout_s": "RIS_SEARCH_STREAM_IDLE_TIMEOUT_S",
     "max_message_bytes": "RIS_SEARCH_MAX_MESSAGE_BYTES",
     "metrics_port": "RIS_SEARCH_METRICS_PORT",
     "metrics_host": "RIS_SEARCH_METRICS_HOST",

@@ -28,6 +28,7 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
+from server_common import deadlines
 from server_common.channels import outgoing_channel
 
 T = TypeVar("T")
@@ -67,12 +68,18 @@ class ModelRef:
     dim: int
     max_images_per_request: int = 0
     max_request_bytes: int = 0  # the embedder's message limit; 0 = not reported
+    modality: str = ""  # "text" for a text model; images otherwise
 
     @classmethod
     def of(cls, info: Any) -> ModelRef:
         """From a ModelInfo message."""
         return cls(
-            info.name, info.version, info.dim, info.max_images_per_request, info.max_request_bytes
+            info.name,
+            info.version,
+            info.dim,
+            info.max_images_per_request,
+            info.max_request_bytes,
+            info.modality,
         )
 
 
@@ -103,9 +110,13 @@ def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
         return ResourceExhausted(message)  # overload: the caller should back off
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(message)
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code in (
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNAUTHENTICATED,  # our token or certificate: a deployment problem
+        grpc.StatusCode.PERMISSION_DENIED,
+    ):
         return FailedPrecondition(message)
-    return SearchError(message)
+    return SearchError(message)  # INTERNAL: logged with a request id, not returned
 
 
 def check_model(
@@ -203,7 +214,9 @@ class EmbedderClient:
     def _model_infos(self) -> Any:
         request = embedder_pb2.GetModelInfoRequest()
         return self._call(
-            lambda stub: stub.GetModelInfo(request, timeout=min(self.timeout_s, 10.0))
+            lambda stub: stub.GetModelInfo(
+                request, timeout=deadlines.timeout(min(self.timeout_s, 10.0))
+            )
         )
 
     def describe_model(self, model: str = "") -> Any:
@@ -231,7 +244,9 @@ class EmbedderClient:
     def embed_text(self, texts: Sequence[str], model: str = "") -> EmbedBatch:
         """Embed text descriptions into the image space of ``model``'s target."""
         request = embedder_pb2.EmbedTextRequest(texts=list(texts), model=model)
-        response = self._call(lambda stub: stub.EmbedText(request, timeout=self.timeout_s))
+        response = self._call(
+            lambda stub: stub.EmbedText(request, timeout=deadlines.timeout(self.timeout_s))
+        )
         return _batch(response, len(texts))
 
     def embed(self, images: Sequence[bytes], model: str = "") -> EmbedBatch:
@@ -239,7 +254,9 @@ class EmbedderClient:
         request = embedder_pb2.EmbedRequest(
             images=[embedder_pb2.ImageInput(data=d) for d in images], model=model
         )
-        response = self._call(lambda stub: stub.Embed(request, timeout=self.timeout_s))
+        response = self._call(
+            lambda stub: stub.Embed(request, timeout=deadlines.timeout(self.timeout_s))
+        )
         return _batch(response, len(images))
 
     def embed_stream(

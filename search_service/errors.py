@@ -39,3 +39,9 @@ class ResourceExhausted(SearchError):
     """The embedder is full (its queue or its RPC limit); back off and retry."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class CallOver(SearchError):
+    """The caller cancelled, or its deadline passed: the work for it stops."""
+
+    code = grpc.StatusCode.CANCELLED

@@ -25,7 +25,16 @@ from search_service.errors import InvalidArgument
 INDEX_TYPES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW")
 METRICS = ("COSINE", "IP", "L2")
 DEFAULT_EXPECTED_ROWS = 10_000
-_INT_PARAMS = {"M", "efConstruction", "nlist", "expected_rows", "ef", "nprobe"}
+# Accepted range of each parameter: Milvus takes 32-bit values and its own limits (HNSW M
+# 2..2048); beyond these a collection is created fine and then every search fails.
+PARAM_RANGES = {
+    "M": (2, 2048),
+    "efConstruction": (1, 32768),
+    "ef": (1, 32768),
+    "nlist": (1, 65536),
+    "nprobe": (1, 65536),
+    "expected_rows": (1, 10**10),
+}
 _ALLOWED = {
     "AUTOINDEX": set(),
     "FLAT": set(),
@@ -56,25 +65,27 @@ def plan_index(index_type: str, params: Mapping[str, str], default_type: str) ->
         raise InvalidArgument(f"index_type {index_type!r} not supported; use one of {INDEX_TYPES}")
     unknown = set(params) - _ALLOWED[kind]
     if unknown:
-        raise InvalidArgument(f"unknown {kind} index params: {sorted(unknown)}")
+        raise InvalidArgument(
+            f"index_params: unknown {kind} parameters {sorted(unknown)}; "
+            f"allowed: {sorted(_ALLOWED[kind]) or 'none'}"
+        )
     values: dict[str, int] = {}
     for key, text in params.items():
+        low, high = PARAM_RANGES[key]
         try:
             values[key] = int(text)
         except ValueError as exc:
-            raise InvalidArgument(f"index param {key} must be an integer, got {text!r}") from exc
-        if values[key] < 1:
-            raise InvalidArgument(f"index param {key} must be >= 1")
+            raise InvalidArgument(
+                f"index_params.{key} must be an integer {low}..{high}, got {text!r}"
+            ) from exc
+        if not low <= values[key] <= high:
+            raise InvalidArgument(f"index_params.{key} must be {low}..{high}, got {values[key]}")
     build: dict[str, int] = {}
     if kind == "HNSW":
         build = {"M": values.get("M", 16), "efConstruction": values.get("efConstruction", 200)}
-        if not 2 <= build["M"] <= 2048:
-            raise InvalidArgument("HNSW M must be 2..2048")
     elif kind.startswith("IVF"):
         rows = values.get("expected_rows", DEFAULT_EXPECTED_ROWS)
         build = {"nlist": values.get("nlist", nlist_for(rows))}
-        if build["nlist"] > 65536:
-            raise InvalidArgument("nlist must be 1..65536")
     return IndexPlan(kind, build, {k: str(v) for k, v in params.items()})
 
 

@@ -15,6 +15,9 @@ Milvus server does not: acknowledged writes are already durable in its log, and 
 would seal tiny segments and cost seconds. For an augmented collection embedded items are held
 and written (raw twin, then the collection, blended with their neighbours) every 1,024 items and
 at the end of the call, before it returns (augmentation.py); an item counts as stored once written.
+A cancelled call, or one past its deadline, stops at the next embedder answer (no more upserts;
+the embedder stream is cancelled): what was stored before stays stored (re-sending the call is
+safe: upserts by id) and its count goes back in the trailing metadata ``ris-stored-count``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from search_service.batching import EmbedLimits, Grouper
 from search_service.config import SearchConfig
 from search_service.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
 from search_service.errors import (
+    CallOver,
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
@@ -44,6 +48,7 @@ from search_service.errors import (
 from search_service.metrics import SearchMetrics
 from search_service.paths import SourceError, read_image_file
 from search_service.store import CollectionMeta, MilvusStore, Record, check_record_fields
+from server_common import deadlines
 
 log = logging.getLogger(__name__)
 WINDOW = 4  # embed batches in flight per Ingest call
@@ -271,7 +276,10 @@ class Ingestor:
         pending: deque[list[_Pending]],
         window: threading.Semaphore,
     ) -> None:
-        stream = self.embedder.embed_stream(batches, model=meta.model_name)
+        # the caller's deadline ends the embedder stream too (none: the stream runs until done)
+        stream = self.embedder.embed_stream(
+            batches, model=meta.model_name, timeout_s=deadlines.remaining()
+        )
         try:
             self._store_answers(meta, model, stream, pending, window)
         except (Unavailable, ResourceExhausted) as exc:
@@ -295,6 +303,8 @@ class Ingestor:
             self.summary.embed_seconds += time.perf_counter() - start
             if answer is None:
                 return
+            if deadlines.call_over():  # cancelled or past its deadline: store nothing more
+                raise CallOver(f"ingest stopped after {self.summary.stored} stored items")
             batch = pending.popleft()
             window.release()
             if answer.model.dim != meta.dim or (

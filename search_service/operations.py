@@ -3,7 +3,10 @@ beyond the message types), so they read and test without a network in between.""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,15 +27,17 @@ from search_service.errors import (
 from search_service.filters import build_filter
 from search_service.indexing import plan_index
 from search_service.metrics import SearchMetrics
+from search_service.query_expansion import MAX_ALPHA, expand, resolve
 from search_service.query_expansion import METRICS as EXPANSION_METRICS
-from search_service.query_expansion import expand, resolve
-from search_service.store import CollectionMeta, Hit, MilvusStore, validate_name
+from search_service.store import RAW_SUFFIX, CollectionMeta, Hit, MilvusStore, validate_name
 
+log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1024
 DEFAULT_GET_LIMIT = 100
 MAX_GET_LIMIT = 16384
 MAX_QUERIES = 256
+MAX_VECTOR_VALUE = 1e6  # |value| of a query vector: 2048 * (1e6)^2 still fits float32 scores
 _METRIC_NAMES = {1: "COSINE", 2: "IP", 3: "L2"}
 _METRIC_ENUM = {v: k for k, v in _METRIC_NAMES.items()}
 
@@ -79,8 +84,8 @@ def augmentation_settings(
         raise InvalidArgument(f"augmentation needs a COSINE or IP collection, not {metric}")
     if not 0 <= requested.top_n <= 64:
         raise InvalidArgument("augmentation.top_n must be 0..64")
-    if not (np.isfinite(requested.alpha) and requested.alpha >= 0):
-        raise InvalidArgument("augmentation.alpha must be a finite number >= 0")
+    if not (np.isfinite(requested.alpha) and 0 <= requested.alpha <= MAX_ALPHA):
+        raise InvalidArgument(f"augmentation.alpha must be 0..{MAX_ALPHA:g}")
     top_n = requested.top_n or config.augmentation_top_n or 3
     return top_n, float(requested.alpha or config.augmentation_alpha)
 
@@ -104,16 +109,27 @@ class Services:
         self, req: search_pb2.CreateCollectionRequest
     ) -> search_pb2.CollectionInfo:
         validate_name(req.name)
+        if req.name.endswith(RAW_SUFFIX):  # before exists(): the answer must not reveal a twin
+            raise InvalidArgument(f"name: collection names ending in {RAW_SUFFIX!r} are reserved")
+        if int(req.metric) not in (0, *_METRIC_NAMES):
+            raise InvalidArgument(
+                f"metric {int(req.metric)} unknown: use COSINE (1), IP (2) or L2 (3)"
+            )
         if self.store.exists(req.name):
             if req.exist_ok:
                 return self.describe_collection(req.name)
             raise AlreadyExists(f"collection {req.name!r} already exists")
-        metric = _METRIC_NAMES.get(int(req.metric), "COSINE")
+        metric = _METRIC_NAMES.get(int(req.metric), "COSINE")  # 0 = unset: the default
         plan = plan_index(req.index_type, dict(req.index_params), self.config.default_index_type)
         top_n, alpha = augmentation_settings(
             req.augmentation if req.HasField("augmentation") else None, metric, self.config
         )
         model = self.embedder.model_info(req.model)
+        if model.modality == "text":
+            raise InvalidArgument(
+                f"model {model.name!r} is a text model: a collection holds image embeddings "
+                "(text queries use the text model that maps into the image model's space)"
+            )
         meta = CollectionMeta(
             name=req.name,
             dim=model.dim,
@@ -277,12 +293,8 @@ class Services:
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"vector has {len(query.vector.values)} values, collection dim {meta.dim}",
                     )
-                elif not np.isfinite(np.asarray(query.vector.values, dtype=np.float32)).all():
-                    _error(
-                        results[i],
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "vector has NaN or infinite values",
-                    )
+                elif problem := vector_problem(query.vector.values, meta.metric):
+                    _error(results[i], grpc.StatusCode.INVALID_ARGUMENT, problem)
                 else:
                     vectors[i] = np.asarray(query.vector.values, dtype=np.float32)
             elif kind == "id":
@@ -317,6 +329,7 @@ class Services:
             for i, row in zip(order, hits, strict=True):
                 if i in selves:
                     row = [h for h in row if h.id != selves[i]]
+                row = _finite(row)
                 results[i].hits.extend(_hit(h) for h in row[:top_k])
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
@@ -397,6 +410,27 @@ def _space(meta: CollectionMeta, kind: str | None, requested: int) -> Collection
     if requested == search_pb2.SEARCH_SPACE_RAW or kind == "text":
         return meta.raw()
     return meta
+
+
+def vector_problem(values: Sequence[float], metric: str) -> str:
+    """Why a query vector cannot be searched ("" when it can): NaN/inf, values so large that
+    scores overflow float32, or (COSINE) no direction at all."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        return "vector has NaN or infinite values"
+    if np.abs(v).max(initial=0.0) > MAX_VECTOR_VALUE:
+        return f"vector values must be within +-{MAX_VECTOR_VALUE:g} (scores would overflow)"
+    if metric == "COSINE" and not np.any(v):
+        return "vector is all zeros: a COSINE query needs a direction"
+    return ""
+
+
+def _finite(row: list[Hit]) -> list[Hit]:
+    """The hits with a finite score; a NaN/inf score is a bug upstream, logged, never returned."""
+    kept = [h for h in row if math.isfinite(h.score)]
+    if len(kept) != len(row):
+        log.error("dropped %d hits with non-finite scores", len(row) - len(kept))
+    return kept
 
 
 def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:

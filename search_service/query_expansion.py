@@ -20,6 +20,7 @@ from search_service.config import SearchConfig
 from search_service.errors import InvalidArgument
 
 MAX_TOP_N = 64
+MAX_ALPHA = 100.0  # sim^100 is already ~0 for any but the closest neighbour; more only overflows
 METRICS = ("COSINE", "IP")  # where expansion applies
 
 
@@ -45,8 +46,8 @@ def resolve(requested: search_pb2.QueryExpansion | None, config: SearchConfig) -
         return OFF
     if not 0 <= requested.top_n <= MAX_TOP_N:
         raise InvalidArgument(f"query_expansion.top_n must be 0..{MAX_TOP_N}")
-    if not (math.isfinite(requested.alpha) and requested.alpha >= 0):
-        raise InvalidArgument("query_expansion.alpha must be a finite number >= 0")
+    if not (math.isfinite(requested.alpha) and 0 <= requested.alpha <= MAX_ALPHA):
+        raise InvalidArgument(f"query_expansion.alpha must be 0..{MAX_ALPHA:g}")
     top_n = requested.top_n or config.query_expansion_top_n or 1
     alpha = requested.alpha or config.query_expansion_alpha
     return ExpansionSettings(top_n, float(alpha))

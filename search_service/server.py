@@ -70,6 +70,7 @@ class SearchServer:
             max_message_bytes=config.max_message_bytes,
             thread_name_prefix="search-grpc",
             interceptors=[auth],
+            admission=config.admission(),
         )
         try:
             self.port = self._grpc.bind(f"{config.host}:{config.port}", credentials)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -14,9 +15,11 @@ from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
 from search_service.ingest import Ingestor
 from search_service.operations import Services
+from server_common.admission import CallEnded, StreamIdle
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+STORED_COUNT_KEY = "ris-stored-count"  # trailing metadata of a failed Ingest call
 
 
 def rpc(method: F) -> F:
@@ -31,21 +34,33 @@ def rpc(method: F) -> F:
             return method(self, request, context)
         except SearchError as exc:
             code = exc.code
-            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+            if code == grpc.StatusCode.INTERNAL:  # a dependency's message stays in the log
+                context.abort(code, _logged_internal(name, exc))
+            if code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("%s failed: %s", name, exc)
+            context.abort(code, str(exc))
+        except (StreamIdle, CallEnded) as exc:  # the client stopped (server_common/admission.py)
+            code = exc.code
             context.abort(code, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortedError":
                 raise  # context.abort's own exception, or a cancelled client stream
             code = grpc.StatusCode.INTERNAL
-            log.exception("%s crashed", name)
-            context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
+            context.abort(code, _logged_internal(name, exc))
         finally:
             metrics = self.services.metrics
             metrics.requests.labels(name, code.name).inc()
             metrics.request_seconds.labels(name).observe(time.perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _logged_internal(method: str, exc: BaseException) -> str:
+    """Log an internal failure in full under a new request id; the message for the caller,
+    which carries the id and nothing of the failure (it may quote Milvus or a stack)."""
+    request_id = uuid.uuid4().hex[:12]
+    log.error("%s failed [request %s]: %s", method, request_id, exc, exc_info=exc)
+    return f"internal error (request id {request_id}; details in the service log)"
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
@@ -73,9 +88,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def Ingest(self, request_iterator: Iterator[search_pb2.IngestRequest], context):
         s = self.services
-        summary = Ingestor(s.store, s.embedder, s.config, s.augmenter, s.metrics).run(
-            request_iterator
-        )
+        ingestor = Ingestor(s.store, s.embedder, s.config, s.augmenter, s.metrics)
+        try:
+            summary = ingestor.run(request_iterator)
+        except BaseException:
+            # The call fails, but what was stored stays stored: say how much (search_service/
+            # ingest.py; re-sending the call is safe, upserts by id).
+            stored = str(ingestor.summary.stored)
+            context.set_trailing_metadata(((STORED_COUNT_KEY, stored),))
+            raise
         return search_pb2.IngestResponse(
             received=summary.received,
             stored=summary.stored,

@@ -45,6 +45,7 @@ from search_service.errors import (
 )
 from search_service.filters import build_filter, check_metadata_key, combine
 from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
+from server_common import deadlines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -182,6 +183,14 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
+def _is_collection_gone(exc: BaseException) -> bool:
+    """Milvus' "collection not found" (code 100 on 2.3 and Lite), however it is worded."""
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 100 or any(
+        s in text for s in ("collection not found", "can't find collection", "collection not exist")
+    )
+
+
 def _rows_bytes(record: Record, dim: int) -> int:
     meta = sum(len(k) + len(v) + 8 for k, v in record.metadata.items())
     extra = len(json.dumps(record.augmentation)) if record.augmentation else 0
@@ -266,6 +275,10 @@ class MilvusStore:
 
             server_manager_instance.release_server(self._lite_path)
 
+    def _timeout(self) -> float:
+        """milvus_timeout_s, capped by what is left of the calling request's deadline."""
+        return deadlines.timeout(self._config.milvus_timeout_s)
+
     def _guard(self, fn: Callable[[], T]) -> T:
         """Run one Milvus call, turning its failures into typed errors."""
         try:
@@ -278,9 +291,12 @@ class MilvusStore:
                 # next call instead of trusting our "loaded once" memory forever.
                 self._loaded.clear()
                 raise Unavailable(f"Milvus: collection not loaded (restarted?): {exc}") from exc
+            if _is_collection_gone(exc):  # dropped between our describe and this call
+                self._loaded.clear()
+                raise NotFound("collection not found (dropped meanwhile)") from exc
             if _is_unavailable(exc):
                 raise Unavailable(f"Milvus unavailable: {exc}") from exc
-            raise SearchError(f"Milvus error: {exc}") from exc
+            raise SearchError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
 
     # -- collections ------------------------------------------------------------------------
 
@@ -484,6 +500,7 @@ class MilvusStore:
                     output_fields=["id"],
                     limit=MAX_QUERY_LIMIT,
                     consistency_level="Strong",
+                    timeout=self._timeout(),
                 )
             )
             keys = [str(r["id"]) for r in found]
@@ -500,16 +517,16 @@ class MilvusStore:
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         with self._write_lock:
-            self._guard(lambda: self._client.upsert(name, rows))
+            self._guard(lambda: self._client.upsert(name, rows, timeout=self._timeout()))
 
     def _delete_ids(self, name: str, ids: list[str]) -> None:
         with self._write_lock:
-            self._guard(lambda: self._client.delete(name, ids=ids))
+            self._guard(lambda: self._client.delete(name, ids=ids, timeout=self._timeout()))
 
     def flush(self, name: str) -> None:
         """Persist growing segments (Lite writes its files; servers seal segments)."""
         with self._write_lock:
-            self._guard(lambda: self._client.flush(name))
+            self._guard(lambda: self._client.flush(name, timeout=self._timeout()))
 
     def search(
         self,
@@ -535,6 +552,7 @@ class MilvusStore:
                 search_params=params,
                 anns_field=VECTOR_FIELD,
                 consistency_level="Strong",
+                timeout=self._timeout(),
             )
         )
         sign = -1.0 if meta.metric == "L2" else 1.0
@@ -580,6 +598,7 @@ class MilvusStore:
                 output_fields=fields,
                 limit=min(limit, MAX_QUERY_LIMIT),
                 consistency_level="Strong",
+                timeout=self._timeout(),
             )
         )
         rows = [
@@ -615,7 +634,11 @@ class MilvusStore:
         self.ensure_loaded(name)
         res = self._guard(
             lambda: self._client.query(
-                name, filter=expr, output_fields=["count(*)"], consistency_level="Strong"
+                name,
+                filter=expr,
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=self._timeout(),
             )
         )
         return int(res[0]["count(*)"]) if res else 0

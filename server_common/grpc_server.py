@@ -1,12 +1,14 @@
 """The gRPC plumbing both services share: one server with health, reflection, binding, draining.
 
 Each service builds its own servicer and clients; this class owns the parts that must behave
-the same in both: message limits, the worker pool, interceptors, health status, bind errors,
-and a stop that drains in-flight calls exactly once however many callers ask.
+the same in both: message limits, the worker pool and admission (a bounded queue, then
+RESOURCE_EXHAUSTED; health and reflection exempt: admission.py), interceptors, health status,
+bind errors, and a stop that drains in-flight calls exactly once however many callers ask.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -15,7 +17,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server_common.admission import AdmissionInterceptor, AdmissionLimits
 from server_common.tls import add_port
+
+log = logging.getLogger(__name__)
+HANDLER_EXIT_S = 3.0  # after the grace period: how long cancelled handlers get to return
 
 
 class PortInUseError(OSError):
@@ -34,17 +40,24 @@ class GrpcServer:
         max_message_bytes: int,
         thread_name_prefix: str,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        admission: AdmissionLimits | None = None,
     ) -> None:
+        """``interceptors`` run before admission (so a refused token does not queue);
+        ``admission`` defaults to ``workers`` slots and the default queue."""
         self.service_name = service_name
+        self.admission = admission or AdmissionLimits(workers=workers)
+        threads = self.admission.threads
+        self._admission = AdmissionInterceptor(self.admission)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix),
+            futures.ThreadPoolExecutor(threads, thread_name_prefix=thread_name_prefix),
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail to bind
             ],
-            maximum_concurrent_rpcs=workers,
-            interceptors=list(interceptors),
+            # Only a last-resort bound on memory under a flood: admission sheds long before.
+            maximum_concurrent_rpcs=4 * threads,
+            interceptors=[*interceptors, self._admission],
         )
         register(self._server)
         self.health = health.HealthServicer()
@@ -81,9 +94,18 @@ class GrpcServer:
             return True
 
     def drain(self, grace: float) -> None:
-        """NOT_SERVING for health probes, refuse new calls, let running ones finish."""
+        """NOT_SERVING for health probes, refuse new calls, let running ones finish (``grace``
+        s, then gRPC cancels them), then wait up to HANDLER_EXIT_S for their handlers to
+        return, so that the caller can close what they use (a Milvus client mid-upsert)."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        if not self._admission.wait_idle(HANDLER_EXIT_S):
+            log.warning(
+                "%s: %d handlers still running %.1f s after the grace period; closing anyway",
+                self.service_name,
+                self._admission.running,
+                HANDLER_EXIT_S,
+            )
 
     def mark_stopped(self) -> None:
         self._stopped.set()

@@ -6,6 +6,7 @@ Real services on 127.0.0.1 (Milvus Lite), certificates generated for this sessio
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -414,3 +415,35 @@ def test_wrong_milvus_password_stays_secret_on_a_real_server(milvus_secure_serve
     assert "startup failed" in caplog.text
     # Control: the same settings with the right password connect.
     SearchServer(dataclasses.replace(config, milvus_password="Milvus")).stop(grace=0)
+
+
+def test_eval_and_bench_use_tls_and_the_token(secure_search, pki, stocked, photos, tmp_path):
+    """`ris eval` and `ris bench` take the same connection flags as every command."""
+    from client import evaluation, loadtest
+
+    secure = ["--root-cert", str(pki.ca), "--retries", "1"]
+    target = f"localhost:{secure_search.port}"
+
+    def bench(*extra: str) -> int:
+        parser = argparse.ArgumentParser()
+        loadtest.add_arguments(parser)
+        argv = ["--target", target, "--call", "search", "--collection", stocked]
+        argv += ["--concurrency", "2", "--requests", "4", "--duration", "20", "--warmup", "0"]
+        argv += ["--images", str(photos[0].path), *extra]
+        return loadtest.run(parser.parse_args(argv))
+
+    assert bench(*secure, "--token", READ) == 0
+    assert bench(*secure) == 1  # no token: every call UNAUTHENTICATED
+
+    candidates, queries = tmp_path / "candidates.csv", tmp_path / "queries.csv"
+    candidates.write_text(
+        "id,path,label\n" + "".join(f"{p.id},{p.path},{p.label}\n" for p in photos[:8])
+    )
+    queries.write_text("path,label\n" + "".join(f"{p.path},{p.label}\n" for p in photos[:2]))
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    argv = ["--address", target, *secure, "--candidates", str(candidates)]
+    argv += ["--queries", str(queries), "--collection", f"ev_{uuid.uuid4().hex[:6]}"]
+    argv += ["--no-progress"]
+    assert evaluation.run(parser.parse_args([*argv, "--token", WRITE])) == 0
+    assert evaluation.run(parser.parse_args(argv)) == 1
