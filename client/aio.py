@@ -206,6 +206,9 @@ class AsyncRisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> QueryResult:
         results = await self.search_batch(
             collection,
@@ -215,6 +218,9 @@ class AsyncRisClient:
             metadata=metadata,
             ids=ids,
             exclude_self=exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
         )
         if results[0].error is not None:
             raise QueryFailed(f"query failed: {results[0].error.message}")
@@ -230,10 +236,23 @@ class AsyncRisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> list[QueryResult]:
         filter_ = convert.to_filter(labels, metadata, ids)
         request = await asyncio.to_thread(
-            convert.search_request, collection, queries, top_k, filter_, exclude_self
+            functools.partial(
+                convert.search_request,
+                min_score=min_score,
+                expansion=expansion,
+                space=space,
+            ),
+            collection,
+            queries,
+            top_k,
+            filter_,
+            exclude_self,
         )
         response = await self._unary(self._stub.Search, request, f"search {collection}")
         return [convert.query_result(r) for r in response.results]

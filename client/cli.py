@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=10)
     p.add_argument("--label", action="append", default=[], help="only hits with this label")
     p.add_argument("--exclude-self", action="store_true", help="id queries: skip the item")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="only hits scoring at least this (COSINE: similarity, e.g. 0.8; L2: -distance²)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the results page")
     p.add_argument("--no-page", action="store_true", help="do not write the HTML/PNG page")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -280,6 +286,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             labels=args.label,
             exclude_self=args.exclude_self,
+            min_score=args.min_score,
         )
     shown = [
         ShownQuery(name, Path(name) if not (args.by_id or args.text) else None, result)

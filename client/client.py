@@ -208,6 +208,9 @@ class RisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> QueryResult:
         """Top-k for one query: an image path, image bytes, a vector, ById(...) or ByText(...).
 
@@ -220,6 +223,9 @@ class RisClient:
             metadata=metadata,
             ids=ids,
             exclude_self=exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
         )[0]
         if result.error is not None:
             raise QueryFailed(f"query failed: {result.error.message}")
@@ -235,10 +241,26 @@ class RisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> list[QueryResult]:
-        """One result per query, in order; a failed query carries .error, the others are fine."""
+        """One result per query, in order; a failed query carries .error, the others are fine.
+
+        ``min_score``: keep hits scoring at least this (COSINE: cosine similarity; IP: inner
+        product; L2: minus the squared distance); ``expansion=False`` turns query expansion
+        off; ``space="raw"`` searches an augmented collection's raw embeddings."""
         filter_ = convert.to_filter(labels, metadata, ids)
-        request = convert.search_request(collection, queries, top_k, filter_, exclude_self)
+        request = convert.search_request(
+            collection,
+            queries,
+            top_k,
+            filter_,
+            exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
+        )
         response = self._unary(self._stub.Search, request, f"search {collection}")
         return [convert.query_result(r) for r in response.results]
 

@@ -64,21 +64,41 @@ def to_filter(
     )
 
 
+SPACES = {
+    "": search_pb2.SEARCH_SPACE_DEFAULT,
+    "augmented": search_pb2.SEARCH_SPACE_AUGMENTED,
+    "raw": search_pb2.SEARCH_SPACE_RAW,
+}
+
+
 def search_request(
     collection: str,
     queries: Sequence[QueryLike],
     top_k: int,
     filter_: search_pb2.Filter | None,
     exclude_self: bool,
+    *,
+    min_score: float | None = None,
+    expansion: bool | None = None,
+    space: str = "",
 ) -> search_pb2.SearchRequest:
+    """``min_score``: drop hits scoring below it (None = keep all); ``expansion``: None = the
+    server's default, False = off; ``space``: "" (server's choice), "augmented" or "raw"."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {sorted(SPACES)}, got {space!r}")
     request = search_pb2.SearchRequest(
         collection=collection,
         queries=[to_query(q) for q in queries],
         top_k=top_k,
         exclude_self=exclude_self,
+        space=SPACES[space],  # type: ignore[arg-type]
     )
     if filter_ is not None:
         request.filter.CopyFrom(filter_)
+    if min_score is not None:
+        request.min_score = min_score
+    if expansion is not None:
+        request.query_expansion.enabled = expansion
     return request
 
 

@@ -198,6 +198,9 @@ class Services:
         expansion = resolve(
             req.query_expansion if req.HasField("query_expansion") else None, self.config
         )
+        min_score = req.min_score if req.HasField("min_score") else None
+        if min_score is not None and not np.isfinite(min_score):
+            raise InvalidArgument("min_score must be a finite number")
         meta = self.store.describe(req.collection)
         expr = filter_expr(req.filter)
         response = search_pb2.SearchResponse()
@@ -282,6 +285,8 @@ class Services:
             for i, row in zip(order, hits, strict=True):
                 if i in selves:
                     row = [h for h in row if h.id != selves[i]]
+                if min_score is not None:  # scores are higher-is-better for every metric
+                    row = [h for h in row if h.score >= min_score]
                 results[i].hits.extend(_hit(h) for h in row[:top_k])
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)

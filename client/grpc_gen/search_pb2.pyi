@@ -217,7 +217,7 @@ class Filter(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "top_k", "filter", "exclude_self", "query_expansion", "space")
+    __slots__ = ("collection", "queries", "top_k", "filter", "exclude_self", "query_expansion", "space", "min_score")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,7 @@ class SearchRequest(_message.Message):
     EXCLUDE_SELF_FIELD_NUMBER: _ClassVar[int]
     QUERY_EXPANSION_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     top_k: int
@@ -232,7 +233,8 @@ class SearchRequest(_message.Message):
     exclude_self: bool
     query_expansion: QueryExpansion
     space: SearchSpace
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_self: _Optional[bool] = ..., query_expansion: _Optional[_Union[QueryExpansion, _Mapping]] = ..., space: _Optional[_Union[SearchSpace, str]] = ...) -> None: ...
+    min_score: float
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_self: _Optional[bool] = ..., query_expansion: _Optional[_Union[QueryExpansion, _Mapping]] = ..., space: _Optional[_Union[SearchSpace, str]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class QueryExpansion(_message.Message):
     __slots__ = ("enabled", "top_n", "alpha")
