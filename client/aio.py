@@ -37,6 +37,7 @@ from client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -304,6 +305,49 @@ class AsyncRisClient:
             request.filter.CopyFrom(filter_)
         response = await self._unary(self._stub.Count, request, f"count {collection}")
         return int(response.count)
+
+    async def list_items_page(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> ItemPage:
+        filter_ = convert.to_filter(labels, metadata)
+        request = convert.list_items_request(
+            collection, page_size, page_token, filter_, include_vectors
+        )
+        response = await self._unary(self._stub.ListItems, request, f"list items of {collection}")
+        return convert.item_page(response, include_vectors)
+
+    async def iter_items(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> AsyncIterator[StoredItem]:
+        """Like RisClient.iter_items: ``async for item in ris.iter_items(name)``."""
+        token = ""
+        while True:
+            page = await self.list_items_page(
+                collection,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                metadata=metadata,
+                include_vectors=include_vectors,
+            )
+            for item in page.items:
+                yield item
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
 
     async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
         async def attempt() -> Any:

@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", type=Path, help="resolve relative hit uris against this")
 
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
-    p.add_argument("action", choices=["list", "describe", "create", "drop", "count"])
+    p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
     p.add_argument("name", nargs="?")
+    p.add_argument("--out", default="-", help="export: JSON Lines file (default: stdout)")
+    p.add_argument("--vectors", action="store_true", help="export: include raw embeddings")
     p.add_argument("--metric", default="")
     p.add_argument("--index-type", default="")
     p.add_argument("--description", default="")
@@ -328,6 +330,13 @@ def cmd_collections(args: argparse.Namespace) -> int:
             return 0
         if args.action == "count":
             print(ris.count(args.name))
+            return 0
+        if args.action == "export":
+            from client.export import export_to
+
+            n = export_to(ris, args.name, args.out, include_vectors=args.vectors)
+            if args.out != "-":
+                print(f"exported {n} items of {args.name} to {args.out}")
             return 0
         if args.action == "create":
             info = ris.create_collection(

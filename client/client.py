@@ -39,6 +39,7 @@ from client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -309,6 +310,50 @@ class RisClient:
         if filter_ is not None:
             request.filter.CopyFrom(filter_)
         return int(self._unary(self._stub.Count, request, f"count {collection}").count)
+
+    def list_items_page(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> ItemPage:
+        """One page of the collection in id order (page_size 0 = the server's, 256)."""
+        filter_ = convert.to_filter(labels, metadata)
+        request = convert.list_items_request(
+            collection, page_size, page_token, filter_, include_vectors
+        )
+        response = self._unary(self._stub.ListItems, request, f"list items of {collection}")
+        return convert.item_page(response, include_vectors)
+
+    def iter_items(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> Iterator[StoredItem]:
+        """Every (matching) item, in id order, one page in memory at a time; each page is a
+        retried call of its own, so a long listing survives a restart of the service."""
+        token = ""
+        while True:
+            page = self.list_items_page(
+                collection,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                metadata=metadata,
+                include_vectors=include_vectors,
+            )
+            yield from page.items
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
 
     # -- plumbing ----------------------------------------------------------------------------
 

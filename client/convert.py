@@ -14,6 +14,7 @@ from client.types import (
     CollectionInfo,
     Hit,
     ItemError,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -153,4 +154,29 @@ def stored_item(message: search_pb2.StoredItem, with_vector: bool) -> StoredItem
         uri=message.uri,
         metadata=dict(message.metadata),
         vector=list(message.vector) if with_vector else None,
+    )
+
+
+def list_items_request(
+    collection: str,
+    page_size: int,
+    page_token: str,
+    filter_: search_pb2.Filter | None,
+    include_vectors: bool,
+) -> search_pb2.ListItemsRequest:
+    request = search_pb2.ListItemsRequest(
+        collection=collection,
+        page_size=page_size,
+        page_token=page_token,
+        include_vectors=include_vectors,
+    )
+    if filter_ is not None:
+        request.filter.CopyFrom(filter_)
+    return request
+
+
+def item_page(message: search_pb2.ListItemsResponse, with_vectors: bool) -> ItemPage:
+    return ItemPage(
+        items=[stored_item(i, with_vectors) for i in message.items],
+        next_page_token=message.next_page_token,
     )

@@ -150,9 +150,7 @@ class Services:
             include_vectors=req.include_vectors and not meta.augmented,
         )
         if req.include_vectors and meta.augmented:  # the embeddings, not the blends
-            raw = self.store.raw_vectors(meta, [r.id for r in rows])
-            for r in rows:
-                r.vector = raw[r.id].tolist() if r.id in raw else None
+            self.store.fill_raw_vectors(meta, rows)
         return search_pb2.GetResponse(
             items=[
                 search_pb2.StoredItem(

@@ -12,6 +12,7 @@ import grpc
 
 from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
+from search_service.export import list_items
 from search_service.ingest import Ingestor
 from search_service.operations import Services
 
@@ -107,3 +108,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def Count(self, request, context):
         return self.services.count(request)
+
+    @rpc
+    def ListItems(self, request, context):
+        return list_items(self.services.store, request)

@@ -101,3 +101,64 @@ def test_min_score_on_l2_is_minus_the_squared_distance(search_stub, photos: list
         assert [h.id for h in cut.hits] == [h.id for h in result.hits[:3]]
     finally:
         search_stub.DropCollection(search_pb2.DropCollectionRequest(name=name))
+
+
+def _list_all(stub, collection: str, **kwargs) -> tuple[list[search_pb2.StoredItem], int]:
+    items: list[search_pb2.StoredItem] = []
+    token, pages = "", 0
+    for _ in range(100):
+        page = stub.ListItems(
+            search_pb2.ListItemsRequest(collection=collection, page_token=token, **kwargs)
+        )
+        items += page.items
+        pages += 1
+        if not page.next_page_token:
+            return items, pages
+        token = page.next_page_token
+    raise AssertionError("listing did not end")
+
+
+def test_list_items_pages_through_everything(search_stub, catalog, photos: list[Photo]) -> None:
+    items, pages = _list_all(search_stub, catalog, page_size=3)
+    assert [i.id for i in items] == sorted((p.id for p in photos), key=str.encode)
+    assert pages == -(-len(photos) // 3) + (1 if len(photos) % 3 == 0 else 0)
+    by_id = {p.id: p for p in photos}
+    for item in items:
+        assert item.label == by_id[item.id].label and item.metadata["class"] == item.label
+        assert item.uri == str(by_id[item.id].path) and not item.vector
+
+    # vectors: the raw embeddings (the catalog is augmented), the same Get returns
+    with_vectors, _ = _list_all(search_stub, catalog, page_size=7, include_vectors=True)
+    got = search_stub.Get(
+        search_pb2.GetRequest(collection=catalog, ids=[items[0].id], include_vectors=True)
+    ).items[0]
+    assert len(with_vectors[0].vector) == 2048
+    assert np.allclose(with_vectors[0].vector, got.vector, atol=1e-6)
+
+    leopards, _ = _list_all(
+        search_stub, catalog, page_size=2, filter=search_pb2.Filter(labels=["Leopards"])
+    )
+    assert [i.id for i in leopards] == sorted(p.id for p in photos if p.label == "Leopards")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"page_size": 5000}, "page_size"),
+        ({"page_size": -1}, "page_size"),
+        ({"page_token": "not base64 !!"}, "page_token"),
+        ({"page_token": "__4="}, "page_token"),  # not UTF-8
+        ({"page_token": "eHh4" * 200}, "page_token"),  # an id longer than any stored one
+    ],
+)
+def test_list_items_refuses_bad_requests(search_stub, catalog, kwargs, needle) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        search_stub.ListItems(search_pb2.ListItemsRequest(collection=catalog, **kwargs))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in info.value.details()
+
+
+def test_list_items_of_a_missing_collection(search_stub) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        search_stub.ListItems(search_pb2.ListItemsRequest(collection="no_such_collection_x"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
