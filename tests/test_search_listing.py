@@ -105,13 +105,12 @@ def test_min_score_on_l2_is_minus_the_squared_distance(search_stub, photos: list
 
 def _list_all(stub, collection: str, **kwargs) -> tuple[list[search_pb2.StoredItem], int]:
     items: list[search_pb2.StoredItem] = []
-    token, pages = "", 0
-    for _ in range(100):
+    token = ""
+    for pages in range(1, 100):
         page = stub.ListItems(
             search_pb2.ListItemsRequest(collection=collection, page_token=token, **kwargs)
         )
         items += page.items
-        pages += 1
         if not page.next_page_token:
             return items, pages
         token = page.next_page_token
