@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import serve
+from client import serve, sync
 from client.client import RisClient
 from client.config import ClientConfig
 from client.errors import RisError
@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--image-root", type=Path, help="resolve relative hit uris against this")
 
+    p = sub.add_parser(
+        "sync",
+        parents=[conn],
+        help="make a collection match a folder (add new, re-embed changed, remove deleted)",
+        description=sync.__doc__,
+        formatter_class=_Formatter,
+    )
+    sync.add_arguments(p)
+
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
     p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
     p.add_argument("name", nargs="?")
@@ -206,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search": cmd_search,
             "collections": cmd_collections,
             "demo": cmd_demo,
+            "sync": lambda a: sync.run(a, config_from_args(a)),
         }[args.command]
         return handler(args)
     except ModuleNotFoundError as error:

@@ -10,12 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from client import AsyncRisClient, ById, RetryPolicy, RisClient
+from client import AsyncRisClient, ById, IngestItem, RetryPolicy, RisClient
 from client.serve import ServeOptions, Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +136,120 @@ def test_export_cli_writes_jsonl(services: Services, ingested: str, tmp_path: Pa
     first = records[0]
     assert first["label"] == first["id"].split("/")[0] and len(first["vector"]) == 2048
     assert not (tmp_path / "export.jsonl.partial").exists()
+
+
+# -- folder sync ---------------------------------------------------------------------------
+
+
+def _copy(caltech: Path, folder: Path, cls: str, numbers: range) -> None:
+    (folder / cls).mkdir(parents=True, exist_ok=True)
+    for i in numbers:
+        name = f"image_{i:04d}.jpg"
+        shutil.copy(caltech / "train" / cls / name, folder / cls / name)
+
+
+def _synced_state(ris: RisClient, collection: str, folder: Path) -> dict[str, str]:
+    """id -> stored hash of the items this folder's sync holds (asserting their metadata)."""
+    from client.sync import HASH_KEY, ROOT_KEY, file_sha256
+
+    root = str(folder.resolve())
+    state = {}
+    for item in ris.iter_items(collection, metadata={ROOT_KEY: root}):
+        assert item.label == (item.id.split("/")[0] if "/" in item.id else "")
+        state[item.id] = item.metadata[HASH_KEY]
+    files = {p.relative_to(folder).as_posix(): file_sha256(p) for p in folder.rglob("*.jpg")}
+    assert state == files  # exactly the folder: nothing missing, extra or stale
+    return state
+
+
+def test_sync_adds_updates_removes_and_is_idempotent(
+    ris: RisClient, services: Services, caltech: Path, tmp_path: Path
+) -> None:
+    name, folder = "sync_basic", tmp_path / "album"
+    _copy(caltech, folder, "Leopards", range(1, 4))
+    _copy(caltech, folder, "accordion", range(1, 4))
+    ris.create_collection(name)
+    other = caltech / "train" / "airplanes" / "image_0001.jpg"
+    ris.ingest(name, [IngestItem(id="elsewhere.jpg", path=other, label="x")])
+
+    first = cli(services, "sync", name, str(folder), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    assert "added 6, updated 0, removed 0, unchanged 0, failed 0" in first.stdout
+    _synced_state(ris, name, folder)
+
+    again = cli(services, "sync", name, str(folder), "--no-progress")
+    assert "added 0, updated 0, removed 0, unchanged 6, failed 0" in again.stdout
+    assert "nothing changed" in again.stdout
+
+    # change the folder: 2 files gone, 1 replaced by another photo, 2 new, 1 corrupt
+    (folder / "Leopards" / "image_0002.jpg").unlink()
+    (folder / "accordion" / "image_0003.jpg").unlink()
+    shutil.copy(
+        caltech / "train" / "Leopards" / "image_0009.jpg", folder / "Leopards" / "image_0001.jpg"
+    )
+    _copy(caltech, folder, "Motorbikes", range(1, 3))
+    before = ris.count(name)
+    plan = cli(services, "sync", name, str(folder), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "plan: add 2, update 1, remove 2, unchanged 3" in plan.stdout
+    assert "update  Leopards/image_0001.jpg" in plan.stdout
+    assert "remove  accordion/image_0003.jpg" in plan.stdout
+    assert ris.count(name) == before  # a dry run changes nothing
+
+    (folder / "Motorbikes" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    done = cli(services, "sync", name, str(folder), "--no-progress")
+    assert done.returncode == 1  # the broken file
+    assert "added 2, updated 1, removed 2, unchanged 3, failed 1" in done.stdout
+    assert "broken.jpg" in done.stderr
+    (folder / "Motorbikes" / "broken.jpg").unlink()
+    state = _synced_state(ris, name, folder)
+    assert len(state) == 6 and ris.count(name) == 7  # + the item the sync did not write
+    assert ris.get(name, ["elsewhere.jpg"])[0].label == "x"
+    replaced = ris.search(  # raw: the stored blends of an augmented collection are not 1
+        name, folder / "Leopards" / "image_0001.jpg", top_k=1, expansion=False, space="raw"
+    )
+    assert replaced.hits[0].id == "Leopards/image_0001.jpg" and replaced.hits[0].score > 0.99
+
+    # an id stored by other means is not taken over unless asked
+    shutil.copy(other, folder / "elsewhere.jpg")
+    taken = cli(services, "sync", name, str(folder), "--no-progress")
+    assert taken.returncode == 1 and "failed 1" in taken.stdout and "--adopt" in taken.stderr
+    adopted = cli(services, "sync", name, str(folder), "--no-progress", "--adopt")
+    assert "updated 1" in adopted.stdout and adopted.returncode == 0
+    assert len(_synced_state(ris, name, folder)) == 7 and ris.count(name) == 7
+
+
+def test_sync_killed_mid_run_then_rerun_is_exact(
+    ris: RisClient, services: Services, caltech: Path, tmp_path: Path
+) -> None:
+    """SIGKILL once some of the adds are stored (one image per call), then run again: the
+    final state is exactly the folder, the second run adds only what the first did not."""
+    name, folder = "sync_killed", tmp_path / "album"
+    _copy(caltech, folder, "Leopards", range(1, 7))
+    _copy(caltech, folder, "airplanes", range(1, 7))
+    ris.create_collection(name)
+    ris.ingest(name, [IngestItem(id="keep.jpg", path=folder / "Leopards" / "image_0001.jpg")])
+    cmd = [sys.executable, "-m", "client.cli", "sync", name, str(folder), "--no-progress"]
+    cmd += ["--items-per-call", "1", "--address", services.address]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stored_before_kill = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            stored_before_kill = ris.count(name) - 1
+            if stored_before_kill >= 2:
+                process.kill()
+                break
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+    assert 2 <= stored_before_kill < 12, "the kill did not land mid-run"
+    rerun = cli(services, "sync", name, str(folder), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    added = int(rerun.stdout.split("added ")[1].split(",")[0])
+    unchanged = int(rerun.stdout.split("unchanged ")[1].split(",")[0])
+    assert added + unchanged == 12 and unchanged >= stored_before_kill
+    assert len(_synced_state(ris, name, folder)) == 12
+    assert ris.count(name) == 13  # no duplicate, and the other item kept
