@@ -16,17 +16,17 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import serve, sync
+from client import dedup, serve, sync
 from client.client import RisClient
 from client.config import ClientConfig
 from client.errors import RisError
 from client.results_page import ShownQuery, write_results_page
 from client.sources import load_source
-from client.types import ById, ByText, CollectionInfo, IngestSummary, QueryLike
+from client.types import ById, ByText, CollectionInfo, IngestItem, IngestSummary, QueryLike
 
 DEFAULT_OUT = Path("ris_results")
 # What `serve` and `demo` import; missing ones mean the server extra is not installed.
@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-label-from-dir", action="store_true", help="folders: leave label empty")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--strict", action="store_true", help="exit 1 if any item failed")
+    p.add_argument(
+        "--duplicates",
+        choices=["skip", "flag"],
+        help="check each image against the collection first: skip near-duplicates of stored "
+        "items, or store them flagged (metadata ris.duplicate_of); one more embedding each",
+    )
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=dedup.DEFAULT_THRESHOLD,
+        help=f"score from which an image is a near-duplicate (default {dedup.DEFAULT_THRESHOLD})",
+    )
 
     p = sub.add_parser("search", parents=[conn], help="top-k for query images, ids or text")
     p.add_argument("collection")
@@ -132,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     sync.add_arguments(p)
+
+    p = sub.add_parser(
+        "dedup",
+        parents=[conn],
+        help="groups of exact and near-duplicate items of a collection, with their scores",
+        description=dedup.__doc__,
+        formatter_class=_Formatter,
+    )
+    dedup.add_arguments(p)
 
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
     p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
@@ -216,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "collections": cmd_collections,
             "demo": cmd_demo,
             "sync": lambda a: sync.run(a, config_from_args(a)),
+            "dedup": lambda a: dedup.run(a, config_from_args(a)),
         }[args.command]
         return handler(args)
     except ModuleNotFoundError as error:
@@ -256,15 +278,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             ris.create_collection(
                 args.collection, metric=args.metric, index_type=args.index_type, exist_ok=True
             )
-        summary = ris.ingest_source(
+        screen = None
+        items: Iterable[IngestItem] = source.items
+        if args.duplicates:
+            screen = dedup.DuplicateScreen(
+                ris, args.collection, args.duplicate_threshold, flag=args.duplicates == "flag"
+            )
+            items = screen.filter(source.items)
+        summary = ris.ingest(
             args.collection,
-            source,
+            items,
             chunk_size=args.chunk_size,
             items_per_call=args.items_per_call,
             show_progress=not args.no_progress,
+            total=len(source.items),
         )
+        summary.skipped.extend(str(p) for p in source.problems)
         total = ris.count(args.collection)
     print_summary(summary, args.collection, total)
+    for dup in screen.found if screen else []:
+        verb = "flagged" if args.duplicates == "flag" else "skipped"
+        print(f"{verb} {dup.id}: near-duplicate of {dup.duplicate_of} ({dup.score:.4f})")
     if args.strict and not summary.ok:
         return 1
     return 1 if summary.stored == 0 and summary.received > 0 else 0

@@ -92,7 +92,7 @@ def search_request(
         queries=[to_query(q) for q in queries],
         top_k=top_k,
         exclude_self=exclude_self,
-        space=SPACES[space],  # type: ignore[arg-type]
+        space=SPACES[space],
     )
     if filter_ is not None:
         request.filter.CopyFrom(filter_)

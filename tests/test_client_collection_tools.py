@@ -253,3 +253,74 @@ def test_sync_killed_mid_run_then_rerun_is_exact(
     assert added + unchanged == 12 and unchanged >= stored_before_kill
     assert len(_synced_state(ris, name, folder)) == 12
     assert ris.count(name) == 13  # no duplicate, and the other item kept
+
+
+# -- duplicates ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_copies(ris: RisClient, caltech: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Six distinct photos, an exact copy of one (other id, same bytes) and a brightened copy
+    of another (the copy-detection edit)."""
+    from copy_detection import make_copy
+
+    name = "dedup_photos"
+    photos = [caltech / "train" / c / "image_0001.jpg" for c in ("Leopards", "Motorbikes")]
+    photos += [caltech / "train" / c / "image_0002.jpg" for c in ("accordion", "airplanes")]
+    photos += [caltech / "train" / c / "image_0003.jpg" for c in ("sunflower", "Faces")]
+    items = [IngestItem(id=f"p{i}", path=p) for i, p in enumerate(photos)]
+    items.append(IngestItem(id="p0_same", data=photos[0].read_bytes()))
+    items.append(
+        IngestItem(id="p3_bright", data=make_copy(photos[3].read_bytes(), "brightness", 0, "x"))
+    )
+    ris.create_collection(name)
+    assert ris.ingest(name, items).stored == len(items)
+    return name
+
+
+def test_dedup_finds_exact_and_near_copies(
+    ris: RisClient, services: Services, with_copies: str
+) -> None:
+    from client.dedup import duplicate_pairs, find_duplicates, group_pairs
+
+    groups = find_duplicates(ris, with_copies, 0.9)
+    assert [(g.ids, g.exact) for g in groups] == [
+        (["p0", "p0_same"], True),
+        (["p3", "p3_bright"], False),
+    ]
+    assert groups[0].pairs[0].score >= 0.9999 and 0.9 <= groups[1].pairs[0].score < 0.9999
+    # small pages (many listing and search calls) find the same pairs
+    paged = group_pairs(duplicate_pairs(ris, with_copies, 0.9, page_size=3))
+    assert [g.as_dict() for g in paged] == [g.as_dict() for g in groups]
+
+    shown = cli(services, "dedup", with_copies, "--threshold", "0.9", "--json", "--no-progress")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [g.as_dict() for g in groups]
+    text = cli(services, "dedup", with_copies, "--no-progress")
+    assert "group 1: 2 items, exact duplicates" in text.stdout and "p3_bright" in text.stdout
+    strict = cli(services, "dedup", with_copies, "--threshold", "1.01", "--no-progress")
+    assert "0 groups" in strict.stdout
+
+
+def test_ingest_skips_or_flags_near_duplicates(
+    ris: RisClient, services: Services, with_copies: str, caltech: Path, tmp_path: Path
+) -> None:
+    from client.dedup import DUPLICATE_OF_KEY
+
+    folder = tmp_path / "more"
+    folder.mkdir()
+    shutil.copy(caltech / "train" / "Leopards" / "image_0001.jpg", folder / "again.jpg")  # = p0
+    shutil.copy(caltech / "train" / "Leopards" / "image_0007.jpg", folder / "new.jpg")
+    before = ris.count(with_copies)
+    skipped = cli(services, "ingest", with_copies, str(folder), "--duplicates", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped again.jpg: near-duplicate of p0" in skipped.stdout
+    assert ris.count(with_copies) == before + 1 and not ris.get(with_copies, ["again.jpg"])
+
+    flagged = cli(services, "ingest", with_copies, str(folder), "--duplicates", "flag")
+    assert "flagged again.jpg: near-duplicate of p0" in flagged.stdout
+    stored = ris.get(with_copies, ["again.jpg", "new.jpg"])
+    assert [i.id for i in stored] == ["again.jpg", "new.jpg"]
+    assert stored[0].metadata[DUPLICATE_OF_KEY] in ("p0", "p0_same")
+    assert DUPLICATE_OF_KEY not in stored[1].metadata  # re-sent under its own id: not a copy
+    ris.delete(with_copies, ["again.jpg", "new.jpg"])
