@@ -23,6 +23,7 @@ from client.types import (
     IngestFailure,
     IngestItem,
     IngestSummary,
+    ItemPage,
     QueryResult,
     StoredItem,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "IngestItem",
     "IngestSummary",
     "InvalidArgument",
+    "ItemPage",
     "NotFound",
     "QueryFailed",
     "QueryResult",

@@ -47,6 +47,7 @@ from client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -265,6 +266,9 @@ class AsyncRisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> QueryResult:
         results = await self.search_batch(
             collection,
@@ -274,6 +278,9 @@ class AsyncRisClient:
             metadata=metadata,
             ids=ids,
             exclude_self=exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
         )
         if results[0].error is not None:
             raise QueryFailed(f"query failed: {results[0].error.message}")
@@ -289,10 +296,23 @@ class AsyncRisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> list[QueryResult]:
         filter_ = convert.to_filter(labels, metadata, ids)
         request = await asyncio.to_thread(
-            convert.search_request, collection, queries, top_k, filter_, exclude_self
+            functools.partial(
+                convert.search_request,
+                min_score=min_score,
+                expansion=expansion,
+                space=space,
+            ),
+            collection,
+            queries,
+            top_k,
+            filter_,
+            exclude_self,
         )
         calls, oversize = search_calls(request.queries, await self.limits())
         answers = {i: oversize_result(reason) for i, reason in oversize.items()}
@@ -349,6 +369,49 @@ class AsyncRisClient:
             request.filter.CopyFrom(filter_)
         response = await self._unary(self._stub.Count, request, f"count {collection}")
         return int(response.count)
+
+    async def list_items_page(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> ItemPage:
+        filter_ = convert.to_filter(labels, metadata)
+        request = convert.list_items_request(
+            collection, page_size, page_token, filter_, include_vectors
+        )
+        response = await self._unary(self._stub.ListItems, request, f"list items of {collection}")
+        return convert.item_page(response, include_vectors)
+
+    async def iter_items(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> AsyncIterator[StoredItem]:
+        """Like RisClient.iter_items: ``async for item in ris.iter_items(name)``."""
+        token = ""
+        while True:
+            page = await self.list_items_page(
+                collection,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                metadata=metadata,
+                include_vectors=include_vectors,
+            )
+            for item in page.items:
+                yield item
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
 
     async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
         async def attempt(timeout: float | None) -> Any:

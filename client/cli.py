@@ -16,17 +16,17 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import serve
+from client import dedup, serve, sync
 from client.client import RisClient
 from client.connection_args import client_options, config_from_args
 from client.errors import RisError
 from client.results_page import ShownQuery, write_results_page
 from client.sources import load_source
-from client.types import ById, ByText, CollectionInfo, IngestSummary, QueryLike
+from client.types import ById, ByText, CollectionInfo, IngestItem, IngestSummary, QueryLike
 
 DEFAULT_OUT = Path("ris_results")
 # What `serve` and `demo` import; missing ones mean the server extra is not installed.
@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send large photos as small JPEGs at what the served model needs (slow links)",
     )
+    p.add_argument(
+        "--duplicates",
+        choices=["skip", "flag"],
+        help="check each image against the collection first: skip near-duplicates of stored "
+        "items, or store them flagged (metadata ris.duplicate_of); one more embedding each",
+    )
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=dedup.DEFAULT_THRESHOLD,
+        help=f"score from which an image is a near-duplicate (default {dedup.DEFAULT_THRESHOLD})",
+    )
 
     p = sub.add_parser("search", parents=[conn], help="top-k for query images, ids or text")
     p.add_argument("collection")
@@ -89,14 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=10)
     p.add_argument("--label", action="append", default=[], help="only hits with this label")
     p.add_argument("--exclude-self", action="store_true", help="id queries: skip the item")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="only hits scoring at least this (COSINE: similarity, e.g. 0.8; L2: -distance²)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the results page")
     p.add_argument("--no-page", action="store_true", help="do not write the HTML/PNG page")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--image-root", type=Path, help="resolve relative hit uris against this")
 
+    p = sub.add_parser(
+        "sync",
+        parents=[conn],
+        help="make a collection match a folder (add new, re-embed changed, remove deleted)",
+        description=sync.__doc__,
+        formatter_class=_Formatter,
+    )
+    sync.add_arguments(p)
+
+    p = sub.add_parser(
+        "dedup",
+        parents=[conn],
+        help="groups of exact and near-duplicate items of a collection, with their scores",
+        description=dedup.__doc__,
+        formatter_class=_Formatter,
+    )
+    dedup.add_arguments(p)
+
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
-    p.add_argument("action", choices=["list", "describe", "create", "drop", "count"])
+    p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
     p.add_argument("name", nargs="?")
+    p.add_argument("--out", default="-", help="export: JSON Lines file (default: stdout)")
+    p.add_argument("--vectors", action="store_true", help="export: include raw embeddings")
     p.add_argument("--metric", default="")
     p.add_argument("--index-type", default="")
     p.add_argument("--description", default="")
@@ -174,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search": cmd_search,
             "collections": cmd_collections,
             "demo": cmd_demo,
+            "sync": lambda a: sync.run(a, config_from_args(a)),
+            "dedup": lambda a: dedup.run(a, config_from_args(a)),
         }[args.command]
         return handler(args)
     except ModuleNotFoundError as error:
@@ -214,16 +254,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             ris.create_collection(
                 args.collection, metric=args.metric, index_type=args.index_type, exist_ok=True
             )
-        summary = ris.ingest_source(
+        screen = None
+        items: Iterable[IngestItem] = source.items
+        if args.duplicates:
+            screen = dedup.DuplicateScreen(
+                ris, args.collection, args.duplicate_threshold, flag=args.duplicates == "flag"
+            )
+            items = screen.filter(source.items)
+        summary = ris.ingest(
             args.collection,
-            source,
+            items,
             chunk_size=args.chunk_size,
             items_per_call=args.items_per_call,
             show_progress=not args.no_progress,
             shrink=args.shrink,
+            total=len(source.items),
         )
+        summary.skipped.extend(str(p) for p in source.problems)
         total = ris.count(args.collection)
     print_summary(summary, args.collection, total)
+    for dup in screen.found if screen else []:
+        verb = "flagged" if args.duplicates == "flag" else "skipped"
+        print(f"{verb} {dup.id}: near-duplicate of {dup.duplicate_of} ({dup.score:.4f})")
     if args.strict and not summary.ok:
         return 1
     return 1 if summary.stored == 0 and summary.received > 0 else 0
@@ -257,6 +309,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             labels=args.label,
             exclude_self=args.exclude_self,
+            min_score=args.min_score,
         )
     shown = [
         ShownQuery(name, Path(name) if not (args.by_id or args.text) else None, result)
@@ -298,6 +351,13 @@ def cmd_collections(args: argparse.Namespace) -> int:
             return 0
         if args.action == "count":
             print(ris.count(args.name))
+            return 0
+        if args.action == "export":
+            from client.export import export_to
+
+            n = export_to(ris, args.name, args.out, include_vectors=args.vectors)
+            if args.out != "-":
+                print(f"exported {n} items of {args.name} to {args.out}")
             return 0
         if args.action == "create":
             info = ris.create_collection(

@@ -48,6 +48,7 @@ from client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -270,6 +271,9 @@ class RisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> QueryResult:
         """Top-k for one query: an image path, image bytes, a vector, ById(...) or ByText(...).
 
@@ -282,6 +286,9 @@ class RisClient:
             metadata=metadata,
             ids=ids,
             exclude_self=exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
         )[0]
         if result.error is not None:
             raise QueryFailed(f"query failed: {result.error.message}")
@@ -297,11 +304,27 @@ class RisClient:
         metadata: Mapping[str, str] | None = None,
         ids: Iterable[str] | None = None,
         exclude_self: bool = False,
+        min_score: float | None = None,
+        expansion: bool | None = None,
+        space: str = "",
     ) -> list[QueryResult]:
         """One result per query, in order; a failed query carries .error, the others are fine.
-        More queries (or bytes) than one call takes are sent in several calls."""
+        More queries (or bytes) than one call takes are sent in several calls.
+
+        ``min_score``: keep hits scoring at least this (COSINE: cosine similarity; IP: inner
+        product; L2: minus the squared distance); ``expansion=False`` turns query expansion
+        off; ``space="raw"`` searches an augmented collection's raw embeddings."""
         filter_ = convert.to_filter(labels, metadata, ids)
-        request = convert.search_request(collection, queries, top_k, filter_, exclude_self)
+        request = convert.search_request(
+            collection,
+            queries,
+            top_k,
+            filter_,
+            exclude_self,
+            min_score=min_score,
+            expansion=expansion,
+            space=space,
+        )
         calls, oversize = search_calls(request.queries, self.limits())
         answers = {i: oversize_result(reason) for i, reason in oversize.items()}
         for positions in calls:
@@ -355,6 +378,50 @@ class RisClient:
         if filter_ is not None:
             request.filter.CopyFrom(filter_)
         return int(self._unary(self._stub.Count, request, f"count {collection}").count)
+
+    def list_items_page(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> ItemPage:
+        """One page of the collection in id order (page_size 0 = the server's, 256)."""
+        filter_ = convert.to_filter(labels, metadata)
+        request = convert.list_items_request(
+            collection, page_size, page_token, filter_, include_vectors
+        )
+        response = self._unary(self._stub.ListItems, request, f"list items of {collection}")
+        return convert.item_page(response, include_vectors)
+
+    def iter_items(
+        self,
+        collection: str,
+        *,
+        page_size: int = 0,
+        labels: Iterable[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_vectors: bool = False,
+    ) -> Iterator[StoredItem]:
+        """Every (matching) item, in id order, one page in memory at a time; each page is a
+        retried call of its own, so a long listing survives a restart of the service."""
+        token = ""
+        while True:
+            page = self.list_items_page(
+                collection,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                metadata=metadata,
+                include_vectors=include_vectors,
+            )
+            yield from page.items
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from client.types import (
     CollectionInfo,
     Hit,
     ItemError,
+    ItemPage,
     QueryLike,
     QueryResult,
     StoredItem,
@@ -64,21 +65,41 @@ def to_filter(
     )
 
 
+SPACES = {
+    "": search_pb2.SEARCH_SPACE_DEFAULT,
+    "augmented": search_pb2.SEARCH_SPACE_AUGMENTED,
+    "raw": search_pb2.SEARCH_SPACE_RAW,
+}
+
+
 def search_request(
     collection: str,
     queries: Sequence[QueryLike],
     top_k: int,
     filter_: search_pb2.Filter | None,
     exclude_self: bool,
+    *,
+    min_score: float | None = None,
+    expansion: bool | None = None,
+    space: str = "",
 ) -> search_pb2.SearchRequest:
+    """``min_score``: drop hits scoring below it (None = keep all); ``expansion``: None = the
+    server's default, False = off; ``space``: "" (server's choice), "augmented" or "raw"."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {sorted(SPACES)}, got {space!r}")
     request = search_pb2.SearchRequest(
         collection=collection,
         queries=[to_query(q) for q in queries],
         top_k=top_k,
         exclude_self=exclude_self,
+        space=SPACES[space],
     )
     if filter_ is not None:
         request.filter.CopyFrom(filter_)
+    if min_score is not None:
+        request.min_score = min_score
+    if expansion is not None:
+        request.query_expansion.enabled = expansion
     return request
 
 
@@ -154,4 +175,29 @@ def stored_item(message: search_pb2.StoredItem, with_vector: bool) -> StoredItem
         uri=message.uri,
         metadata=dict(message.metadata),
         vector=list(message.vector) if with_vector else None,
+    )
+
+
+def list_items_request(
+    collection: str,
+    page_size: int,
+    page_token: str,
+    filter_: search_pb2.Filter | None,
+    include_vectors: bool,
+) -> search_pb2.ListItemsRequest:
+    request = search_pb2.ListItemsRequest(
+        collection=collection,
+        page_size=page_size,
+        page_token=page_token,
+        include_vectors=include_vectors,
+    )
+    if filter_ is not None:
+        request.filter.CopyFrom(filter_)
+    return request
+
+
+def item_page(message: search_pb2.ListItemsResponse, with_vectors: bool) -> ItemPage:
+    return ItemPage(
+        items=[stored_item(i, with_vectors) for i in message.items],
+        next_page_token=message.next_page_token,
     )

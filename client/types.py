@@ -64,6 +64,14 @@ class StoredItem:
 
 
 @dataclass(frozen=True)
+class ItemPage:
+    """One page of a collection listing; pass next_page_token back for the next ("" = done)."""
+
+    items: list[StoredItem]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
 class IngestFailure:
     """An item that was not stored; position is its 0-based place in what was passed to ingest."""
 

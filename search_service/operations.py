@@ -193,9 +193,7 @@ class Services:
             include_vectors=req.include_vectors and not meta.augmented,
         )
         if req.include_vectors and meta.augmented:  # the embeddings, not the blends
-            raw = self.store.raw_vectors(meta, [r.id for r in rows])
-            for r in rows:
-                r.vector = raw[r.id].tolist() if r.id in raw else None
+            self.store.fill_raw_vectors(meta, rows)
         return search_pb2.GetResponse(
             items=[
                 search_pb2.StoredItem(
@@ -241,6 +239,9 @@ class Services:
         expansion = resolve(
             req.query_expansion if req.HasField("query_expansion") else None, self.config
         )
+        min_score = req.min_score if req.HasField("min_score") else None
+        if min_score is not None and not np.isfinite(min_score):
+            raise InvalidArgument("min_score must be a finite number")
         meta = self.store.describe(req.collection)
         expr = filter_expr(req.filter)
         response = search_pb2.SearchResponse()
@@ -330,6 +331,8 @@ class Services:
                 if i in selves:
                     row = [h for h in row if h.id != selves[i]]
                 row = _finite(row)
+                if min_score is not None:  # scores are higher-is-better for every metric
+                    row = [h for h in row if h.score >= min_score]
                 results[i].hits.extend(_hit(h) for h in row[:top_k])
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)

@@ -13,6 +13,7 @@ import grpc
 
 from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
+from search_service.export import list_items
 from search_service.ingest import Ingestor
 from search_service.operations import Services
 from server_common.admission import CallEnded, StreamIdle
@@ -132,3 +133,6 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @rpc
     def GetServiceInfo(self, request, context):
         return self.services.service_info(request)
+
+    def ListItems(self, request, context):
+        return list_items(self.services.store, request)

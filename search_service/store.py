@@ -43,7 +43,7 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
-from search_service.filters import build_filter, check_metadata_key, combine
+from search_service.filters import build_filter, check_metadata_key, combine, quote
 from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
 from server_common import deadlines
 
@@ -462,6 +462,12 @@ class MilvusStore:
         rows = self.get_all(meta.raw_name, ids, include_vectors=True)
         return {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
 
+    def fill_raw_vectors(self, meta: CollectionMeta, rows: Sequence[Row]) -> None:
+        """Give an augmented collection's rows their raw embeddings (not the stored blends)."""
+        raw = self.raw_vectors(meta, [r.id for r in rows])
+        for r in rows:
+            r.vector = raw[r.id].tolist() if r.id in raw else None
+
     def get_all(
         self,
         name: str,
@@ -601,20 +607,35 @@ class MilvusStore:
                 timeout=self._timeout(),
             )
         )
-        rows = [
-            Row(
-                id=str(r["id"]),
-                label=str(r.get("label", "")),
-                uri=str(r.get("uri", "")),
-                metadata=_str_map(r.get("metadata")),
-                vector=[float(x) for x in r[VECTOR_FIELD]] if include_vectors else None,
-                augmentation=r.get(AUGMENTATION_FIELD) if include_augmentation else None,
-            )
-            for r in res
-        ]
+        rows = _rows(res, include_vectors, include_augmentation)
         if ids:
             order = {v: i for i, v in enumerate(ids)}
             rows.sort(key=lambda r: order.get(r.id, len(order)))
+        return rows
+
+    def page(
+        self, name: str, after: str, limit: int, expr: str = "", include_vectors: bool = False
+    ) -> list[Row]:
+        """The ``limit`` smallest-id rows with id > ``after`` (all when ``after`` is empty)
+        matching ``expr``, in id order: one page of a listing whose cursor is the last id.
+
+        ``iterator`` is what pymilvus' query iterator sends: with it Milvus Lite returns the
+        smallest ids (without it, any ``limit`` matches); Milvus 2.3 does so either way."""
+        where = combine(f"id > {quote(after)}", expr)  # ids are never empty: "" is the start
+        self.ensure_loaded(name)
+        fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
+        res = self._guard(
+            lambda: self._client.query(
+                name,
+                filter=where,
+                output_fields=fields,
+                limit=min(limit, MAX_QUERY_LIMIT),
+                consistency_level="Strong",
+                iterator="True",
+            )
+        )
+        rows = _rows(res, include_vectors, augmentation=False)
+        rows.sort(key=lambda r: r.id.encode())
         return rows
 
     def delete(self, name: str, ids: Sequence[str] = (), expr: str = "") -> int:
@@ -680,6 +701,21 @@ def _row(record: Record, augmented: bool) -> dict[str, Any]:
     if augmented:
         row[AUGMENTATION_FIELD] = record.augmentation or {}
     return row
+
+
+def _rows(result: Sequence[dict[str, Any]], vectors: bool, augmentation: bool) -> list[Row]:
+    """Query results as Rows (vectors / augmentation only when they were asked for)."""
+    return [
+        Row(
+            id=str(r["id"]),
+            label=str(r.get("label", "")),
+            uri=str(r.get("uri", "")),
+            metadata=_str_map(r.get("metadata")),
+            vector=[float(x) for x in r[VECTOR_FIELD]] if vectors else None,
+            augmentation=r.get(AUGMENTATION_FIELD) if augmentation else None,
+        )
+        for r in result
+    ]
 
 
 def _str_map(value: object) -> dict[str, str]:

@@ -144,6 +144,7 @@ def test_read_token_reads_but_cannot_write(secure_search, pki, stocked, photos, 
         assert client.search(stocked, ById(photos[0].id), top_k=2).hits[0].id == photos[0].id
         assert client.count(stocked) == 6
         assert [i.id for i in client.get(stocked, [photos[1].id])] == [photos[1].id]
+        assert len(list(client.iter_items(stocked, page_size=4))) == 6  # ListItems reads
         assert stocked in {c.name for c in client.list_collections()}
         assert client.describe_collection(stocked).name == stocked
         attempts = [

@@ -85,6 +85,11 @@ class SearchServiceStub:
                 request_serializer=ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.SerializeToString,
                 response_deserializer=ris_dot_v1_dot_search__pb2.ServiceInfo.FromString,
                 _registered_method=True)
+        self.ListItems = channel.unary_unary(
+                '/ris.v1.SearchService/ListItems',
+                request_serializer=ris_dot_v1_dot_search__pb2.ListItemsRequest.SerializeToString,
+                response_deserializer=ris_dot_v1_dot_search__pb2.ListItemsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -157,6 +162,16 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListItems(self, request, context):
+        """Every item of a collection, one page at a time in id order, for export, sync and dedup:
+        each call's memory is bounded by one page. Pass next_page_token back for the next page;
+        an empty one means the listing is complete. Items written while listing appear when their
+        id is past the cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +224,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetServiceInfo,
                     request_deserializer=ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.FromString,
                     response_serializer=ris_dot_v1_dot_search__pb2.ServiceInfo.SerializeToString,
+            ),
+            'ListItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItems,
+                    request_deserializer=ris_dot_v1_dot_search__pb2.ListItemsRequest.FromString,
+                    response_serializer=ris_dot_v1_dot_search__pb2.ListItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -482,6 +502,33 @@ class SearchService:
             '/ris.v1.SearchService/GetServiceInfo',
             ris_dot_v1_dot_search__pb2.GetServiceInfoRequest.SerializeToString,
             ris_dot_v1_dot_search__pb2.ServiceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ris.v1.SearchService/ListItems',
+            ris_dot_v1_dot_search__pb2.ListItemsRequest.SerializeToString,
+            ris_dot_v1_dot_search__pb2.ListItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

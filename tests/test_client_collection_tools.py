@@ -1,0 +1,326 @@
+"""Whole-collection tools through the client and the `ris` CLI, against the real services
+(embedder with the real model, search service on Milvus Lite, `client.serve.Services` on
+loopback): score thresholds, listing and export, folder sync, duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import AsyncRisClient, ById, IngestItem, RetryPolicy, RisClient
+from client.serve import ServeOptions, Services
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ("Leopards", "Motorbikes", "accordion")
+PER_CLASS = 3
+COLLECTION = "tools_photos"
+
+
+@pytest.fixture(scope="module")
+def services(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    data = tmp_path_factory.mktemp("milvus")
+    options = ServeOptions(
+        port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
+    )
+    with Services(options) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ris(services: Services) -> Iterator[RisClient]:
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1)
+    with RisClient(address=services.address, timeout=120, retry=retry) as client:
+        client.wait_ready(30)
+        yield client
+
+
+def cli(services: Services, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args, "--address", services.address],
+        cwd=ROOT,
+        env={**os.environ, "RIS_RETRIES": "3"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(caltech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PER_CLASS real photos per class, one subfolder per class."""
+    root = tmp_path_factory.mktemp("photos")
+    for cls in CLASSES:
+        (root / cls).mkdir()
+        for i in range(1, PER_CLASS + 1):
+            name = f"image_{i:04d}.jpg"
+            shutil.copy(caltech / "train" / cls / name, root / cls / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ingested(ris: RisClient, folder: Path) -> str:
+    ris.create_collection(COLLECTION, exist_ok=True)
+    summary = ris.ingest_folder(COLLECTION, folder)
+    assert summary.stored == len(CLASSES) * PER_CLASS and summary.failed == 0
+    return COLLECTION
+
+
+# -- score threshold -----------------------------------------------------------------------
+
+
+def test_min_score_sync_async_and_cli(ris: RisClient, services: Services, ingested: str) -> None:
+    query = ById("Leopards/image_0001.jpg")
+    full = ris.search(ingested, query, top_k=9, expansion=False, exclude_self=True)
+    threshold = (full.hits[1].score + full.hits[2].score) / 2
+    cut = ris.search(
+        ingested, query, top_k=9, expansion=False, exclude_self=True, min_score=threshold
+    )
+    assert [h.id for h in cut.hits] == [h.id for h in full.hits[:2]]
+
+    async def run() -> list[str]:
+        async with AsyncRisClient(address=services.address, timeout=60) as aris:
+            result = await aris.search(
+                ingested, query, top_k=9, expansion=False, exclude_self=True, min_score=threshold
+            )
+            return [h.id for h in result.hits]
+
+    assert asyncio.run(run()) == [h.id for h in cut.hits]
+    shown = cli(
+        services, "search", ingested, query.id, "--by-id", "--exclude-self", "--json",
+        "--no-page", "--min-score", "0.99",
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["hits"] == []  # no other photo is that close
+
+
+# -- listing and export --------------------------------------------------------------------
+
+
+def test_iter_items_sync_and_async(ris: RisClient, services: Services, ingested: str) -> None:
+    expected = sorted(ris_ids(ris, ingested))
+    assert [i.id for i in ris.iter_items(ingested, page_size=2)] == expected
+    with_vectors = list(ris.iter_items(ingested, page_size=4, include_vectors=True))
+    assert all(len(i.vector or []) == 2048 for i in with_vectors)
+    labelled = [i.id for i in ris.iter_items(ingested, labels=["accordion"], page_size=1)]
+    assert labelled == [i for i in expected if i.startswith("accordion/")]
+
+    async def run() -> list[str]:
+        async with AsyncRisClient(address=services.address, timeout=60) as aris:
+            return [i.id async for i in aris.iter_items(ingested, page_size=3)]
+
+    assert asyncio.run(run()) == expected
+
+
+def ris_ids(ris: RisClient, collection: str) -> list[str]:
+    return [i.id for i in ris.get(collection, limit=1000)]
+
+
+def test_export_cli_writes_jsonl(services: Services, ingested: str, tmp_path: Path) -> None:
+    out = tmp_path / "export.jsonl"
+    done = cli(services, "collections", "export", ingested, "--out", str(out), "--vectors")
+    assert done.returncode == 0, done.stderr
+    assert f"exported {len(CLASSES) * PER_CLASS} items" in done.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == sorted(r["id"] for r in records)
+    assert len(records) == len(CLASSES) * PER_CLASS
+    first = records[0]
+    assert first["label"] == first["id"].split("/")[0] and len(first["vector"]) == 2048
+    assert not (tmp_path / "export.jsonl.partial").exists()
+
+
+# -- folder sync ---------------------------------------------------------------------------
+
+
+def _copy(caltech: Path, folder: Path, cls: str, numbers: range) -> None:
+    (folder / cls).mkdir(parents=True, exist_ok=True)
+    for i in numbers:
+        name = f"image_{i:04d}.jpg"
+        shutil.copy(caltech / "train" / cls / name, folder / cls / name)
+
+
+def _synced_state(ris: RisClient, collection: str, folder: Path) -> dict[str, str]:
+    """id -> stored hash of the items this folder's sync holds (asserting their metadata)."""
+    from client.sync import HASH_KEY, ROOT_KEY, file_sha256
+
+    root = str(folder.resolve())
+    state = {}
+    for item in ris.iter_items(collection, metadata={ROOT_KEY: root}):
+        assert item.label == (item.id.split("/")[0] if "/" in item.id else "")
+        state[item.id] = item.metadata[HASH_KEY]
+    files = {p.relative_to(folder).as_posix(): file_sha256(p) for p in folder.rglob("*.jpg")}
+    assert state == files  # exactly the folder: nothing missing, extra or stale
+    return state
+
+
+def test_sync_adds_updates_removes_and_is_idempotent(
+    ris: RisClient, services: Services, caltech: Path, tmp_path: Path
+) -> None:
+    name, folder = "sync_basic", tmp_path / "album"
+    _copy(caltech, folder, "Leopards", range(1, 4))
+    _copy(caltech, folder, "accordion", range(1, 4))
+    ris.create_collection(name)
+    other = caltech / "train" / "airplanes" / "image_0001.jpg"
+    ris.ingest(name, [IngestItem(id="elsewhere.jpg", path=other, label="x")])
+
+    first = cli(services, "sync", name, str(folder), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    assert "added 6, updated 0, removed 0, unchanged 0, failed 0" in first.stdout
+    _synced_state(ris, name, folder)
+
+    again = cli(services, "sync", name, str(folder), "--no-progress")
+    assert "added 0, updated 0, removed 0, unchanged 6, failed 0" in again.stdout
+    assert "nothing changed" in again.stdout
+
+    # change the folder: 2 files gone, 1 replaced by another photo, 2 new, 1 corrupt
+    (folder / "Leopards" / "image_0002.jpg").unlink()
+    (folder / "accordion" / "image_0003.jpg").unlink()
+    shutil.copy(
+        caltech / "train" / "Leopards" / "image_0009.jpg", folder / "Leopards" / "image_0001.jpg"
+    )
+    _copy(caltech, folder, "Motorbikes", range(1, 3))
+    before = ris.count(name)
+    plan = cli(services, "sync", name, str(folder), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "plan: add 2, update 1, remove 2, unchanged 3" in plan.stdout
+    assert "update  Leopards/image_0001.jpg" in plan.stdout
+    assert "remove  accordion/image_0003.jpg" in plan.stdout
+    assert ris.count(name) == before  # a dry run changes nothing
+
+    (folder / "Motorbikes" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    done = cli(services, "sync", name, str(folder), "--no-progress")
+    assert done.returncode == 1  # the broken file
+    assert "added 2, updated 1, removed 2, unchanged 3, failed 1" in done.stdout
+    assert "broken.jpg" in done.stderr
+    (folder / "Motorbikes" / "broken.jpg").unlink()
+    state = _synced_state(ris, name, folder)
+    assert len(state) == 6 and ris.count(name) == 7  # + the item the sync did not write
+    assert ris.get(name, ["elsewhere.jpg"])[0].label == "x"
+    replaced = ris.search(  # raw: the stored blends of an augmented collection are not 1
+        name, folder / "Leopards" / "image_0001.jpg", top_k=1, expansion=False, space="raw"
+    )
+    assert replaced.hits[0].id == "Leopards/image_0001.jpg" and replaced.hits[0].score > 0.99
+
+    # an id stored by other means is not taken over unless asked
+    shutil.copy(other, folder / "elsewhere.jpg")
+    taken = cli(services, "sync", name, str(folder), "--no-progress")
+    assert taken.returncode == 1 and "failed 1" in taken.stdout and "--adopt" in taken.stderr
+    adopted = cli(services, "sync", name, str(folder), "--no-progress", "--adopt")
+    assert "updated 1" in adopted.stdout and adopted.returncode == 0
+    assert len(_synced_state(ris, name, folder)) == 7 and ris.count(name) == 7
+
+
+def test_sync_killed_mid_run_then_rerun_is_exact(
+    ris: RisClient, services: Services, caltech: Path, tmp_path: Path
+) -> None:
+    """SIGKILL once some of the adds are stored (one image per call), then run again: the
+    final state is exactly the folder, the second run adds only what the first did not."""
+    name, folder = "sync_killed", tmp_path / "album"
+    _copy(caltech, folder, "Leopards", range(1, 7))
+    _copy(caltech, folder, "airplanes", range(1, 7))
+    ris.create_collection(name)
+    ris.ingest(name, [IngestItem(id="keep.jpg", path=folder / "Leopards" / "image_0001.jpg")])
+    cmd = [sys.executable, "-m", "client.cli", "sync", name, str(folder), "--no-progress"]
+    cmd += ["--items-per-call", "1", "--address", services.address]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stored_before_kill = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            stored_before_kill = ris.count(name) - 1
+            if stored_before_kill >= 2:
+                process.kill()
+                break
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+    assert 2 <= stored_before_kill < 12, "the kill did not land mid-run"
+    rerun = cli(services, "sync", name, str(folder), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    added = int(rerun.stdout.split("added ")[1].split(",")[0])
+    unchanged = int(rerun.stdout.split("unchanged ")[1].split(",")[0])
+    assert added + unchanged == 12 and unchanged >= stored_before_kill
+    assert len(_synced_state(ris, name, folder)) == 12
+    assert ris.count(name) == 13  # no duplicate, and the other item kept
+
+
+# -- duplicates ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_copies(ris: RisClient, caltech: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Six distinct photos, an exact copy of one (other id, same bytes) and a brightened copy
+    of another (the copy-detection edit)."""
+    from copy_detection import make_copy
+
+    name = "dedup_photos"
+    photos = [caltech / "train" / c / "image_0001.jpg" for c in ("Leopards", "Motorbikes")]
+    photos += [caltech / "train" / c / "image_0002.jpg" for c in ("accordion", "airplanes")]
+    photos += [caltech / "train" / c / "image_0003.jpg" for c in ("sunflower", "Faces")]
+    items = [IngestItem(id=f"p{i}", path=p) for i, p in enumerate(photos)]
+    items.append(IngestItem(id="p0_same", data=photos[0].read_bytes()))
+    items.append(
+        IngestItem(id="p3_bright", data=make_copy(photos[3].read_bytes(), "brightness", 0, "x"))
+    )
+    ris.create_collection(name)
+    assert ris.ingest(name, items).stored == len(items)
+    return name
+
+
+def test_dedup_finds_exact_and_near_copies(
+    ris: RisClient, services: Services, with_copies: str
+) -> None:
+    from client.dedup import duplicate_pairs, find_duplicates, group_pairs
+
+    groups = find_duplicates(ris, with_copies, 0.9)
+    assert [(g.ids, g.exact) for g in groups] == [
+        (["p0", "p0_same"], True),
+        (["p3", "p3_bright"], False),
+    ]
+    assert groups[0].pairs[0].score >= 0.9999 and 0.9 <= groups[1].pairs[0].score < 0.9999
+    # small pages (many listing and search calls) find the same pairs
+    paged = group_pairs(duplicate_pairs(ris, with_copies, 0.9, page_size=3))
+    assert [g.as_dict() for g in paged] == [g.as_dict() for g in groups]
+
+    shown = cli(services, "dedup", with_copies, "--threshold", "0.9", "--json", "--no-progress")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [g.as_dict() for g in groups]
+    text = cli(services, "dedup", with_copies, "--no-progress")
+    assert "group 1: 2 items, exact duplicates" in text.stdout and "p3_bright" in text.stdout
+    strict = cli(services, "dedup", with_copies, "--threshold", "1.01", "--no-progress")
+    assert "0 groups" in strict.stdout
+
+
+def test_ingest_skips_or_flags_near_duplicates(
+    ris: RisClient, services: Services, with_copies: str, caltech: Path, tmp_path: Path
+) -> None:
+    from client.dedup import DUPLICATE_OF_KEY
+
+    folder = tmp_path / "more"
+    folder.mkdir()
+    shutil.copy(caltech / "train" / "Leopards" / "image_0001.jpg", folder / "again.jpg")  # = p0
+    shutil.copy(caltech / "train" / "Leopards" / "image_0007.jpg", folder / "new.jpg")
+    before = ris.count(with_copies)
+    skipped = cli(services, "ingest", with_copies, str(folder), "--duplicates", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped again.jpg: near-duplicate of p0" in skipped.stdout
+    assert ris.count(with_copies) == before + 1 and not ris.get(with_copies, ["again.jpg"])
+
+    flagged = cli(services, "ingest", with_copies, str(folder), "--duplicates", "flag")
+    assert "flagged again.jpg: near-duplicate of p0" in flagged.stdout
+    stored = ris.get(with_copies, ["again.jpg", "new.jpg"])
+    assert [i.id for i in stored] == ["again.jpg", "new.jpg"]
+    assert stored[0].metadata[DUPLICATE_OF_KEY] in ("p0", "p0_same")
+    assert DUPLICATE_OF_KEY not in stored[1].metadata  # re-sent under its own id: not a copy
+    ris.delete(with_copies, ["again.jpg", "new.jpg"])
