@@ -83,7 +83,7 @@ class _PartWriter:
 def clear_parts(carry: Path) -> None:
     """Remove the part folders of an earlier bundle (and nothing else)."""
     for folder in carry.glob(PART_GLOB):
-        if (folder / PART_INDEX).exists() or folder.name.startswith("part-"):
+        if folder.is_dir():
             shutil.rmtree(folder)
 
 

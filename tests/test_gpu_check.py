@@ -63,7 +63,7 @@ def test_dry_run_writes_the_gpu_runs_json_and_table(model_path: Path, tmp_path: 
     assert [row["batch"] for row in cuda["raw"]] == plan["raw_batches"]
     for row in cuda["raw"]:
         assert row["images_per_s"] == pytest.approx(row["batch"] * 1000 / row["median_ms"])
-        assert row["device_resident"]["images_per_s"] > 0 and row["iterations"] >= 2
+        assert row["device_resident"]["images_per_s"] > 0 and row["iterations"] >= 1
     assert [s["batch"] for s in cuda["new_shape"]] == plan["new_shapes"]
 
     decode = phases["decode"]
@@ -75,7 +75,7 @@ def test_dry_run_writes_the_gpu_runs_json_and_table(model_path: Path, tmp_path: 
     for level in service["levels"]:
         assert level["ok"] == level["requests"] > 0 and not level["errors"]
         assert level["item_errors"] == 0 and level["images_per_s"] > 0
-    assert service["raw_after"]["batch"] == plan["service_batch"]
+    assert "raw_after" not in service  # a GPU run only: it repeats raw ORT after the levels
     assert service["config"]["provider"] == "cpu" and service["start_s"] > 0
 
     trt = phases["tensorrt"]
