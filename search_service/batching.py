@@ -43,7 +43,7 @@ class EmbedLimits:
             max_images = min(max_images, model.max_images_per_request)
         max_item = max(1, hard - MESSAGE_OVERHEAD - IMAGE_OVERHEAD)
         target = min(config.embed_batch_bytes, hard - MESSAGE_OVERHEAD)
-        return cls(max(1, max_images), target, max_item, f"{name} ({hard} bytes)")
+        return cls(max(1, max_images), target, max_item, f"{name} = {hard} bytes")
 
     def too_big(self, size: int) -> str | None:
         """Why an image of ``size`` bytes can never be embedded, or None when it can."""

@@ -46,14 +46,14 @@ def test_an_image_larger_than_the_target_goes_alone_and_one_over_the_limit_fails
     groups, oversize = split(list(sizes), sizes.__getitem__, limits)
     assert groups == [["a"], ["big"], ["b", "c"]]
     assert [item for item, _ in oversize] == ["huge"]
-    assert "the search service's max_message_bytes (67108864 bytes)" in oversize[0][1]
+    assert "the search service's max_message_bytes = 67108864 bytes" in oversize[0][1]
 
 
 def test_the_smaller_of_the_two_services_limits_wins() -> None:
     small = ModelRef("m", "v", 8, max_images_per_request=16, max_request_bytes=2 * MIB)
     limits = EmbedLimits.for_model(small, SearchConfig(), 256)
     assert limits.max_images == 16 and limits.max_item_bytes < 2 * MIB
-    assert "the embedder's max_message_bytes (2097152 bytes)" in (limits.too_big(2 * MIB) or "")
+    assert "the embedder's max_message_bytes = 2097152 bytes" in (limits.too_big(2 * MIB) or "")
     unreported = ModelRef("m", "v", 8)  # an older embedder: our own limit applies
     assert EmbedLimits.for_model(unreported, SearchConfig(), 32).max_item_bytes < 64 * MIB
 

@@ -83,7 +83,7 @@ def test_a_run_of_phone_photos_is_stored_and_the_oversize_one_fails_alone(stub, 
     assert failure.id == "oversize" and failure.position == [i for i, _ in run].index("oversize")
     assert failure.error.code == RESOURCE_EXHAUSTED
     assert "item 'oversize'" in failure.error.message
-    assert f"the embedder's max_message_bytes ({EMBEDDER_LIMIT} bytes)" in failure.error.message
+    assert f"the embedder's max_message_bytes = {EMBEDDER_LIMIT} bytes" in failure.error.message
     assert ris.count(name) == len(run) - 1
     # every copy of the same photo got the same embedding, wherever its batch boundaries fell
     stored = {s.id: np.asarray(s.vector) for s in ris.get(name, include_vectors=True, limit=100)}
