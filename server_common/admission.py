@@ -6,9 +6,10 @@ was refused although a worker would free up in milliseconds. Instead:
 
 * unary calls and streaming calls each get their own slots (``workers``, ``streams``), so idle
   or long ingest streams cannot starve searches, nor searches the streams;
-* a call that finds no free slot waits in a queue (FIFO-ish, at most ``queue`` calls waiting in
-  all, each at most ``queue_wait_s`` and never past its own deadline; a call whose deadline is
-  nearer than the expected wait is refused at once rather than left to expire in the queue);
+* a call that finds no free slot waits in a queue (first come, first served; at most ``queue``
+  calls waiting in all, each at most ``queue_wait_s`` and never past its own deadline; a call
+  whose deadline is nearer than the expected wait plus a mean call time is refused at once,
+  rather than left to expire in the queue);
 * beyond the queue, or after waiting too long, it is refused with RESOURCE_EXHAUSTED and the
   trailing metadata ``grpc-retry-pushback-ms`` (how long to back off: the typical call time
   times the queue ahead, 50 ms..10 s), which RisClient honours;
@@ -26,6 +27,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -101,20 +103,23 @@ class _Queue:
 
 
 class _Gate:
-    """Slots for one kind of call; keeps a moving average of how long a call holds one."""
+    """Slots for one kind of call, handed to waiters first come, first served (a freed slot goes
+    to the oldest waiter, never to a newcomer); keeps a moving average of how long a call
+    holds a slot, for the expected wait and the pushback hint."""
 
     def __init__(self, kind: str, slots: int, waiting: _Queue, limits: AdmissionLimits) -> None:
         self.kind = kind
         self.slots = slots
-        self._free = threading.Semaphore(slots)
+        self._free = slots
+        self._waiters: deque[threading.Event] = deque()  # set = that waiter got a slot
+        self._lock = threading.Lock()
         self._queue = waiting
         self._limits = limits
         self._mean_s = 0.05
-        self._lock = threading.Lock()
 
     def expected_wait_s(self) -> float:
         """How long a call joining the queue now should wait: mean call time x queue / slots."""
-        return self._mean_s * (self._queue.waiting + 1) / self.slots
+        return self._mean_s * (len(self._waiters) + 1) / self.slots
 
     def pushback_ms(self) -> int:
         estimate = 1000 * self.expected_wait_s()
@@ -130,40 +135,61 @@ class _Gate:
 
     def enter(self, context: grpc.ServicerContext) -> float:
         """Take a slot (waiting in the queue if need be) or abort the call; the start time."""
-        if self._free.acquire(blocking=False):
-            return time.monotonic()
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return time.monotonic()
+        deadline = deadlines.deadline_of(context)
+        if deadline is not None and deadline - time.monotonic() < (
+            self.expected_wait_s() + self._mean_s
+        ):
+            # it would expire in the queue or while served: say so now, while retrying later
+            # or elsewhere can still help, instead of DEADLINE_EXCEEDED after holding a place
+            self._refuse(context, "the expected queue wait exceeds the call's deadline")
         if not self._queue.join():
             self._refuse(
                 context,
                 f"{self.slots} {self.kind} calls running and {self._queue.limit} waiting "
                 "(max_queued_calls)",
             )
+        granted = threading.Event()
+        with self._lock:
+            self._waiters.append(granted)
         try:
             end = time.monotonic() + self._limits.queue_wait_s
-            deadline = deadlines.deadline_of(context)
             if deadline is not None:
-                if deadline - time.monotonic() < self.expected_wait_s():
-                    # it would expire in the queue: say so now, while retrying elsewhere or
-                    # later can still help, instead of DEADLINE_EXCEEDED after holding a place
-                    self._refuse(context, "the expected queue wait exceeds the call's deadline")
                 end = min(end, deadline)
             while True:
                 left = end - time.monotonic()
-                if left <= 0:
+                if left <= 0 or granted.wait(min(left, _POLL_S)):
                     break
-                if self._free.acquire(timeout=min(left, _POLL_S)):
-                    return time.monotonic()
                 if not context.is_active():
-                    context.abort(grpc.StatusCode.CANCELLED, "cancelled while queued")
+                    break
         finally:
             self._queue.leave()
+            with self._lock:
+                if not granted.is_set():
+                    self._waiters.remove(granted)
+        if granted.is_set():
+            if context.is_active():
+                return time.monotonic()
+            self._release()  # got it just as the client left: pass it on
+        if not context.is_active():
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled while queued")
         self._refuse(
             context, f"no {self.kind} slot free within {self._limits.queue_wait_s:g} s (queued)"
         )
         raise AssertionError("unreachable")  # abort raised
 
+    def _release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot goes straight to the oldest waiter
+            else:
+                self._free += 1
+
     def leave(self, started: float) -> None:
-        self._free.release()
+        self._release()
         with self._lock:
             self._mean_s = 0.9 * self._mean_s + 0.1 * (time.monotonic() - started)
 
