@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import dedup, serve, sync
+from client import dedup, http_gateway, serve, sync
 from client.client import RisClient
 from client.config import ClientConfig
 from client.errors import RisError
@@ -154,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dedup.add_arguments(p)
 
+    p = sub.add_parser(
+        "gateway",
+        parents=[conn],
+        help="HTTP/JSON API in front of a running search service",
+        description=http_gateway.__doc__,
+        formatter_class=_Formatter,
+    )
+    http_gateway.add_arguments(p)
+
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
     p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
     p.add_argument("name", nargs="?")
@@ -238,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
             "sync": lambda a: sync.run(a, config_from_args(a)),
             "dedup": lambda a: dedup.run(a, config_from_args(a)),
+            "gateway": lambda a: http_gateway.run(a, config_from_args(a)),
         }[args.command]
         return handler(args)
     except ModuleNotFoundError as error:

@@ -11,8 +11,11 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -324,3 +327,122 @@ def test_ingest_skips_or_flags_near_duplicates(
     assert stored[0].metadata[DUPLICATE_OF_KEY] in ("p0", "p0_same")
     assert DUPLICATE_OF_KEY not in stored[1].metadata  # re-sent under its own id: not a copy
     ris.delete(with_copies, ["again.jpg", "new.jpg"])
+
+
+# -- HTTP/JSON gateway ---------------------------------------------------------------------
+
+
+def http(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body or None, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def gateway(services: Services) -> Iterator[int]:
+    from client.config import ClientConfig
+    from client.http_gateway import Gateway
+
+    running = Gateway(ClientConfig(address=services.address, timeout=120)).start()
+    yield running.port
+    running.stop()
+
+
+def test_http_search_returns_the_grpc_results(
+    ris: RisClient, gateway: int, ingested: str, folder: Path
+) -> None:
+    status, listed = http(gateway, "GET", "/v1/collections")
+    assert status == 200 and ingested in [c["name"] for c in listed["collections"]]
+    status, info = http(gateway, "GET", f"/v1/collections/{ingested}")
+    assert status == 200 and info["count"] == str(len(CLASSES) * PER_CLASS)  # int64: a string
+
+    photo = folder / "Motorbikes" / "image_0002.jpg"
+    grpc_hits = ris.search(ingested, photo, top_k=4).hits
+    status, found = http(
+        gateway,
+        "POST",
+        f"/v1/collections/{ingested}:search?top_k=4",
+        photo.read_bytes(),
+        **{"Content-Type": "image/jpeg"},
+    )
+    assert status == 200, found
+    hits = found["results"][0]["hits"]
+    assert [h["id"] for h in hits] == [h.id for h in grpc_hits]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in grpc_hits], abs=1e-5)
+    assert hits[0]["label"] == "Motorbikes"
+
+    body = {"queries": [{"id": "Leopards/image_0001.jpg"}], "top_k": 5, "exclude_self": True,
+            "min_score": 0.5, "filter": {"labels": ["Leopards"]}}  # fmt: skip
+    status, found = http(
+        gateway,
+        "POST",
+        f"/v1/collections/{ingested}:search",
+        json.dumps(body).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    assert status == 200, found
+    ids = [h["id"] for h in found["results"][0]["hits"]]
+    assert ids and all(i.startswith("Leopards/") and i != "Leopards/image_0001.jpg" for i in ids)
+
+
+SEARCH, BAD = "/v1/collections/{c}:search", "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "code"),
+    [
+        ("GET", "/v1/collections/no_such_thing", b"", "", 404, "NOT_FOUND"),
+        ("GET", "/v2/else", b"", "", 404, "NOT_FOUND"),
+        ("POST", SEARCH, b"{not json", "application/json", 400, BAD),
+        (
+            "POST",
+            SEARCH,
+            b'{"top_k": 5000, "queries": [{"id": "x"}]}',
+            "application/json",
+            400,
+            BAD,
+        ),
+        ("POST", SEARCH, b"abc", "text/plain", 400, BAD),
+        ("POST", SEARCH + "?top_k=x", b"abc", "image/png", 400, BAD),
+    ],
+)
+def test_http_errors_are_json_with_the_grpc_code(
+    gateway: int, ingested: str, method, path, body, content_type, status, code
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    got, payload = http(gateway, method, path.format(c=ingested), body, **headers)
+    assert got == status and payload["error"]["status"] == code, payload
+    assert payload["error"]["message"]
+
+
+def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> None:
+    """A search service with tokens: the gateway forwards the caller's bearer token and holds
+    none of its own."""
+    from search_fixtures import running_search, search_config
+
+    from client.config import ClientConfig
+    from client.http_gateway import Gateway
+
+    config = search_config(
+        services.embedder_address, str(tmp_path / "m.db"), read_tokens="reader-tok-123"
+    )
+    with running_search(config) as secured:
+        running = Gateway(ClientConfig(address=secured.address, timeout=60)).start()
+        try:
+            status, payload = http(running.port, "GET", "/v1/collections")
+            assert status == 401 and payload["error"]["status"] == "UNAUTHENTICATED"
+            status, payload = http(
+                running.port, "GET", "/v1/collections", Authorization="Bearer wrong"
+            )
+            assert status == 401
+            status, payload = http(
+                running.port, "GET", "/v1/collections", Authorization="Bearer reader-tok-123"
+            )
+            assert status == 200 and payload == {"collections": []}
+        finally:
+            running.stop()
