@@ -7,11 +7,14 @@ come back as HTTP statuses with a JSON body ``{"error": {"code": 3, "status":
 "INVALID_ARGUMENT", "message": "..."}}``. Bodies and results use the protobuf JSON mapping of
 ``ris.v1`` (field names as in search.proto; image bytes base64), so a result is the gRPC one.
 
+    GET  /                                 a search page (pick or drop a photo, or type text)
     GET  /v1/collections                   ListCollections
     GET  /v1/collections/{name}            DescribeCollection
     POST /v1/collections/{name}:search     Search: a JSON SearchRequest (collection from the
                                            path), or raw image bytes (Content-Type image/* or
                                            application/octet-stream) with ?top_k=&min_score=&label=
+    GET  /v1/collections/{name}/items/{id}:image   GetItemImage: the item's image, read by the
+                                           service inside its allowed roots only
 
 The gateway never adds a token of its own (it would lend its rights to anyone who can reach
 it), binds 127.0.0.1 unless told otherwise, and refuses bodies over ``--max-body-bytes``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -162,9 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._answer(self._post)
 
-    def _get(self, path: str) -> Message:
+    def _get(self, path: str) -> Message | Raw:
+        if path in ("/", "/index.html"):
+            return Raw(page_html(), "text/html; charset=utf-8")
         if path == "/v1/collections":
             return self._call(self.owner.stub.ListCollections, search_pb2.ListCollectionsRequest())
+        if path.endswith(":image"):
+            name, item_id = _item(path, ":image")
+            request = search_pb2.GetItemImageRequest(collection=name, id=item_id)
+            image = self._call(self.owner.stub.GetItemImage, request)
+            return Raw(image.data, image.content_type)  # type: ignore[attr-defined]
         name = _collection(path, "")
         return self._call(
             self.owner.stub.DescribeCollection, search_pb2.DescribeCollectionRequest(name=name)
@@ -192,10 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
         result: Message = self.owner.call(method, request, self.headers.get("Authorization") or "")
         return result
 
-    def _answer(self, handle: Callable[[str], Message]) -> None:
+    def _answer(self, handle: Callable[[str], Message | Raw]) -> None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         try:
-            status, payload = 200, to_json(handle(path))
+            result = handle(path)
+            status, payload = 200, result if isinstance(result, Raw) else to_json(result)
         except GatewayError as error:
             status, payload = HTTP_STATUS[error.code], error_body(error.code, str(error))
         except grpc.RpcError as error:
@@ -203,12 +215,29 @@ class _Handler(BaseHTTPRequestHandler):
             code = code or grpc.StatusCode.UNKNOWN
             details = error.details() if callable(getattr(error, "details", None)) else ""
             status, payload = HTTP_STATUS.get(code, 500), error_body(code, details or str(code))
-        data = json.dumps(payload).encode()
+        raw = payload if isinstance(payload, Raw) else Raw(json.dumps(payload).encode())
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", raw.content_type)
+        self.send_header("Content-Length", str(len(raw.data)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(raw.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    """A response body other than a JSON message: the page, or an item's image."""
+
+    data: bytes
+    content_type: str = "application/json"
+
+
+@functools.cache
+def page_html() -> bytes:
+    from client.web_page import PAGE
+
+    return PAGE.encode()
 
 
 def _collection(path: str, suffix: str) -> str:
@@ -219,6 +248,16 @@ def _collection(path: str, suffix: str) -> str:
         if name and "/" not in name:
             return name
     raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no such resource: {path}")
+
+
+def _item(path: str, suffix: str) -> tuple[str, str]:
+    """(collection, id) in /v1/collections/{name}/items/{id}{suffix}; ids may hold slashes."""
+    prefix = "/v1/collections/"
+    rest = path[len(prefix) : len(path) - len(suffix)] if path.startswith(prefix) else ""
+    name, sep, item_id = rest.partition("/items/")
+    if not sep or not name or "/" in name or not item_id:
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no such resource: {path}")
+    return name, item_id
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

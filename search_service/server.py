@@ -24,7 +24,15 @@ SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 # Read tokens may call these; everything else (Create/Drop, Ingest, Delete) needs a write token.
 _SCOPES = method_scopes(
     search_pb2.DESCRIPTOR.services_by_name["SearchService"],
-    read=("DescribeCollection", "ListCollections", "Search", "Get", "Count", "ListItems"),
+    read=(
+        "DescribeCollection",
+        "ListCollections",
+        "Search",
+        "Get",
+        "Count",
+        "ListItems",
+        "GetItemImage",
+    ),
 )
 
 __all__ = ["PortInUseError", "SearchServer", "start_server"]

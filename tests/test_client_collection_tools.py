@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +30,18 @@ COLLECTION = "tools_photos"
 
 
 @pytest.fixture(scope="module")
-def services(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services(
+    model_path: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    """Both services; server-side reads (item images) allowed inside ``folder`` only."""
     data = tmp_path_factory.mktemp("milvus")
     options = ServeOptions(
         port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
     )
-    with Services(options) as running:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RIS_SEARCH_ALLOWED_ROOTS", str(folder))
+        running = Services(options)
+    with running:
         yield running
 
 
@@ -446,3 +453,57 @@ def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> No
             assert status == 200 and payload == {"collections": []}
         finally:
             running.stop()
+
+
+def test_http_page_and_item_images(gateway: int, ingested: str, with_copies: str, folder: Path):
+    page = urllib.request.urlopen(f"http://127.0.0.1:{gateway}/", timeout=30)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert b"<title>ris" in page.read()
+
+    item = "Leopards/image_0002.jpg"
+    quoted = urllib.parse.quote(item, safe="")
+    url = f"http://127.0.0.1:{gateway}/v1/collections/{ingested}/items/{quoted}:image"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.headers["Content-Type"] == "image/jpeg"
+        assert reply.read() == (folder / item).read_bytes()
+    # confined like server-side ingest: an item stored from a path outside the allowed roots
+    status, payload = http(gateway, "GET", f"/v1/collections/{with_copies}/items/p1:image")
+    assert status == 403 and payload["error"]["status"] == "PERMISSION_DENIED"
+    status, payload = http(gateway, "GET", f"/v1/collections/{ingested}/items/nope.jpg:image")
+    assert status == 404 and payload["error"]["status"] == "NOT_FOUND"
+
+
+CHROMIUM = Path(os.environ.get("RIS_CHROMIUM", "/usr/bin/chromium"))
+
+
+def test_web_page_in_headless_chromium(
+    gateway: int, ingested: str, folder: Path, tmp_path: Path
+) -> None:
+    """The page in a real browser: pick a photo, search, see the hits with scores, labels and
+    images. RIS_SCREENSHOT=path keeps the screenshot (docs/web_page.png was made so)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (set RIS_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(f"http://127.0.0.1:{gateway}/")
+            page.wait_for_selector(f"#collection option[value={ingested}]", state="attached")
+            page.select_option("#collection", ingested)
+            page.set_input_files("#file", str(folder / "Motorbikes" / "image_0003.jpg"))
+            page.fill("#topk", "6")
+            page.click("#go")
+            page.wait_for_selector(".hit img", timeout=60_000)
+            labels = page.locator(".hit .label").all_inner_texts()
+            scores = [float(s) for s in page.locator(".hit .score").all_inner_texts()]
+            assert len(labels) == 6 and labels[0].strip() == "Motorbikes"
+            assert scores == sorted(scores, reverse=True) and scores[0] > 0.5
+            assert page.locator("#status").inner_text() == "6 hits"
+            page.wait_for_function("document.querySelectorAll('.hit img').length === 6")
+            shot = tmp_path / "web_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("RIS_SCREENSHOT"):
+                shutil.copy(shot, os.environ["RIS_SCREENSHOT"])
+        finally:
+            browser.close()
