@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_arguments(p)
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve the HTTP/JSON API and the search page on this port (see ris gateway)",
+    )
 
     p = sub.add_parser("ingest", parents=[conn], help="add images to a collection")
     p.add_argument("collection")

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -507,3 +508,31 @@ def test_web_page_in_headless_chromium(
                 shutil.copy(shot, os.environ["RIS_SCREENSHOT"])
         finally:
             browser.close()
+
+
+def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
+    """`ris serve --http-port`: the page and API next to the gRPC service (a second search
+    service on the module's embedder, so no second model load)."""
+    from test_cli_e2e import free_port
+
+    port, http_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", str(port), "--http-port"]
+    cmd += [str(http_port), "--embedder-address", services.embedder_address]
+    cmd += ["--milvus-uri", str(tmp_path / "m.db")]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        status, payload = 0, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status, payload = http(http_port, "GET", "/v1/collections")
+                break
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.2)
+        assert status == 200 and payload == {"collections": []}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
