@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import dedup, serve, sync
+from client import dedup, http_gateway, serve, sync
 from client.client import RisClient
 from client.connection_args import client_options, config_from_args
 from client.errors import RisError
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_arguments(p)
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve the HTTP/JSON API and the search page on this port (see ris gateway)",
+    )
 
     p = sub.add_parser("ingest", parents=[conn], help="add images to a collection")
     p.add_argument("collection")
@@ -129,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     dedup.add_arguments(p)
+
+    p = sub.add_parser(
+        "gateway",
+        parents=[conn],
+        help="HTTP/JSON API in front of a running search service",
+        description=http_gateway.__doc__,
+        formatter_class=_Formatter,
+    )
+    http_gateway.add_arguments(p)
 
     p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
     p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
@@ -214,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
             "sync": lambda a: sync.run(a, config_from_args(a)),
             "dedup": lambda a: dedup.run(a, config_from_args(a)),
+            "gateway": lambda a: http_gateway.run(a, config_from_args(a)),
         }[args.command]
         return handler(args)
     except ModuleNotFoundError as error:

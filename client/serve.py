@@ -8,10 +8,12 @@ environment variables (RIS_EMBEDDER_*, RIS_SEARCH_*, RIS_MILVUS_*; see the READM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -142,6 +144,26 @@ def run(args: argparse.Namespace) -> int:
             f"Milvus at {services.milvus_uri} (Ctrl-C to stop)",
             flush=True,
         )
-        while not stop.wait(1.0):
-            pass
+        with _http_gateway(args, services.address):
+            while not stop.wait(1.0):
+                pass
     return 0
+
+
+@contextlib.contextmanager
+def _http_gateway(args: argparse.Namespace, address: str) -> Iterator[None]:
+    """``--http-port``: the HTTP/JSON API and search page (client/http_gateway.py) too."""
+    port = getattr(args, "http_port", None)
+    if port is None:
+        yield
+        return
+    from client.config import ClientConfig
+    from client.http_gateway import Gateway
+
+    host = getattr(args, "host", None) or "127.0.0.1"
+    gateway = Gateway(ClientConfig.from_env(address=address), host, port).start()
+    print(f"ris serving: HTTP API and search page on http://{host}:{gateway.port}/", flush=True)
+    try:
+        yield
+    finally:
+        gateway.stop()

@@ -32,6 +32,7 @@ _SCOPES = method_scopes(
         "Count",
         "GetServiceInfo",
         "ListItems",
+        "GetItemImage",
     ),
 )
 

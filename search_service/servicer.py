@@ -14,6 +14,7 @@ import grpc
 from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
 from search_service.errors import SearchError
 from search_service.export import list_items
+from search_service.images import item_image
 from search_service.ingest import Ingestor
 from search_service.operations import Services
 from server_common.admission import CallEnded, StreamIdle
@@ -136,3 +137,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     def ListItems(self, request, context):
         return list_items(self.services.store, request)
+
+    @rpc
+    def GetItemImage(self, request, context):
+        return item_image(self.services.store, self.services.config, request)

@@ -8,11 +8,16 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,12 +31,18 @@ COLLECTION = "tools_photos"
 
 
 @pytest.fixture(scope="module")
-def services(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services(
+    model_path: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    """Both services; server-side reads (item images) allowed inside ``folder`` only."""
     data = tmp_path_factory.mktemp("milvus")
     options = ServeOptions(
         port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
     )
-    with Services(options) as running:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RIS_SEARCH_ALLOWED_ROOTS", str(folder))
+        running = Services(options)
+    with running:
         yield running
 
 
@@ -324,3 +335,204 @@ def test_ingest_skips_or_flags_near_duplicates(
     assert stored[0].metadata[DUPLICATE_OF_KEY] in ("p0", "p0_same")
     assert DUPLICATE_OF_KEY not in stored[1].metadata  # re-sent under its own id: not a copy
     ris.delete(with_copies, ["again.jpg", "new.jpg"])
+
+
+# -- HTTP/JSON gateway ---------------------------------------------------------------------
+
+
+def http(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body or None, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def gateway(services: Services) -> Iterator[int]:
+    from client.config import ClientConfig
+    from client.http_gateway import Gateway
+
+    running = Gateway(ClientConfig(address=services.address, timeout=120)).start()
+    yield running.port
+    running.stop()
+
+
+def test_http_search_returns_the_grpc_results(
+    ris: RisClient, gateway: int, ingested: str, folder: Path
+) -> None:
+    status, listed = http(gateway, "GET", "/v1/collections")
+    assert status == 200 and ingested in [c["name"] for c in listed["collections"]]
+    status, info = http(gateway, "GET", f"/v1/collections/{ingested}")
+    assert status == 200 and info["count"] == str(len(CLASSES) * PER_CLASS)  # int64: a string
+
+    photo = folder / "Motorbikes" / "image_0002.jpg"
+    grpc_hits = ris.search(ingested, photo, top_k=4).hits
+    status, found = http(
+        gateway,
+        "POST",
+        f"/v1/collections/{ingested}:search?top_k=4",
+        photo.read_bytes(),
+        **{"Content-Type": "image/jpeg"},
+    )
+    assert status == 200, found
+    hits = found["results"][0]["hits"]
+    assert [h["id"] for h in hits] == [h.id for h in grpc_hits]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in grpc_hits], abs=1e-5)
+    assert hits[0]["label"] == "Motorbikes"
+
+    body = {"queries": [{"id": "Leopards/image_0001.jpg"}], "top_k": 5, "exclude_self": True,
+            "min_score": 0.5, "filter": {"labels": ["Leopards"]}}  # fmt: skip
+    status, found = http(
+        gateway,
+        "POST",
+        f"/v1/collections/{ingested}:search",
+        json.dumps(body).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    assert status == 200, found
+    ids = [h["id"] for h in found["results"][0]["hits"]]
+    assert ids and all(i.startswith("Leopards/") and i != "Leopards/image_0001.jpg" for i in ids)
+
+
+SEARCH, BAD = "/v1/collections/{c}:search", "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "code"),
+    [
+        ("GET", "/v1/collections/no_such_thing", b"", "", 404, "NOT_FOUND"),
+        ("GET", "/v2/else", b"", "", 404, "NOT_FOUND"),
+        ("POST", SEARCH, b"{not json", "application/json", 400, BAD),
+        (
+            "POST",
+            SEARCH,
+            b'{"top_k": 5000, "queries": [{"id": "x"}]}',
+            "application/json",
+            400,
+            BAD,
+        ),
+        ("POST", SEARCH, b"abc", "text/plain", 400, BAD),
+        ("POST", SEARCH + "?top_k=x", b"abc", "image/png", 400, BAD),
+    ],
+)
+def test_http_errors_are_json_with_the_grpc_code(
+    gateway: int, ingested: str, method, path, body, content_type, status, code
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    got, payload = http(gateway, method, path.format(c=ingested), body, **headers)
+    assert got == status and payload["error"]["status"] == code, payload
+    assert payload["error"]["message"]
+
+
+def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> None:
+    """A search service with tokens: the gateway forwards the caller's bearer token and holds
+    none of its own."""
+    from search_fixtures import running_search, search_config
+
+    from client.config import ClientConfig
+    from client.http_gateway import Gateway
+
+    config = search_config(
+        services.embedder_address, str(tmp_path / "m.db"), read_tokens="reader-tok-123"
+    )
+    with running_search(config) as secured:
+        running = Gateway(ClientConfig(address=secured.address, timeout=60)).start()
+        try:
+            status, payload = http(running.port, "GET", "/v1/collections")
+            assert status == 401 and payload["error"]["status"] == "UNAUTHENTICATED"
+            status, payload = http(
+                running.port, "GET", "/v1/collections", Authorization="Bearer wrong"
+            )
+            assert status == 401
+            status, payload = http(
+                running.port, "GET", "/v1/collections", Authorization="Bearer reader-tok-123"
+            )
+            assert status == 200 and payload == {"collections": []}
+        finally:
+            running.stop()
+
+
+def test_http_page_and_item_images(gateway: int, ingested: str, with_copies: str, folder: Path):
+    page = urllib.request.urlopen(f"http://127.0.0.1:{gateway}/", timeout=30)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert b"<title>ris" in page.read()
+
+    item = "Leopards/image_0002.jpg"
+    quoted = urllib.parse.quote(item, safe="")
+    url = f"http://127.0.0.1:{gateway}/v1/collections/{ingested}/items/{quoted}:image"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.headers["Content-Type"] == "image/jpeg"
+        assert reply.read() == (folder / item).read_bytes()
+    # confined like server-side ingest: an item stored from a path outside the allowed roots
+    status, payload = http(gateway, "GET", f"/v1/collections/{with_copies}/items/p1:image")
+    assert status == 403 and payload["error"]["status"] == "PERMISSION_DENIED"
+    status, payload = http(gateway, "GET", f"/v1/collections/{ingested}/items/nope.jpg:image")
+    assert status == 404 and payload["error"]["status"] == "NOT_FOUND"
+
+
+CHROMIUM = Path(os.environ.get("RIS_CHROMIUM", "/usr/bin/chromium"))
+
+
+def test_web_page_in_headless_chromium(
+    gateway: int, ingested: str, folder: Path, tmp_path: Path
+) -> None:
+    """The page in a real browser: pick a photo, search, see the hits with scores, labels and
+    images. RIS_SCREENSHOT=path keeps the screenshot (docs/web_page.png was made so)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (set RIS_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(f"http://127.0.0.1:{gateway}/")
+            page.wait_for_selector(f"#collection option[value={ingested}]", state="attached")
+            page.select_option("#collection", ingested)
+            page.set_input_files("#file", str(folder / "Motorbikes" / "image_0003.jpg"))
+            page.fill("#topk", "6")
+            page.click("#go")
+            page.wait_for_selector(".hit img", timeout=60_000)
+            labels = page.locator(".hit .label").all_inner_texts()
+            scores = [float(s) for s in page.locator(".hit .score").all_inner_texts()]
+            assert len(labels) == 6 and labels[0].strip() == "Motorbikes"
+            assert scores == sorted(scores, reverse=True) and scores[0] > 0.5
+            assert page.locator("#status").inner_text() == "6 hits"
+            page.wait_for_function("document.querySelectorAll('.hit img').length === 6")
+            shot = tmp_path / "web_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("RIS_SCREENSHOT"):
+                shutil.copy(shot, os.environ["RIS_SCREENSHOT"])
+        finally:
+            browser.close()
+
+
+def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
+    """`ris serve --http-port`: the page and API next to the gRPC service (a second search
+    service on the module's embedder, so no second model load)."""
+    from test_cli_e2e import free_port
+
+    port, http_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", str(port), "--http-port"]
+    cmd += [str(http_port), "--embedder-address", services.embedder_address]
+    cmd += ["--milvus-uri", str(tmp_path / "m.db")]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        status, payload = 0, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status, payload = http(http_port, "GET", "/v1/collections")
+                break
+            except (ConnectionError, urllib.error.URLError):
+                time.sleep(0.2)
+        assert status == 200 and payload == {"collections": []}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -90,6 +90,11 @@ class SearchServiceStub:
                 request_serializer=ris_dot_v1_dot_search__pb2.ListItemsRequest.SerializeToString,
                 response_deserializer=ris_dot_v1_dot_search__pb2.ListItemsResponse.FromString,
                 _registered_method=True)
+        self.GetItemImage = channel.unary_unary(
+                '/ris.v1.SearchService/GetItemImage',
+                request_serializer=ris_dot_v1_dot_search__pb2.GetItemImageRequest.SerializeToString,
+                response_deserializer=ris_dot_v1_dot_search__pb2.ItemImage.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -172,6 +177,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetItemImage(self, request, context):
+        """The image of a stored item, read on the server from the item's uri, for result pages: only
+        inside the configured allowed roots (the confinement of server-side ingest), else
+        PERMISSION_DENIED; NOT_FOUND for an unknown item or a missing file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +243,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.ListItems,
                     request_deserializer=ris_dot_v1_dot_search__pb2.ListItemsRequest.FromString,
                     response_serializer=ris_dot_v1_dot_search__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'GetItemImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItemImage,
+                    request_deserializer=ris_dot_v1_dot_search__pb2.GetItemImageRequest.FromString,
+                    response_serializer=ris_dot_v1_dot_search__pb2.ItemImage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +548,33 @@ class SearchService:
             '/ris.v1.SearchService/ListItems',
             ris_dot_v1_dot_search__pb2.ListItemsRequest.SerializeToString,
             ris_dot_v1_dot_search__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItemImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ris.v1.SearchService/GetItemImage',
+            ris_dot_v1_dot_search__pb2.GetItemImageRequest.SerializeToString,
+            ris_dot_v1_dot_search__pb2.ItemImage.FromString,
             options,
             channel_credentials,
             insecure,
