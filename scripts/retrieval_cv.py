@@ -42,17 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from client.evaluation import (  # noqa: E402
-    read_candidates,
-    read_queries,
-    relevant_sets,
-    score_rankings,
-)
-from embedder_service.concepts import read_classifier  # noqa: E402
-from embedder_service.pooling import semantic_concat  # noqa: E402
-from scripts.kreciprocal import RerankSettings, rerank  # noqa: E402
-from scripts.retrieval_study import (  # noqa: E402
+from kreciprocal import RerankSettings, rerank  # noqa: E402
+from retrieval_study import (  # noqa: E402
     DEFAULT_CACHE,
     DEFAULT_MODEL,
     Backbone,
@@ -63,6 +56,15 @@ from scripts.retrieval_study import (  # noqa: E402
     read_spec,
     search,
 )
+
+from client.evaluation import (  # noqa: E402
+    read_candidates,
+    read_queries,
+    relevant_sets,
+    score_rankings,
+)
+from embedder_service.concepts import read_classifier  # noqa: E402
+from embedder_service.pooling import semantic_concat  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 GEOMETRIES = ("sq224", "crop")  # squash 224 (the served default) and the model's centre crop

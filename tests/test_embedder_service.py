@@ -320,7 +320,8 @@ def test_gem_softmax_pooling_appends_the_classifier_softmax(
         [gem / np.linalg.norm(gem, axis=1, keepdims=True), 0.5 * z / z.sum(1)[:, None]]
     )
     expected = parts / np.linalg.norm(parts, axis=1, keepdims=True)
-    got = np.stack([r.vector for r in results])
+    assert all(r.vector is not None for r in results)
+    got = np.stack([np.asarray(r.vector) for r in results])
     assert got.shape == (3, 2048 + 1000) and description.dim == 3048
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert description.pooling == "gem3+softmax-t2-w0.5"
