@@ -39,7 +39,7 @@ def _health(address: str) -> int:
 
 
 def _trailing(error: grpc.RpcError) -> dict[str, str]:
-    return dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    return dict(error.trailing_metadata() or ())
 
 
 @pytest.fixture
