@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 
@@ -167,7 +168,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     @staticmethod
     def _next_entry(
         window: queue.Queue, stop: threading.Event, context: grpc.ServicerContext
-    ) -> object:
+    ) -> Any:
         """The reader's next entry, or _GONE once the call is over (cancelled, deadline,
         server stopping): the handler thread never waits on the window without a bound."""
         while True:

@@ -22,6 +22,7 @@ import numpy as np
 
 from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
 from search_service.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
@@ -104,6 +105,8 @@ def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
     message = f"{what}: {code.name}: {details}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadlines.expired():
+        return DeadlineExceeded(message)  # the caller's own deadline: nothing to fail over
     if code in _RETRYABLE:
         return Unavailable(message)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -45,3 +45,9 @@ class CallOver(SearchError):
     """The caller cancelled, or its deadline passed: the work for it stops."""
 
     code = grpc.StatusCode.CANCELLED
+
+
+class DeadlineExceeded(SearchError):
+    """The caller's deadline passed while a dependency worked for it (no retry elsewhere)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -37,6 +37,7 @@ from pymilvus.exceptions import MilvusException
 from search_service.config import SearchConfig
 from search_service.errors import (
     AlreadyExists,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -291,6 +292,8 @@ class MilvusStore:
                 # next call instead of trusting our "loaded once" memory forever.
                 self._loaded.clear()
                 raise Unavailable(f"Milvus: collection not loaded (restarted?): {exc}") from exc
+            if deadlines.expired():  # the caller's deadline capped this call's timeout
+                raise DeadlineExceeded("deadline exceeded while calling Milvus") from exc
             if _is_collection_gone(exc):  # dropped between our describe and this call
                 self._loaded.clear()
                 raise NotFound("collection not found (dropped meanwhile)") from exc

@@ -81,3 +81,10 @@ def timeout(default: float) -> float:
     """``default`` capped by the current call's remaining deadline (at least MIN_TIMEOUT_S)."""
     left = remaining()
     return default if left is None else max(MIN_TIMEOUT_S, min(default, left))
+
+
+def expired(margin_s: float = 0.1) -> bool:
+    """True when the current call's deadline is (within ``margin_s``) past: a dependency's
+    DEADLINE_EXCEEDED then is the caller's own deadline, not a slow dependency."""
+    left = remaining()
+    return left is not None and left < margin_s

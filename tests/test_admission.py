@@ -5,6 +5,7 @@ idle stream is ended with its stored count."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from search_fixtures import Photo, item_of, running_search, search_client, search_config
 
 from client import RisClient
+from client.aio import AsyncRisClient
 from client.grpc_gen import search_pb2
 from server_common.admission import PUSHBACK_KEY
 
@@ -39,7 +41,7 @@ def _health(address: str) -> int:
 
 
 def _trailing(error: grpc.RpcError) -> dict[str, str]:
-    return dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    return dict(error.trailing_metadata() or ())
 
 
 @pytest.fixture
@@ -130,6 +132,13 @@ def test_calls_queue_up_to_the_bound_then_are_refused_with_a_hint_the_client_hon
         ):
             results = list(pool.map(lambda _: ris.search(name, photos[0].data), range(24)))
         assert len(results) == 24
+
+        async def together() -> int:  # AsyncRisClient retries the same way
+            async with AsyncRisClient(address=server.address, retries=30, timeout=120) as aio:
+                found = await asyncio.gather(*(aio.search(name, photos[0].data) for _ in range(24)))
+            return len(found)
+
+        assert asyncio.run(together()) == 24
 
 
 def test_100_concurrent_searches_with_the_default_queue_are_all_served(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import threading
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -20,7 +22,7 @@ from search_service.errors import NotFound
 DIM = 2048
 
 
-def _refused(call, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+def _refused(call: Callable[..., Any], request: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call(request, timeout=30)
     return info.value
