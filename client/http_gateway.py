@@ -175,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
             name, item_id = _item(path, ":image")
             request = search_pb2.GetItemImageRequest(collection=name, id=item_id)
             image = self._call(self.owner.stub.GetItemImage, request)
-            return Raw(image.data, image.content_type)  # type: ignore[attr-defined]
+            return Raw(image.data, image.content_type)
         name = _collection(path, "")
         return self._call(
             self.owner.stub.DescribeCollection, search_pb2.DescribeCollectionRequest(name=name)
