@@ -65,9 +65,10 @@ HTTP_STATUS = {
 class GatewayError(Exception):
     """A request the gateway answers itself, with a gRPC code (before or without a call)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.http_status = http_status or HTTP_STATUS.get(code, 500)
 
 
 def error_body(code: grpc.StatusCode, message: str) -> dict[str, object]:
@@ -196,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "bad Content-Length") from None
         if length > self.owner.max_body_bytes:
             message = f"body of {length} bytes over the limit of {self.owner.max_body_bytes}"
-            raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=413)
         return self.rfile.read(length) if length > 0 else b""
 
     def _call(self, method: Callable[..., Any], request: Message) -> Message:
@@ -209,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
             result = handle(path)
             status, payload = 200, result if isinstance(result, Raw) else to_json(result)
         except GatewayError as error:
-            status, payload = HTTP_STATUS[error.code], error_body(error.code, str(error))
+            status, payload = error.http_status, error_body(error.code, str(error))
+            self.close_connection = True  # a body may be left unread: no keep-alive after it
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
             code = code or grpc.StatusCode.UNKNOWN
@@ -221,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw.data)))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(raw.data)
 

@@ -5,6 +5,7 @@ loopback): score thresholds, listing and export, folder sync, duplicates."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import shutil
@@ -340,7 +341,9 @@ def test_ingest_skips_or_flags_near_duplicates(
 # -- HTTP/JSON gateway ---------------------------------------------------------------------
 
 
-def http(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, Any]:
+def http_call(
+    port: int, method: str, path: str, body: bytes = b"", **headers: str
+) -> tuple[int, Any]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=body or None, method=method, headers=headers
     )
@@ -364,14 +367,14 @@ def gateway(services: Services) -> Iterator[int]:
 def test_http_search_returns_the_grpc_results(
     ris: RisClient, gateway: int, ingested: str, folder: Path
 ) -> None:
-    status, listed = http(gateway, "GET", "/v1/collections")
+    status, listed = http_call(gateway, "GET", "/v1/collections")
     assert status == 200 and ingested in [c["name"] for c in listed["collections"]]
-    status, info = http(gateway, "GET", f"/v1/collections/{ingested}")
+    status, info = http_call(gateway, "GET", f"/v1/collections/{ingested}")
     assert status == 200 and info["count"] == str(len(CLASSES) * PER_CLASS)  # int64: a string
 
     photo = folder / "Motorbikes" / "image_0002.jpg"
     grpc_hits = ris.search(ingested, photo, top_k=4).hits
-    status, found = http(
+    status, found = http_call(
         gateway,
         "POST",
         f"/v1/collections/{ingested}:search?top_k=4",
@@ -386,7 +389,7 @@ def test_http_search_returns_the_grpc_results(
 
     body = {"queries": [{"id": "Leopards/image_0001.jpg"}], "top_k": 5, "exclude_self": True,
             "min_score": 0.5, "filter": {"labels": ["Leopards"]}}  # fmt: skip
-    status, found = http(
+    status, found = http_call(
         gateway,
         "POST",
         f"/v1/collections/{ingested}:search",
@@ -423,9 +426,25 @@ def test_http_errors_are_json_with_the_grpc_code(
     gateway: int, ingested: str, method, path, body, content_type, status, code
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    got, payload = http(gateway, method, path.format(c=ingested), body, **headers)
+    got, payload = http_call(gateway, method, path.format(c=ingested), body, **headers)
     assert got == status and payload["error"]["status"] == code, payload
     assert payload["error"]["message"]
+
+
+def test_http_body_over_the_limit_is_refused_unread(gateway: int, ingested: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway, timeout=30)
+    try:
+        connection.putrequest("POST", f"/v1/collections/{ingested}:search")
+        connection.putheader("Content-Type", "image/jpeg")
+        connection.putheader("Content-Length", str(1 << 40))
+        connection.endheaders()
+        reply = connection.getresponse()
+        payload = json.loads(reply.read())
+        assert reply.status == 413 and payload["error"]["status"] == "RESOURCE_EXHAUSTED"
+        assert "over the limit" in payload["error"]["message"]
+        assert reply.getheader("Connection") == "close"
+    finally:
+        connection.close()
 
 
 def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> None:
@@ -442,13 +461,13 @@ def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> No
     with running_search(config) as secured:
         running = Gateway(ClientConfig(address=secured.address, timeout=60)).start()
         try:
-            status, payload = http(running.port, "GET", "/v1/collections")
+            status, payload = http_call(running.port, "GET", "/v1/collections")
             assert status == 401 and payload["error"]["status"] == "UNAUTHENTICATED"
-            status, payload = http(
+            status, payload = http_call(
                 running.port, "GET", "/v1/collections", Authorization="Bearer wrong"
             )
             assert status == 401
-            status, payload = http(
+            status, payload = http_call(
                 running.port, "GET", "/v1/collections", Authorization="Bearer reader-tok-123"
             )
             assert status == 200 and payload == {"collections": []}
@@ -468,9 +487,9 @@ def test_http_page_and_item_images(gateway: int, ingested: str, with_copies: str
         assert reply.headers["Content-Type"] == "image/jpeg"
         assert reply.read() == (folder / item).read_bytes()
     # confined like server-side ingest: an item stored from a path outside the allowed roots
-    status, payload = http(gateway, "GET", f"/v1/collections/{with_copies}/items/p1:image")
+    status, payload = http_call(gateway, "GET", f"/v1/collections/{with_copies}/items/p1:image")
     assert status == 403 and payload["error"]["status"] == "PERMISSION_DENIED"
-    status, payload = http(gateway, "GET", f"/v1/collections/{ingested}/items/nope.jpg:image")
+    status, payload = http_call(gateway, "GET", f"/v1/collections/{ingested}/items/nope.jpg:image")
     assert status == 404 and payload["error"]["status"] == "NOT_FOUND"
 
 
@@ -525,7 +544,7 @@ def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
         status, payload = 0, None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                status, payload = http(http_port, "GET", "/v1/collections")
+                status, payload = http_call(http_port, "GET", "/v1/collections")
                 break
             except (ConnectionError, urllib.error.URLError):
                 time.sleep(0.2)
