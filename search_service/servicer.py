@@ -135,6 +135,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def GetServiceInfo(self, request, context):
         return self.services.service_info(request)
 
+    @rpc
     def ListItems(self, request, context):
         return list_items(self.services.store, request)
 
