@@ -9,8 +9,9 @@ same machine load:
    scaled decoding) vs scaled decoding (what it does now).
 2. raw ONNX Runtime on preprocessed batches (bench_embedder.raw_throughput): the ceiling,
    measured before each pair of embedder legs.
-3. the embedder alone (``python -m embedder_service``, single-image Embed calls at --concurrency,
-   client/loadtest.py): images/s, as a fraction of raw (best of each).
+3. the embedder alone (``python -m embedder_service``, Embed calls of --batch images from
+   --concurrency callers, as the search service sends them; client/loadtest.py): images/s, as a
+   fraction of raw.
 4. end to end: RisClient.ingest -> search service -> embedder -> Milvus Lite, fresh collection per
    run: images/s, large over small.
 
@@ -119,7 +120,8 @@ def embedder_alone(
                 target=address,
                 call="embed",
                 concurrency=args.concurrency,
-                max_requests=2 * len(images),
+                batch=args.batch,
+                max_requests=max(1, 2 * len(images) // args.batch),
                 max_seconds=args.leg_seconds,
                 warmup_seconds=1.0,
                 timeout_s=120.0,
@@ -176,7 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, default=48, help="photos per size")
     add_embedder_args(parser, model_help="model of raw, the embedder and end to end")
-    parser.add_argument("--concurrency", type=int, default=16, help="embedder-alone callers")
+    parser.add_argument("--concurrency", type=int, default=4, help="embedder-alone callers")
+    parser.add_argument("--batch", type=int, default=8, help="images per embedder-alone call")
     parser.add_argument("--repeats", type=int, default=2, help="runs per size per leg")
     parser.add_argument("--leg-seconds", type=float, default=60.0, help="bound per embedder leg")
     parser.add_argument("--raw-seconds", type=float, default=15.0)

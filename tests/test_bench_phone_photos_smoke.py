@@ -14,7 +14,7 @@ def test_bench_phone_photos_runs_both_sizes(model_path: Path, tmp_path: Path) ->
     data = run_script(
         "bench_phone_photos.py",
         ["--limit", "2", "--repeats", "1", "--model", str(model_path), "--raw-seconds", "1",
-         "--raw-iters", "2", "--leg-seconds", "10", "--concurrency", "2",
+         "--raw-iters", "2", "--leg-seconds", "10", "--concurrency", "2", "--batch", "2",
          "--cache", str(tmp_path / "photos")],
         tmp_path,
     )  # fmt: skip
