@@ -148,7 +148,7 @@ class Services:
         meta = self.store.describe(name)
         count = self.store.count(name)
         info = collection_info(meta, count)
-        info.warnings.extend(self.store.size_warnings(name, count))
+        info.warnings.extend(self.store.size_warnings(meta, count))
         return info
 
     def list_collections(self) -> search_pb2.ListCollectionsResponse:

@@ -44,7 +44,13 @@ from search_service.errors import (
     Unavailable,
 )
 from search_service.filters import build_filter, check_metadata_key, combine, quote
-from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
+from search_service.indexing import (
+    METRICS,
+    IndexPlan,
+    index_size_warning,
+    plan_index,
+    search_params,
+)
 from search_service.lite_limit import LiteSizeWatch
 from server_common import deadlines
 
@@ -462,9 +468,11 @@ class MilvusStore:
             self._lite_watch.written(meta.name, written, lambda: self.count(meta.name))
         return written
 
-    def size_warnings(self, name: str, count: int) -> list[str]:
-        """Warnings about a collection of ``count`` rows (Lite past its limit: lite_limit.py)."""
-        return self._lite_watch.warnings(name, count)
+    def size_warnings(self, meta: CollectionMeta, count: int) -> list[str]:
+        """Warnings about a collection of ``count`` rows: Lite past its limit (lite_limit.py),
+        an IVF index sized for far fewer rows (indexing.py)."""
+        index = index_size_warning(meta.index, count)
+        return self._lite_watch.warnings(meta.name, count) + ([index] if index else [])
 
     def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""
