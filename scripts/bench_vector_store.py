@@ -560,8 +560,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="mixture",
         help="rows past the real ones: a mixture fitted to them, or noisy copies of them",
     )
-    parser.add_argument("--pca-dims", type=int, default=128, help="mixture: PCA axes kept")
-    parser.add_argument("--components", type=int, default=64, help="mixture: clusters")
+    parser.add_argument("--pca-dims", type=int, default=256, help="mixture: PCA axes kept")
+    parser.add_argument("--components", type=int, default=350, help="mixture: clusters")
     parser.add_argument("--noise", type=float, default=0.5, help="copies: noise norm")
     parser.add_argument("--query-noise", type=float, default=0.0, help="noise norm on queries")
     parser.add_argument("--nprobe", default="8,32,128")

@@ -52,7 +52,7 @@ class Mixture:
 
 
 def fit_mixture(
-    real: np.ndarray, dims: int = 128, components: int = 64, seed: int = 0, iterations: int = 25
+    real: np.ndarray, dims: int = 256, components: int = 350, seed: int = 0, iterations: int = 25
 ) -> Mixture:
     """Fit the mixture to ``real`` (n x D unit vectors; n comfortably above ``components``)."""
     x = np.asarray(real, np.float64)
