@@ -394,6 +394,7 @@ def describe_line(info: CollectionInfo) -> str:
         f"{info.name}: {info.count} items, dim {info.dim}, {info.metric}, {info.index_type}, "
         f"model {info.model_name} {info.model_version}, "
         + (f"augmented (top {info.augmentation_top_n})" if info.augmentation_top_n else "raw")
+        + "".join(f"\nwarning: {w}" for w in info.warnings)
     )
 
 

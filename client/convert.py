@@ -156,6 +156,7 @@ def collection_info(message: search_pb2.CollectionInfo) -> CollectionInfo:
         description=message.description,
         augmentation_top_n=int(message.augmentation.top_n) if message.augmentation.enabled else 0,
         augmentation_alpha=float(message.augmentation.alpha),
+        warnings=tuple(message.warnings),
     )
 
 

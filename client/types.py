@@ -52,6 +52,7 @@ class CollectionInfo:
     description: str = ""
     augmentation_top_n: int = 0  # neighbours blended into each stored item; 0 = raw embeddings
     augmentation_alpha: float = 0.0
+    warnings: tuple[str, ...] = ()  # from describe: e.g. a Milvus Lite collection grown too big
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,21 @@
 """Vector-store scale: insert time, index build time, search latency and recall@k against exact
-search, for Milvus Lite and a real Milvus standalone, FLAT vs IVF_FLAT vs HNSW, at several sizes.
+search, for Milvus Lite and a real Milvus standalone, FLAT, IVF_FLAT, IVF_SQ8, IVF_PQ and HNSW,
+at several sizes.
 
 Realistic vectors, not uniform noise (which no ANN index can serve): the real embeddings of the
-photos (computed once with the real model, cached under --cache-dir), some held out as query
-seeds. The collection holds every remaining real vector, then Gaussian noise around randomly
-chosen real ones (renormalised) up to N. Queries are held-out real vectors plus noise. Rows are
-generated in seeded chunks of 1,000 (8 MB per insert at 2048-d), regenerated identically for
-every store, so the script itself holds one chunk, never N vectors. Ground truth: exact cosine
-top-k by numpy over the same chunks; FLAT is also measured, as the exact baseline inside Milvus.
+photos (computed once with the real model, cached under --cache-dir), some held out as the
+queries (real embeddings, no noise by default). The collection holds every remaining real
+vector, then vectors drawn from a Gaussian mixture fitted to them in their PCA basis
+(scripts/vector_mixture.py; ``--vectors copies`` is the former noisy copies of real vectors, on
+which HNSW collapsed) up to N. Before running, the nearest-neighbour distance quantiles of the
+real vectors and of as many mixture samples are printed side by side (the check that the
+synthetic neighbourhoods are as crowded as the real ones). Rows are generated in seeded chunks
+of 1,000 (8 MB per insert at 2048-d), regenerated identically for every store, so the script
+holds one chunk, never N vectors; exact cosine top-k ground truth is computed by numpy over the
+same chunks, so the script's own memory stays under ~1 GiB at any N. FLAT is also measured, as
+the exact baseline inside Milvus. The memory that grows with N is the store's: the estimate
+printed per size is for the loaded index (4 bytes/dim for FLAT, IVF_FLAT, HNSW; 1 for IVF_SQ8;
+IVF_PQ m bytes per row), plus slack for building and ~1.5 GiB of process overhead.
 
 Per (store, N): rows inserted once; then per index: create, wait until built, load, sweep the
 search parameter (IVF nprobe, HNSW ef), one query at a time; then the index is dropped.
@@ -15,6 +23,9 @@ Sizes that would not fit in this machine's memory are refused with an estimate (
 them anyway).
 
     python scripts/bench_vector_store.py --sizes 10000,100000 --json out/bench_vector_store.json
+
+1M on a Milvus 2.3.5 server (Lite's FLAT would take ~10 s a query there), in the background,
+bounded: see docs/benchmarks.md, "1M vectors".
 """
 
 from __future__ import annotations
@@ -50,12 +61,15 @@ from bench_common import (  # noqa: E402
     release_lite,
     write_json,
 )
+from vector_mixture import Mixture, fit_mixture, nn_distance_quantiles  # noqa: E402
 
 from client.loadtest import load_images  # noqa: E402
-from search_service.indexing import nlist_for  # noqa: E402
+from search_service.indexing import nlist_for, nprobe_for  # noqa: E402
 
 CHUNK_ROWS = 1000  # rows per generated chunk and per insert call: 8 MB at 2048-d
-INDEXES = ("FLAT", "IVF_FLAT", "HNSW")
+INDEXES = ("FLAT", "IVF_FLAT", "HNSW")  # the default sweep
+ALL_INDEXES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
+PQ_DIMS_PER_CODE = 32  # IVF_PQ: m = dim / 32 sub-quantisers of 8 bits (64 bytes per 2048-d row)
 STORES = ("lite", "server")
 HNSW_BUILD = {"M": 16, "efConstruction": 200}
 # Rough costs on the shared 2-core dev machine (measured at N=5,000, 2048-d), for the up-front
@@ -66,8 +80,9 @@ HNSW_ROWS_PER_S_AT_5K = 1000.0
 IVF_FLOPS = 50e9
 FLAT_S_PER_ROW = {"lite": 26e-6, "server": 1.5e-6}
 ANN_QUERY_S = 0.01
-MEMORY_FACTOR = 2.3  # raw vectors + an index holding its own copy + slack
-MEMORY_OVERHEAD = 1.5 * 2**30  # Python, model, a Milvus server's own footprint
+MEMORY_SLACK = 1.3  # on the loaded index: segment copies while loading, allocator slack
+BUILD_BUFFER = 2 * 2**30  # growing segments before flush, one segment's raw rows while building
+MEMORY_OVERHEAD = 1.5 * 2**30  # Python, the script's chunk + ground truth, Milvus' footprint
 
 
 # -- real embeddings ---------------------------------------------------------------------------
@@ -143,15 +158,47 @@ class Dataset:
             yield self.chunk(index)
 
 
+@dataclass(frozen=True)
+class MixtureDataset:
+    """N rows: the real base vectors first, then draws from a mixture fitted to them; chunk c is
+    always the same rows (seeded by (seed, c))."""
+
+    base: np.ndarray  # real vectors, normalised
+    size: int
+    mixture: Mixture
+    seed: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
+
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        start = index * CHUNK_ROWS
+        stop = min(start + CHUNK_ROWS, self.size)
+        ids = np.arange(start, stop, dtype=np.int64)
+        real = ids[ids < len(self.base)]
+        rows = [self.base[real]] if len(real) else []
+        if len(ids) > len(real):
+            rng = np.random.default_rng([self.seed, index])
+            rows.append(self.mixture.sample(len(ids) - len(real), rng))
+        return ids, np.concatenate(rows)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for index in range(math.ceil(self.size / CHUNK_ROWS)):
+            yield self.chunk(index)
+
+
 def make_queries(seeds: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
     """``count`` queries: held-out real vectors (cycled) plus noise, normalised."""
     rng = np.random.default_rng([seed, 1_000_003])
     picks = seeds[np.arange(count) % len(seeds)]
+    if noise == 0:
+        return _normalise(picks)
     sigma = noise / math.sqrt(seeds.shape[1])
     return _normalise(picks + rng.standard_normal(picks.shape, dtype=np.float32) * sigma)
 
 
-def exact_top_k(data: Dataset, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_top_k(data: Dataset | MixtureDataset, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact cosine top-k ids per query (vectors are unit length, so inner product)."""
     best_ids = np.full((len(queries), 0), -1, dtype=np.int64)
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
@@ -177,15 +224,20 @@ def estimate(
     queries: int = 200,
     search_seconds: float = 120.0,
     settings: int = 3,
-) -> dict[str, float]:
-    """Peak memory, disk and a rough duration for one size (stores run one after the other)."""
+) -> dict[str, Any]:
+    """Peak memory, disk and a rough duration for one size (stores run one after the other;
+    each index is dropped and released before the next, so the peak is the largest one)."""
     raw = size * dim * 4
     nlist = nlist_for(size)
+    ivf = 25 * 2 * min(size, 256 * nlist) * nlist * dim / IVF_FLOPS
     build = {
         "FLAT": 0.0,
-        "IVF_FLAT": 25 * 2 * min(size, 256 * nlist) * nlist * dim / IVF_FLOPS,
+        "IVF_FLAT": ivf,
+        "IVF_SQ8": ivf,
+        "IVF_PQ": ivf * 2,  # plus the sub-quantiser k-means
         "HNSW": size / HNSW_ROWS_PER_S_AT_5K * math.log(max(size, 2)) / math.log(5000),
     }
+    loaded = max(index_bytes(index, size, dim) for index in indexes)
     seconds = 0.0
     for store in stores:
         seconds += size / INSERT_ROWS_PER_S[store]
@@ -196,10 +248,23 @@ def estimate(
     return {
         "rows": size,
         "raw_vectors_gib": raw / 2**30,
-        "peak_memory_gib": (raw * MEMORY_FACTOR + MEMORY_OVERHEAD) / 2**30,
+        "loaded_index_gib": {i: index_bytes(i, size, dim) / 2**30 for i in indexes},
+        "peak_memory_gib": (loaded * MEMORY_SLACK + BUILD_BUFFER + MEMORY_OVERHEAD) / 2**30,
         "disk_gib": raw * 3 / 2**30,
         "rough_minutes": seconds / 60,
     }
+
+
+def index_bytes(index: str, rows: int, dim: int) -> int:
+    """Memory of the loaded index (what a search node holds), by index type."""
+    per_row = {
+        "FLAT": 4 * dim,
+        "IVF_FLAT": 4 * dim,
+        "IVF_SQ8": dim,
+        "IVF_PQ": dim // PQ_DIMS_PER_CODE,
+        "HNSW": 4 * dim + 2 * HNSW_BUILD["M"] * 8,  # vectors + two levels of links
+    }[index]
+    return rows * (per_row + 16)  # + the int64 id and its offset
 
 
 def plan_sizes(
@@ -250,7 +315,7 @@ def _poll(done: Callable[[], bool], limit_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def insert_all(client: Any, name: str, data: Dataset) -> dict[str, float]:
+def insert_all(client: Any, name: str, data: Dataset | MixtureDataset) -> dict[str, float]:
     """Create the collection (no index yet), insert every chunk, flush; timed."""
     from pymilvus import DataType, MilvusClient
 
@@ -274,15 +339,17 @@ def insert_all(client: Any, name: str, data: Dataset) -> dict[str, float]:
 
 
 def build_index(
-    client: Any, name: str, index: str, size: int, limit_s: float
+    client: Any, name: str, index: str, size: int, limit_s: float, dim: int
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Create the index, wait until every row is indexed, load; returns (params, timings and
     what describe_index reports: a server leaves segments under 1,024 rows unindexed)."""
     from pymilvus import MilvusClient
 
     params: dict[str, int] = {}
-    if index == "IVF_FLAT":
+    if index.startswith("IVF"):
         params = {"nlist": nlist_for(size)}
+        if index == "IVF_PQ":
+            params.update(m=dim // PQ_DIMS_PER_CODE, nbits=8)
     elif index == "HNSW":
         params = dict(HNSW_BUILD)
     spec = MilvusClient.prepare_index_params()
@@ -310,10 +377,12 @@ def build_index(
 
 
 def search_params_for(index: str, size: int, args: argparse.Namespace) -> list[dict[str, int]]:
-    """The sweep: nothing for FLAT, nprobe values (<= nlist) for IVF, ef values (>= k) for HNSW."""
-    if index == "IVF_FLAT":
+    """The sweep: nothing for FLAT; for IVF the nprobe values (<= nlist) and the search
+    service's default for that nlist (indexing.nprobe_for); ef values (>= k) for HNSW."""
+    if index.startswith("IVF"):
         nlist = nlist_for(size)
-        return [{"nprobe": p} for p in sorted({min(p, nlist) for p in args.nprobe})]
+        probes = {min(p, nlist) for p in args.nprobe} | {nprobe_for(nlist)}
+        return [{"nprobe": p} for p in sorted(probes)]
     if index == "HNSW":
         return [{"ef": e} for e in sorted({max(e, args.top_k) for e in args.ef})]
     return [{}]
@@ -382,7 +451,11 @@ def run_store(
     work = tempfile.TemporaryDirectory(prefix=f"ris-bench-vs-{kind}-", dir=args.work_dir)
     with work as tmp, open_store(kind, Path(tmp)) as client:
         for size in sizes:
-            data = Dataset(base, size, args.noise, args.seed)
+            data: Dataset | MixtureDataset = (
+                MixtureDataset(base, size, args.mixture, args.seed)
+                if args.mixture is not None
+                else Dataset(base, size, args.noise, args.seed)
+            )
             started = time.perf_counter()
             truth = exact_top_k(data, queries, args.top_k)
             truth_s = time.perf_counter() - started
@@ -395,7 +468,9 @@ def run_store(
                 flush=True,
             )
             for index in args.indexes:
-                build, timing = build_index(client, name, index, size, args.max_build_seconds)
+                build, timing = build_index(
+                    client, name, index, size, args.max_build_seconds, data.dim
+                )
                 for params in search_params_for(index, size, args):
                     result = measure_search(
                         client, name, queries, truth, params, args.top_k, args.search_seconds
@@ -477,10 +552,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"photos for real vectors (default: {CALTECH_TRAIN}, {CALTECH_TEST}, {IMAGENET})",
     )
     parser.add_argument("--image-limit", type=int, default=2000)
-    parser.add_argument("--holdout", type=int, default=100, help="real vectors kept as queries")
+    parser.add_argument("--holdout", type=int, default=200, help="real vectors kept as queries")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--noise", type=float, default=0.5, help="noise norm around real rows")
-    parser.add_argument("--query-noise", type=float, default=0.3, help="noise norm on queries")
+    parser.add_argument(
+        "--vectors",
+        choices=("mixture", "copies"),
+        default="mixture",
+        help="rows past the real ones: a mixture fitted to them, or noisy copies of them",
+    )
+    parser.add_argument("--pca-dims", type=int, default=256, help="mixture: PCA axes kept")
+    parser.add_argument("--components", type=int, default=350, help="mixture: clusters")
+    parser.add_argument("--noise", type=float, default=0.5, help="copies: noise norm")
+    parser.add_argument("--query-noise", type=float, default=0.0, help="noise norm on queries")
     parser.add_argument("--nprobe", default="8,32,128")
     parser.add_argument("--ef", default="16,64,256")
     parser.add_argument("--top-k", type=int, default=10)
@@ -510,8 +593,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--sizes must be >= --top-k")
     if set(args.store_list) - set(STORES) or not args.store_list:
         parser.error(f"--stores takes {STORES}")
-    if set(args.indexes) - set(INDEXES) or not args.indexes:
-        parser.error(f"--indexes takes {INDEXES}")
+    if set(args.indexes) - set(ALL_INDEXES) or not args.indexes:
+        parser.error(f"--indexes takes {ALL_INDEXES}")
     return args
 
 
@@ -532,6 +615,14 @@ def main(argv: list[str] | None = None) -> int:
     holdout = min(args.holdout, len(real) // 2)
     seeds, base = real[order[:holdout]], real[order[holdout:]]
     queries = make_queries(seeds, args.queries, args.query_noise, args.seed)
+    args.mixture, nn_check = None, {}
+    if args.vectors == "mixture":
+        args.mixture = fit_mixture(base, args.pca_dims, args.components, args.seed)
+        sample = args.mixture.sample(len(base), np.random.default_rng([args.seed, 7]))
+        nn_check = {"real": nn_distance_quantiles(base), "mixture": nn_distance_quantiles(sample)}
+        print(f"nearest-neighbour distance quantiles among {len(base)} vectors:")
+        for kind, q in nn_check.items():
+            print(f"  {kind:<8} " + "  ".join(f"{k} {v:.3f}" for k, v in q.items()))
 
     sizes, refused = plan_sizes(
         args.size_list, real.shape[1], args, memory_available_bytes(), args.force
@@ -542,12 +633,14 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "vector_store",
         "complete": False,  # true once every store and size has run (partial JSON before)
         "machine": machine,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: str(v) for k, v in vars(args).items() if k != "mixture"},
         "real_vectors": len(real),
         "dim": int(real.shape[1]),
         "holdout": int(holdout),
         "queries": len(queries),
         "refused_sizes": refused,
+        "vectors": args.vectors,
+        "nn_distance_quantiles": nn_check,
         "estimates": [
             estimate(
                 s, real.shape[1], args.store_list, args.indexes, args.queries, args.search_seconds

@@ -12,10 +12,23 @@ more similar to it than its weakest neighbour (merged into its list, no search).
 found among the top ``REVERSE_K`` raw neighbours of each changed vector (old and new): an item
 whose top-n holds x is almost always among x's top-16 too (the usual reverse-neighbour
 approximation; tests compare with a full offline recompute).
+
+Replicas. The write lock is per process, so two search services writing one collection on a
+Milvus server can each compute blends without the other's newest items, or overwrite a blend the
+other just made better. So on a server every write ends with a check (``settle``): each row it
+upserted is read back, its neighbourhood searched again in the raw twin (Strong reads), and any
+row whose stored neighbour list differs is re-blended, then checked again (bounded rounds).
+Why that suffices: raw rows are written before anything reads them and every read is Strong, so
+the last writer to upsert a row checks it afterwards against a raw state holding every write
+acknowledged before the check; a write landing after that check reads the row's final version
+in its own refresh (and re-blends it if it must, then checks it itself). A blend whose raw row
+is gone (deleted while this writer re-blended it) is deleted: deletes remove the raw row first.
+Lite is one process (its file has a single owner), so it skips the check.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -25,6 +38,10 @@ from search_service.store import CollectionMeta, MilvusStore, Record, Row
 
 REVERSE_K = 16  # raw neighbours of a changed vector checked for holding it as a neighbour
 BLEND_CHUNK = 1024  # staged items per blend (memory: 8 KiB each at 2048-d)
+SETTLE_ROUNDS = 5  # re-check rounds after a write on a server (each one is rarely needed)
+SIM_TOLERANCE = 1e-5  # stored similarities are rounded to 7 decimals
+
+log = logging.getLogger(__name__)
 
 
 def blend(
@@ -72,7 +89,10 @@ class Augmenter:
             self.store.upsert(meta.raw(), records)
             if self.store.is_lite:
                 self.store.flush(meta.raw_name)  # Lite searches unflushed rows ~100 ms slower
-            return self.store.upsert(meta, self.refresh(meta, records, previous))
+            rows = self.refresh(meta, records, previous)
+            written = self.store.upsert(meta, rows)
+            self.settle(meta, [r.id for r in rows])
+            return written
 
     def delete(self, meta: CollectionMeta, ids: Sequence[str] = (), expr: str = "") -> int:
         """Delete matching rows from both collections and re-blend the items that held them."""
@@ -80,9 +100,11 @@ class Augmenter:
         with self.lock(meta.name):
             for keys in self.store.matching_batches(meta.name, ids, expr):
                 gone = self.store.raw_vectors(meta, keys)
+                self.store.delete_keys(meta.raw_name, keys)  # raw first: see settle
                 self.store.delete_keys(meta.name, keys)
-                self.store.delete_keys(meta.raw_name, keys)
-                self.store.upsert(meta, self.refresh(meta, [], gone))
+                rows = self.refresh(meta, [], gone)
+                self.store.upsert(meta, rows)
+                self.settle(meta, [r.id for r in rows])
                 deleted += len(keys)
         return deleted
 
@@ -135,6 +157,64 @@ class Augmenter:
             for row in stale
             if row.id in raw
         ]
+        return self._blended(meta, out, hoods, raw)
+
+    def settle(self, meta: CollectionMeta, ids: Sequence[str]) -> int:
+        """On a server, check the rows just upserted against a fresh Strong search of their
+        neighbourhoods and re-blend (or delete) the ones a concurrent writer made stale, until
+        none is (at most SETTLE_ROUNDS rounds). Returns rows repaired."""
+        if self.store.is_lite or not ids:
+            return 0
+        pending, repaired = sorted(set(ids)), 0
+        for _ in range(SETTLE_ROUNDS):
+            pending = self._repair(meta, pending)
+            if not pending:
+                return repaired
+            repaired += len(pending)
+            log.info(
+                "collection %s: re-blended %d rows a concurrent writer left stale",
+                meta.name,
+                len(pending),
+            )
+        log.warning(
+            "collection %s: %d blends still changing after %d checks (heavy concurrent "
+            "writes); the next write near them re-checks them",
+            meta.name,
+            len(pending),
+            SETTLE_ROUNDS,
+        )
+        return repaired
+
+    def _repair(self, meta: CollectionMeta, ids: Sequence[str]) -> list[str]:
+        """One check: ids of the rows re-blended or deleted because their stored neighbourhood
+        no longer matches the raw twin's."""
+        size = meta.augment_top_n + 1
+        rows = self.store.get_all(meta.name, ids, include_augmentation=True)
+        raw = self.store.raw_vectors(meta, [r.id for r in rows])
+        orphans = [r.id for r in rows if r.id not in raw]  # deleted while it was re-blended
+        if orphans:
+            self.store.delete_keys(meta.name, orphans)
+        rows = [r for r in rows if r.id in raw]
+        found = self._neighbours(meta, [raw[r.id] for r in rows], size)
+        hoods, stale = {}, []
+        for row, hits in zip(rows, found, strict=True):
+            hood = with_self(row.id, hits, size)
+            if not _same_hood(_stored_hood(row), hood[1:]):
+                hoods[row.id] = hood
+                stale.append(Record(row.id, [], row.label, row.uri, dict(row.metadata)))
+        self.store.upsert(meta, self._blended(meta, stale, hoods, raw))
+        return orphans + [r.id for r in stale]
+
+    def _blended(
+        self,
+        meta: CollectionMeta,
+        out: list[Record],
+        hoods: Mapping[str, list[tuple[str, float]]],
+        raw: dict[str, np.ndarray],
+    ) -> list[Record]:
+        """``out`` with vectors blended from their neighbourhoods (raw vectors fetched as
+        needed) and their augmentation fields set."""
+        raw.update(self.store.raw_vectors(meta, _missing((hoods[r.id] for r in out), raw)))
         for record in out:
             hood = [(i, s) for i, s in hoods[record.id] if i in raw]
             record.vector = blend(
@@ -165,6 +245,14 @@ def _stored_hood(row: Row) -> list[tuple[str, float]] | None:
         return [(str(i), float(s)) for i, s in zip(ids, sims, strict=True)]
     except (TypeError, ValueError):
         return None
+
+
+def _same_hood(stored: list[tuple[str, float]] | None, fresh: Sequence[tuple[str, float]]) -> bool:
+    """The same neighbours with the same similarities (order among ties aside)."""
+    if stored is None or len(stored) != len(fresh):
+        return False
+    want = dict(fresh)
+    return all(i in want and abs(want[i] - s) <= SIM_TOLERANCE for i, s in stored)
 
 
 def _missing(

@@ -43,6 +43,9 @@ class SearchConfig:
     milvus_ca_cert: str = ""  # PEM file of the CA that signed the server's certificate
     milvus_timeout_s: float = 30.0  # connect and call timeout for Milvus
     default_index_type: str = "AUTOINDEX"  # index for collections created without one
+    # Milvus Lite collections past this many rows are logged and described with a warning that
+    # says to move to a Milvus server (docs/benchmarks.md); 0 = never warn.
+    lite_warn_rows: int = 50_000
     ingest_batch_size: int = 32  # images per embed request (capped by the embedder's limit)
     # Image bytes per embedder call aimed for (Ingest and Search); a larger image goes alone.
     # Calls never exceed max_message_bytes nor the embedder's reported max_message_bytes: an
@@ -114,6 +117,7 @@ class SearchConfig:
             (bool(self.milvus_uri or self.milvus_host), "milvus_uri or milvus_host is needed"),
             (0 < self.milvus_port <= 65535, "milvus_port must be 1..65535"),
             (1 <= self.ingest_batch_size <= 1024, "ingest_batch_size must be 1..1024"),
+            (self.lite_warn_rows >= 0, "lite_warn_rows must be >= 0"),
             (0 <= self.query_expansion_top_n <= 64, "query_expansion_top_n must be 0..64"),
             (0 <= self.query_expansion_alpha <= 100, "query_expansion_alpha must be 0..100"),
             (0 <= self.augmentation_top_n <= 64, "augmentation_top_n must be 0..64"),
@@ -219,6 +223,7 @@ _ENV = {
     "milvus_ca_cert": "RIS_MILVUS_CA_CERT",
     "milvus_timeout_s": "RIS_MILVUS_TIMEOUT_S",
     "default_index_type": "RIS_SEARCH_DEFAULT_INDEX_TYPE",
+    "lite_warn_rows": "RIS_SEARCH_LITE_WARN_ROWS",
     "ingest_batch_size": "RIS_SEARCH_INGEST_BATCH_SIZE",
     "embed_batch_bytes": "RIS_SEARCH_EMBED_BATCH_BYTES",
     "allowed_roots": "RIS_SEARCH_ALLOWED_ROOTS",

@@ -146,7 +146,10 @@ class Services:
 
     def describe_collection(self, name: str) -> search_pb2.CollectionInfo:
         meta = self.store.describe(name)
-        return collection_info(meta, self.store.count(name))
+        count = self.store.count(name)
+        info = collection_info(meta, count)
+        info.warnings.extend(self.store.size_warnings(meta, count))
+        return info
 
     def list_collections(self) -> search_pb2.ListCollectionsResponse:
         out = search_pb2.ListCollectionsResponse()

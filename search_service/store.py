@@ -45,7 +45,14 @@ from search_service.errors import (
     Unavailable,
 )
 from search_service.filters import build_filter, check_metadata_key, combine, quote
-from search_service.indexing import METRICS, IndexPlan, plan_index, search_params
+from search_service.indexing import (
+    METRICS,
+    IndexPlan,
+    index_size_warning,
+    plan_index,
+    search_params,
+)
+from search_service.lite_limit import LiteSizeWatch
 from server_common import deadlines
 
 log = logging.getLogger(__name__)
@@ -251,6 +258,7 @@ class MilvusStore:
             threading.Lock() if self._lite_path else contextlib.nullcontext()
         )
         self._client = self._guard(self._connect)
+        self._lite_watch = LiteSizeWatch(config.lite_warn_rows if self._lite_path else 0)
 
     @property
     def is_lite(self) -> bool:
@@ -426,6 +434,7 @@ class MilvusStore:
                 return False
             self._guard(lambda: self._client.drop_collection(name))
             self._loaded.discard(name)
+            self._lite_watch.forget(name)
             raw = name + RAW_SUFFIX
             if self.exists(raw):
                 self._guard(lambda: self._client.drop_collection(raw))
@@ -458,7 +467,15 @@ class MilvusStore:
             rows = [_row(r, meta.augmented) for r in batch]
             self._upsert(meta.name, rows)
             written += len(rows)
+        if not meta.name.endswith(RAW_SUFFIX):
+            self._lite_watch.written(meta.name, written, lambda: self.count(meta.name))
         return written
+
+    def size_warnings(self, meta: CollectionMeta, count: int) -> list[str]:
+        """Warnings about a collection of ``count`` rows: Lite past its limit (lite_limit.py),
+        an IVF index sized for far fewer rows (indexing.py)."""
+        index = index_size_warning(meta.index, count)
+        return self._lite_watch.warnings(meta.name, count) + ([index] if index else [])
 
     def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""

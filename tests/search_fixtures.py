@@ -189,3 +189,53 @@ def offline_augmented(raw: np.ndarray, top_n: int, alpha: float) -> np.ndarray:
     weights = np.maximum(np.take_along_axis(sim, idx, axis=1), 0.0) ** alpha
     mixed = np.einsum("qn,qnc->qc", weights, unit[idx])
     return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+
+@contextmanager
+def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """``python -m search_service`` as its own process (this worktree's code), configured by
+    ``env`` over os.environ; yields its address once it prints it; SIGTERM, then kill, after."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    full = dict(os.environ, RIS_SEARCH_PORT="0", PYTHONPATH=str(root), **env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search_service"],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        address, deadline = "", time.monotonic() + start_timeout_s
+        while not address and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, "search service exited early"
+                continue
+            if line.startswith("search service") and "listening on" in line:
+                address = line.rsplit(" ", 1)[1].strip()
+        assert address, f"search service did not start within {start_timeout_s:g} s"
+        yield address
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -16,6 +16,7 @@ from typing import Any
 import bench_vector_store as bvs
 import numpy as np
 import pytest
+from vector_mixture import fit_mixture, nn_distance_quantiles
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -123,10 +124,11 @@ def _check_vector_store(data: dict[str, Any], store: str) -> None:
         (store, "HNSW"),
     }
     nlist = rows[1]["build_params"]["nlist"]
-    assert [r["params"] for r in rows if r["index"] == "IVF_FLAT"] == [
-        {"nprobe": 4},
-        {"nprobe": min(16, nlist)},
+    assert [r["params"] for r in rows if r["index"] == "IVF_FLAT"] == [  # + the service default
+        {"nprobe": p} for p in sorted({4, min(16, nlist), bvs.nprobe_for(nlist)})
     ]
+    assert data["vectors"] == "mixture"
+    assert set(data["nn_distance_quantiles"]) == {"real", "mixture"}
     assert [r["params"] for r in rows if r["index"] == "HNSW"] == [{"ef": 16}, {"ef": 64}]
     for r in rows:
         assert r["rows"] == 300 and r["queries"] == 8
@@ -190,6 +192,38 @@ def test_exact_top_k_matches_brute_force_over_all_rows() -> None:
     everything = np.concatenate([v for _, v in data.chunks()])
     expected = np.argsort(-(queries @ everything.T), axis=1)[:, :10]
     np.testing.assert_array_equal(bvs.exact_top_k(data, queries, 10), expected)
+
+
+def test_mixture_rows_are_unit_seeded_and_as_crowded_as_the_real_ones() -> None:
+    """The mixture fitted to clustered 'real' vectors: real rows first, unit-length draws,
+    chunk c identical on regeneration, and nearest-neighbour distances like the real set's
+    (a plain isotropic Gaussian would be far sparser)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((8, 256))
+    real = np.concatenate([c + 0.4 * rng.standard_normal((60, 256)) for c in centres])
+    real = (real / np.linalg.norm(real, axis=1, keepdims=True)).astype(np.float32)
+    mixture = fit_mixture(real, dims=32, components=8, seed=0)
+    data = bvs.MixtureDataset(real, size=2100, mixture=mixture, seed=2)
+    ids, first = data.chunk(0)
+    assert ids[0] == 0 and len(ids) == 1000
+    np.testing.assert_array_equal(first[: len(real)], real)
+    _, again = bvs.MixtureDataset(real, 2100, mixture, seed=2).chunk(1)
+    np.testing.assert_array_equal(data.chunk(1)[1], again)
+    np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-5)
+    got = nn_distance_quantiles(mixture.sample(len(real), np.random.default_rng(1)))
+    want = nn_distance_quantiles(real)
+    noise = rng.standard_normal(real.shape)
+    sparse = nn_distance_quantiles(noise / np.linalg.norm(noise, axis=1, keepdims=True))
+    assert abs(got["q50"] - want["q50"]) < 0.15 * want["q50"]
+    assert sparse["q50"] > 1.3 * want["q50"]  # the check can tell a wrong distribution apart
+
+
+def test_memory_estimate_follows_the_index() -> None:
+    sq8 = bvs.estimate(1_000_000, 2048, ["server"], ["IVF_SQ8"])
+    flat = bvs.estimate(1_000_000, 2048, ["server"], ["FLAT"])
+    assert sq8["loaded_index_gib"]["IVF_SQ8"] == pytest.approx(1.92, abs=0.02)
+    assert flat["loaded_index_gib"]["FLAT"] == pytest.approx(7.64, abs=0.02)
+    assert sq8["peak_memory_gib"] < 6.5 < flat["peak_memory_gib"] < 14
 
 
 def test_sizes_that_do_not_fit_are_refused_unless_forced() -> None:

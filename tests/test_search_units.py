@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from search_service.config import ConfigError, SearchConfig, from_env, parse_args
 from search_service.errors import InvalidArgument
 from search_service.filters import build_filter, combine, quote
-from search_service.indexing import nlist_for, plan_index, search_params
+from search_service.indexing import (
+    index_size_warning,
+    nlist_for,
+    nprobe_for,
+    plan_index,
+    search_params,
+)
 from search_service.paths import SourceError, read_image_file, resolve
 from search_service.store import (
     MAX_WRITE_BYTES,
@@ -82,6 +88,19 @@ def test_ivf_nlist_follows_the_data() -> None:
     assert search_params(plan, 10) == {"nprobe": 15}
     explicit = plan_index("IVF_SQ8", {"nlist": "64", "nprobe": "64"}, "AUTOINDEX")
     assert search_params(explicit, 10) == {"nprobe": 64}
+
+
+def test_ivf_nprobe_scales_with_nlist_and_outgrown_indexes_are_flagged() -> None:
+    # 1/8 of the clusters on small indexes, 4*sqrt(nlist) on large ones (not a fixed cap).
+    assert [nprobe_for(n) for n in (16, 126, 400, 1265, 4000, 16384)] == [8, 15, 50, 143, 253, 512]
+    at_1m = plan_index("IVF_SQ8", {"expected_rows": "1000000"}, "AUTOINDEX")
+    assert search_params(at_1m, 10) == {"nprobe": 253}
+    assert index_size_warning(at_1m, 1_000_000) is None
+    default = plan_index("IVF_FLAT", {}, "AUTOINDEX")  # sized for 10k: nlist 400
+    assert index_size_warning(default, 30_000) is None  # 4*sqrt(n) = 693 < 2 * 400
+    warning = index_size_warning(default, 1_000_000)
+    assert warning and "nlist 400" in warning and "expected_rows=1000000 (nlist 4000)" in warning
+    assert index_size_warning(plan_index("HNSW", {}, "AUTOINDEX"), 10**8) is None
 
 
 def test_hnsw_and_defaults() -> None:

@@ -66,7 +66,7 @@ class DatabaseAugmentation(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., top_n: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "count", "dim", "model_name", "model_version", "metric", "index_type", "index_params", "description", "augmentation")
+    __slots__ = ("name", "count", "dim", "model_name", "model_version", "metric", "index_type", "index_params", "description", "augmentation", "warnings")
     class IndexParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class CollectionInfo(_message.Message):
     INDEX_PARAMS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     AUGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     count: int
     dim: int
@@ -94,7 +95,8 @@ class CollectionInfo(_message.Message):
     index_params: _containers.ScalarMap[str, str]
     description: str
     augmentation: DatabaseAugmentation
-    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., augmentation: _Optional[_Union[DatabaseAugmentation, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[str] = ..., index_params: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., augmentation: _Optional[_Union[DatabaseAugmentation, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DescribeCollectionRequest(_message.Message):
     __slots__ = ("name",)
