@@ -154,13 +154,7 @@ class EmbedderConfig:
         return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def admission(self) -> AdmissionLimits:
-        return AdmissionLimits(
-            workers=self.grpc_workers,
-            streams=self.max_concurrent_streams,
-            queue=self.max_queued_calls,
-            queue_wait_s=self.max_queue_wait_s,
-            stream_idle_s=self.stream_idle_timeout_s,
-        )
+        return AdmissionLimits.of(self)
 
     def allowed_tokens(self) -> list[str]:
         """Bearer tokens of the callers allowed in (tokens_file wins over tokens)."""

@@ -152,13 +152,7 @@ class SearchConfig:
         return self
 
     def admission(self) -> AdmissionLimits:
-        return AdmissionLimits(
-            workers=self.grpc_workers,
-            streams=self.max_concurrent_streams,
-            queue=self.max_queued_calls,
-            queue_wait_s=self.max_queue_wait_s,
-            stream_idle_s=self.stream_idle_timeout_s,
-        )
+        return AdmissionLimits.of(self)
 
     def server_tls(self) -> ServerTls:
         return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)

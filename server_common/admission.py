@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -42,6 +42,16 @@ RESERVE_THREADS = 8  # for exempt calls and for answering refusals while everyth
 _MIN_PUSHBACK_MS, _MAX_PUSHBACK_MS = 50, 10_000
 _POLL_S = 1.0  # how often a queued call checks that its client is still there
 _STREAM_POLL_S = 0.2  # how often a handler waiting for a stream message checks its call
+
+
+class AdmissionSettings(Protocol):
+    """The admission settings of a service's config (docs/configuration.md)."""
+
+    grpc_workers: int
+    max_concurrent_streams: int
+    max_queued_calls: int
+    max_queue_wait_s: float
+    stream_idle_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,17 @@ class AdmissionLimits:
             raise ValueError("workers must be >= 1, streams and queue >= 0")
         if self.queue_wait_s < 0 or self.stream_idle_s <= 0:
             raise ValueError("queue_wait_s must be >= 0 and stream_idle_s > 0")
+
+    @classmethod
+    def of(cls, config: AdmissionSettings) -> AdmissionLimits:
+        """From a service's config: both services name these settings alike."""
+        return cls(
+            workers=config.grpc_workers,
+            streams=config.max_concurrent_streams,
+            queue=config.max_queued_calls,
+            queue_wait_s=config.max_queue_wait_s,
+            stream_idle_s=config.stream_idle_timeout_s,
+        )
 
     @property
     def stream_slots(self) -> int:
