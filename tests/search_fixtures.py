@@ -194,7 +194,8 @@ def offline_augmented(raw: np.ndarray, top_n: int, alpha: float) -> np.ndarray:
 @contextmanager
 def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0) -> Iterator[str]:
     """``python -m search_service`` as its own process (this worktree's code), configured by
-    ``env`` over os.environ; yields its address once it prints it; SIGTERM, then kill, after."""
+    ``env`` over os.environ; yields its address once it prints it; after the block, SIGTERM and
+    a clean exit (status 0) within 30 s, else it is killed."""
     import os
     import queue
     import signal
@@ -234,7 +235,7 @@ def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0
         assert address, f"search service did not start within {start_timeout_s:g} s"
         yield address
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=30) == 0, "search service did not exit cleanly on SIGTERM"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,11 +3,6 @@ embedder, concurrent calls."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +14,15 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from search_fixtures import Photo, ingest, item_of, running_search, search_client, search_config
+from search_fixtures import (
+    Photo,
+    ingest,
+    item_of,
+    running_search,
+    search_client,
+    search_config,
+    search_process,
+)
 
 from client.grpc_gen import search_pb2
 from search_service.indexing import plan_index
@@ -38,40 +41,11 @@ def _free_port() -> int:
 
 
 def test_module_entry_point_serves_and_stops_on_sigterm(embedder_server, tmp_path: Path) -> None:
-    env = dict(
-        os.environ,
-        RIS_MILVUS_URI=str(tmp_path / "proc.db"),
-        RIS_EMBEDDER_ADDRESS=embedder_server.address,
-        RIS_SEARCH_PORT="0",
-        PYTHONPATH=str(ROOT),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search_service"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        address = ""
-        deadline = time.monotonic() + 60
-        while not address and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert proc.poll() is None, "search service exited early"
-                continue
-            if "listening on" in line and line.startswith("search service"):
-                address = line.rsplit(" ", 1)[1].strip()
+    env = {
+        "RIS_MILVUS_URI": str(tmp_path / "proc.db"),
+        "RIS_EMBEDDER_ADDRESS": embedder_server.address,
+    }
+    with search_process(env, tmp_path) as address:  # exits 0 on SIGTERM after the block
         assert address.startswith("127.0.0.1:")
         with search_client(address) as stub:
             channel = grpc.insecure_channel(address)
@@ -82,12 +56,6 @@ def test_module_entry_point_serves_and_stops_on_sigterm(embedder_server, tmp_pat
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             info = stub.CreateCollection(search_pb2.CreateCollectionRequest(name="proc"))
             assert info.dim == 2048
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _code(call, request) -> grpc.StatusCode:
