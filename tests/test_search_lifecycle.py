@@ -29,8 +29,6 @@ from search_service.indexing import plan_index
 from search_service.server import start_server
 from search_service.store import CollectionMeta
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _free_port() -> int:
     import socket
