@@ -288,6 +288,19 @@ class MilvusStore:
         """milvus_timeout_s, capped by what is left of the calling request's deadline."""
         return deadlines.timeout(self._config.milvus_timeout_s)
 
+    def _query(self, name: str, where: str, fields: list[str], **kwargs: Any) -> list[Any]:
+        """One Strong read, bounded by the caller's deadline (``_timeout``), errors typed."""
+        return self._guard(
+            lambda: self._client.query(
+                name,
+                filter=where,
+                output_fields=fields,
+                consistency_level="Strong",
+                timeout=self._timeout(),
+                **kwargs,
+            )
+        )
+
     def _guard(self, fn: Callable[[], T]) -> T:
         """Run one Milvus call, turning its failures into typed errors."""
         try:
@@ -519,16 +532,7 @@ class MilvusStore:
             raise InvalidArgument("delete needs ids or a filter")
         self.ensure_loaded(name)
         for _ in range(10_000):
-            found = self._guard(
-                lambda: self._client.query(
-                    name,
-                    filter=where,
-                    output_fields=["id"],
-                    limit=MAX_QUERY_LIMIT,
-                    consistency_level="Strong",
-                    timeout=self._timeout(),
-                )
-            )
+            found = self._query(name, where, ["id"], limit=MAX_QUERY_LIMIT)
             keys = [str(r["id"]) for r in found]
             if not keys:
                 return
@@ -617,16 +621,7 @@ class MilvusStore:
         fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
         if include_augmentation:
             fields.append(AUGMENTATION_FIELD)
-        res = self._guard(
-            lambda: self._client.query(
-                name,
-                filter=where,
-                output_fields=fields,
-                limit=min(limit, MAX_QUERY_LIMIT),
-                consistency_level="Strong",
-                timeout=self._timeout(),
-            )
-        )
+        res = self._query(name, where, fields, limit=min(limit, MAX_QUERY_LIMIT))
         rows = _rows(res, include_vectors, include_augmentation)
         if ids:
             order = {v: i for i, v in enumerate(ids)}
@@ -644,16 +639,7 @@ class MilvusStore:
         where = combine(f"id > {quote(after)}", expr)  # ids are never empty: "" is the start
         self.ensure_loaded(name)
         fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
-        res = self._guard(
-            lambda: self._client.query(
-                name,
-                filter=where,
-                output_fields=fields,
-                limit=min(limit, MAX_QUERY_LIMIT),
-                consistency_level="Strong",
-                iterator="True",
-            )
-        )
+        res = self._query(name, where, fields, limit=min(limit, MAX_QUERY_LIMIT), iterator="True")
         rows = _rows(res, include_vectors, augmentation=False)
         rows.sort(key=lambda r: r.id.encode())
         return rows
@@ -673,15 +659,7 @@ class MilvusStore:
     def count(self, name: str, expr: str = "") -> int:
         """Live rows (deleted ones excluded, unlike ``num_entities``)."""
         self.ensure_loaded(name)
-        res = self._guard(
-            lambda: self._client.query(
-                name,
-                filter=expr,
-                output_fields=["count(*)"],
-                consistency_level="Strong",
-                timeout=self._timeout(),
-            )
-        )
+        res = self._query(name, expr, ["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
 
