@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +252,22 @@ def restart_milvus_server(
     return _launch(handle.data_dir, handle.uri, handle.port, handle.metrics_port, timeout)
 
 
+def _ready(
+    handle: MilvusServerHandle, probe: Callable[[], bool], timeout: float, what: str, logs: str
+) -> MilvusServerHandle:
+    """``handle`` once ``probe()`` answers; stopped and an error naming ``logs`` if its process
+    exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if handle.process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {handle.process.returncode}; see {logs}")
+        if probe():
+            return handle
+        time.sleep(0.5)
+    handle.stop()
+    raise TimeoutError(f"{what} not ready within {timeout:.0f} s; see {logs}")
+
+
 def _launch(
     data_dir: Path, uri: str, port: int, metrics_port: int, timeout: float
 ) -> MilvusServerHandle:
@@ -274,15 +290,7 @@ def _launch(
     )
     log.close()
     handle = MilvusServerHandle(uri, port, metrics_port, data_dir, proc)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"milvus exited with {proc.returncode}; see {data_dir}/logs")
-        if _healthy(metrics_port):
-            return handle
-        time.sleep(0.5)
-    handle.stop()
-    raise TimeoutError(f"milvus not healthy within {timeout:.0f} s; see {data_dir}/logs")
+    return _ready(handle, lambda: _healthy(metrics_port), timeout, "milvus", f"{data_dir}/logs")
 
 
 MILVUS25_VERSION = "2.5.1"
@@ -338,15 +346,7 @@ def start_milvus25_server(
     log.close()
     uri = f"http://127.0.0.1:{port}"
     handle = MilvusServerHandle(uri, port, 0, data_dir, proc)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"milvus 2.5 exited with {proc.returncode}; see {data_dir}")
-        if _serves_grpc(uri):
-            return handle
-        time.sleep(0.5)
-    handle.stop()
-    raise TimeoutError(f"milvus 2.5 not serving within {timeout:.0f} s; see {data_dir}")
+    return _ready(handle, lambda: _serves_grpc(uri), timeout, "milvus 2.5", str(data_dir))
 
 
 @pytest.fixture(scope="session")
