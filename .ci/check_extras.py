@@ -16,12 +16,12 @@ from packaging.requirements import Requirement
 # What each extra is for, as modules that must import with it installed.
 MODULES = {
     "service": ["grpc_health.v1.health", "grpc_reflection.v1alpha.reflection", "prometheus_client"],
-    "embedder": ["onnxruntime", "embedder_service.server"],
-    "embedder-gpu": ["onnxruntime", "embedder_service.server"],
-    "text": ["onnx", "embedder_service.text_worker"],
-    "search": ["pymilvus", "milvus_lite", "search_service.server"],
-    "server": ["client.serve"],
-    "server-gpu": ["client.serve"],
+    "embedder": ["onnxruntime", "ris.embedder.server"],
+    "embedder-gpu": ["onnxruntime", "ris.embedder.server"],
+    "text": ["onnx", "ris.embedder.text_worker"],
+    "search": ["pymilvus", "milvus_lite", "ris.search.server"],
+    "server": ["ris.launcher.serve"],
+    "server-gpu": ["ris.launcher.serve"],
     "export": ["torch", "onnx", "onnxscript"],
     "dev": ["grpc_tools.protoc", "pytest", "hypothesis", "ruff", "mypy", "yaml", "cryptography"],
 }

@@ -23,15 +23,15 @@ rm -rf build  # setuptools reuses build/lib: a module deleted since would still 
 "$VENV/bin/python" - "${FLOORS[@]}" <<'PYEOF'
 import io
 import sys
-from importlib.metadata import version
+from importlib.metadata import distribution, version
 from importlib.util import find_spec
 
 import numpy as np
 from PIL import Image
 
-from client import convert
-from client.grpc_gen import search_pb2
-from client.results_page import thumbnail
+from ris.client import convert
+from ris.api import search_pb2
+from ris.cli.results_page import thumbnail
 
 for pin in sys.argv[1:]:
     name, wanted = pin.split("==")
@@ -41,6 +41,11 @@ assert search_pb2.Query.FromString(query.SerializeToString()) == query
 png = io.BytesIO()
 Image.new("RGB", (300, 200), (10, 20, 30)).save(png, format="PNG")
 assert thumbnail(png.getvalue(), size=96).size == (96, 64)
+# One namespace: nothing generic at the top of site-packages (a user's own client.py must
+# not shadow ours).
+top = {f.parts[0] for f in distribution("ris").files or []}
+top = {t for t in top if t != ".." and not t.endswith(".dist-info") and t != "__pycache__"}
+assert top == {"ris"}, f"the wheel installs {sorted(top)} at the top of site-packages"
 server_side = [m for m in ("onnxruntime", "pymilvus", "torch", "grpc_health") if find_spec(m)]
 assert not server_side, f"the client alone installed {server_side}"
 print(f"client ok on {sys.executable} ({sys.version.split()[0]}) at the floors {sys.argv[1:]}")

@@ -1,12 +1,12 @@
 """Python client of the reverse image search service (no torch, no onnxruntime needed).
 
-The generated gRPC code is in client.grpc_gen; the high-level API is re-exported here.
+The generated gRPC code is in ris.api; the high-level API is re-exported here.
 """
 
-from client.aio import AsyncRisClient
-from client.client import RisClient
-from client.config import ClientConfig, RetryPolicy
-from client.errors import (
+from ris.client.aio import AsyncRisClient
+from ris.client.client import RisClient
+from ris.client.config import ClientConfig, RetryPolicy
+from ris.client.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
@@ -14,8 +14,8 @@ from client.errors import (
     RisError,
     Unavailable,
 )
-from client.sources import Source, from_csv, from_folder, from_glob, load_source
-from client.types import (
+from ris.client.sources import Source, from_csv, from_folder, from_glob, load_source
+from ris.client.types import (
     ById,
     ByText,
     CollectionInfo,

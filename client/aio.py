@@ -18,13 +18,13 @@ import grpc
 import grpc.aio
 from tqdm import tqdm
 
-from client import convert
-from client.channel import open_aio_channel
-from client.client import log_retry
-from client.config import ClientConfig
-from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.ingest import (
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client import convert
+from ris.client.channel import open_aio_channel
+from ris.client.client import log_retry
+from ris.client.config import ClientConfig
+from ris.client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
+from ris.client.ingest import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_ITEMS_PER_CALL,
     DEFAULT_MAX_CHUNK_BYTES,
@@ -32,7 +32,7 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
-from client.limits import (
+from ris.client.limits import (
     Limits,
     ServiceInfo,
     limits_from,
@@ -40,10 +40,10 @@ from client.limits import (
     search_calls,
     service_info,
 )
-from client.retry import acall_with_retry
-from client.shrink import shrinker
-from client.sources import Source, from_csv, from_folder, from_glob
-from client.types import (
+from ris.client.retry import acall_with_retry
+from ris.client.shrink import shrinker
+from ris.client.sources import Source, from_csv, from_folder, from_glob
+from ris.client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,

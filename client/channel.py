@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from client.config import ClientConfig
+from ris.client.config import ClientConfig
 
 
 def _options(config: ClientConfig) -> list[tuple[str, int | str]]:

@@ -1,6 +1,6 @@
 """RisClient: the blocking high-level client of the search service.
 
-from client import RisClient
+from ris.client import RisClient
 with RisClient(address="127.0.0.1:50052") as ris:
     ris.create_collection("photos", exist_ok=True)
     ris.ingest_folder("photos", "path/to/images", show_progress=True)
@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import grpc
 from tqdm import tqdm
 
-from client import convert
-from client.channel import open_channel
-from client.config import ClientConfig
-from client.errors import QueryFailed, RisError, Unavailable, from_rpc_error, rpc_code
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.ingest import (
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client import convert
+from ris.client.channel import open_channel
+from ris.client.config import ClientConfig
+from ris.client.errors import QueryFailed, RisError, Unavailable, from_rpc_error, rpc_code
+from ris.client.ingest import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_ITEMS_PER_CALL,
     DEFAULT_MAX_CHUNK_BYTES,
@@ -33,7 +33,7 @@ from client.ingest import (
     IngestCall,
     plan_calls,
 )
-from client.limits import (
+from ris.client.limits import (
     Limits,
     ServiceInfo,
     limits_from,
@@ -41,10 +41,10 @@ from client.limits import (
     search_calls,
     service_info,
 )
-from client.retry import call_with_retry
-from client.shrink import shrinker
-from client.sources import Source, from_csv, from_folder, from_glob
-from client.types import (
+from ris.client.retry import call_with_retry
+from ris.client.shrink import shrinker
+from ris.client.sources import Source, from_csv, from_folder, from_glob
+from ris.client.types import (
     CollectionInfo,
     IngestItem,
     IngestSummary,

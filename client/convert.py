@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.grpc_gen import search_pb2
-from client.types import (
+from ris.api import search_pb2
+from ris.client.types import (
     ById,
     ByText,
     CollectionInfo,

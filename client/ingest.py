@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.grpc_gen import search_pb2
-from client.limits import RESOURCE_EXHAUSTED, Limits
-from client.types import IngestFailure, IngestItem, IngestSummary
+from ris.api import search_pb2
+from ris.client.limits import RESOURCE_EXHAUSTED, Limits
+from ris.client.types import IngestFailure, IngestItem, IngestSummary
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_ITEMS_PER_CALL = 512

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.grpc_gen import search_pb2
-from client.shrink import Geometry
+from ris.api import search_pb2
+from ris.client.shrink import Geometry
 
 DEFAULT_MAX_QUERIES = 256  # the service's own default (search_service/operations.py)
 # Framing of a request message around its items (collection name, tags, lengths), generously.

@@ -2,7 +2,7 @@
 
 UNAVAILABLE means the request did not reach a working server (not started yet, restarting,
 connection dropped); RESOURCE_EXHAUSTED means the server was too busy to take it (its queue was
-full: server_common/admission.py), so sending either again is safe. Every write the API offers is
+full: common/admission.py), so sending either again is safe. Every write the API offers is
 idempotent (ingest upserts by id). A busy server says how long to back off in the trailing
 metadata ``grpc-retry-pushback-ms``; the wait is then at least that (plus jitter, so refused
 callers do not come back together). A RESOURCE_EXHAUSTED for a message over the size limit is
@@ -22,8 +22,8 @@ from typing import TypeVar
 
 import grpc
 
-from client.config import RetryPolicy
-from client.errors import rpc_code
+from ris.client.config import RetryPolicy
+from ris.client.errors import rpc_code
 
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

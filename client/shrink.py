@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from client.grpc_gen import common_pb2
+from ris.api import common_pb2
 
 log = logging.getLogger(__name__)
 FACTOR = 2  # each side kept at >= 2x what the model needs

@@ -11,7 +11,7 @@ import glob as globlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.types import IngestItem
+from ris.client.types import IngestItem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_ID_BYTES = 512

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from client.channel import open_channel
-from client.config import ClientConfig
-from client.retry import call_with_retry
+from ris.client.channel import open_channel
+from ris.client.config import ClientConfig
+from ris.client.retry import call_with_retry
 
 
 class _Details(NamedTuple):

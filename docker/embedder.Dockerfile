@@ -6,8 +6,13 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
+COPY protos ./protos
+COPY common ./common
 COPY client ./client
-COPY server_common ./server_common
+COPY cli ./cli
+COPY gateway ./gateway
+COPY launcher ./launcher
+COPY tools ./tools
 COPY embedder_service ./embedder_service
 COPY search_service ./search_service
 COPY scripts ./scripts
@@ -30,9 +35,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
+COPY protos ./protos
+COPY common ./common
 COPY client ./client
-COPY server_common ./server_common
+COPY cli ./cli
+COPY gateway ./gateway
+COPY launcher ./launcher
+COPY tools ./tools
 COPY embedder_service ./embedder_service
+COPY search_service ./search_service
 COPY scripts/grpc_health_probe.py ./scripts/
 RUN pip install --no-cache-dir -c constraints.txt ".[embedder-gpu,text]"
 COPY --from=model --chown=ris /models /models
@@ -46,4 +57,4 @@ ENV RIS_EMBEDDER_HOST=0.0.0.0 \
 EXPOSE 50051 9100
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "scripts/grpc_health_probe.py", "127.0.0.1:50051"]
-CMD ["python", "-m", "embedder_service"]
+CMD ["python", "-m", "ris.embedder"]

@@ -7,8 +7,14 @@ RUN useradd --create-home --uid 10001 ris
 ENV PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
+COPY protos ./protos
+COPY common ./common
 COPY client ./client
-COPY server_common ./server_common
+COPY cli ./cli
+COPY gateway ./gateway
+COPY launcher ./launcher
+COPY tools ./tools
+COPY embedder_service ./embedder_service
 COPY search_service ./search_service
 COPY scripts/grpc_health_probe.py ./scripts/
 RUN pip install --no-cache-dir -c constraints.txt ".[search]"
@@ -18,4 +24,4 @@ ENV RIS_SEARCH_HOST=0.0.0.0 \
 EXPOSE 50052 9101
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "scripts/grpc_health_probe.py", "127.0.0.1:50052"]
-CMD ["python", "-m", "search_service"]
+CMD ["python", "-m", "ris.search"]

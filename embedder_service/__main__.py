@@ -1,4 +1,4 @@
-"""`python -m embedder_service [flags]`: run the embedder until SIGTERM/SIGINT, then drain."""
+"""`python -m ris.embedder [flags]`: run the embedder until SIGTERM/SIGINT, then drain."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from embedder_service.config import ConfigError, from_args
-from embedder_service.runtime import ModelLoadError, ProviderUnavailableError
-from embedder_service.server import PortInUseError, start_server
+from ris.embedder.config import ConfigError, from_args
+from ris.embedder.runtime import ModelLoadError, ProviderUnavailableError
+from ris.embedder.server import PortInUseError, start_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,11 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = start_server(config)
     except (ProviderUnavailableError, ModelLoadError, PortInUseError, ConfigError) as exc:
-        logging.getLogger("embedder_service").error("cannot start: %s", exc)
+        logging.getLogger("ris.embedder").error("cannot start: %s", exc)
         return 1
 
     def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("embedder_service").info("signal %d: shutting down", signum)
+        logging.getLogger("ris.embedder").info("signal %d: shutting down", signum)
         threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server_common.settings import ConfigError
+from ris.common.settings import ConfigError
 
 LOGITS_OUTPUT = "logits"
 

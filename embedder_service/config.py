@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server_common.admission import AdmissionLimits
-from server_common.secrets import SecretError, read_secret_list
-from server_common.settings import ConfigError, parse_bool, require
-from server_common.tls import ServerTls, TlsConfigError
+from ris.common.admission import AdmissionLimits
+from ris.common.secrets import SecretError, read_secret_list
+from ris.common.settings import ConfigError, parse_bool, require
+from ris.common.tls import ServerTls, TlsConfigError
 
 ENV_PREFIX = "RIS_EMBEDDER_"
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
@@ -251,7 +251,7 @@ def from_args(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> EmbedderConfig:
     """Defaults, then environment, then command-line flags; validated."""
-    parser = argparse.ArgumentParser(prog="python -m embedder_service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ris.embedder", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     config = from_env(env)

@@ -17,21 +17,21 @@ from pathlib import Path
 
 import grpc
 
-from embedder_service.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher, settle
-from embedder_service.config import ConfigError, EmbedderConfig
-from embedder_service.core_types import (
+from ris.embedder.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher, settle
+from ris.embedder.config import ConfigError, EmbedderConfig
+from ris.embedder.core_types import (
     INTERNAL,
     INVALID_ARGUMENT,
     ItemResult,
     ModelDescription,
     ServiceError,
 )
-from embedder_service.decoding import DecodePool
-from embedder_service.metrics import EmbedderMetrics
-from embedder_service.model_metadata import embedding_version, file_version
-from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec, with_resize_mode
-from embedder_service.runtime import ModelRuntime
-from embedder_service.text_worker import TextWorker
+from ris.embedder.decoding import DecodePool
+from ris.embedder.metrics import EmbedderMetrics
+from ris.embedder.model_metadata import embedding_version, file_version
+from ris.embedder.preprocessing import ImageDecodeError, PreprocessSpec, with_resize_mode
+from ris.embedder.runtime import ModelRuntime
+from ris.embedder.text_worker import TextWorker
 
 log = logging.getLogger(__name__)
 

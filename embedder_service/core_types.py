@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from embedder_service.preprocessing import PreprocessSpec
+from ris.embedder.preprocessing import PreprocessSpec
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]

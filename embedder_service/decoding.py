@@ -12,8 +12,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 
 import numpy as np
 
-from embedder_service.batcher import DeadlineDropped
-from embedder_service.preprocessing import PreprocessSpec, prepare
+from ris.embedder.batcher import DeadlineDropped
+from ris.embedder.preprocessing import PreprocessSpec, prepare
 
 
 def decode_task(

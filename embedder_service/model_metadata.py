@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from embedder_service.preprocessing import PreprocessSpec
+from ris.embedder.preprocessing import PreprocessSpec
 
 EMBEDDING_OUTPUT = "embedding"
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import ModelMetadata, read_model_metadata
-from embedder_service.pooling import SEMANTIC_POOLING, semantic_concat, semantic_label
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import ModelMetadata, read_model_metadata
+from ris.embedder.pooling import SEMANTIC_POOLING, semantic_concat, semantic_label
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import ConfigError, EmbedderConfig
-from embedder_service.core import EmbedderCore
-from embedder_service.metrics import EmbedderMetrics
-from embedder_service.servicer import EmbedderServicer
-from server_common.auth import AuthInterceptor, method_scopes
-from server_common.grpc_server import GrpcServer, PortInUseError
-from server_common.secrets import register_secrets
-from server_common.tls import TlsConfigError, warn_if_open
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.common.auth import AuthInterceptor, method_scopes
+from ris.common.grpc_server import GrpcServer, PortInUseError
+from ris.common.secrets import register_secrets
+from ris.common.tls import TlsConfigError, warn_if_open
+from ris.embedder.config import ConfigError, EmbedderConfig
+from ris.embedder.core import EmbedderCore
+from ris.embedder.metrics import EmbedderMetrics
+from ris.embedder.servicer import EmbedderServicer
 
 log = logging.getLogger(__name__)
 

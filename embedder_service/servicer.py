@@ -11,8 +11,9 @@ from typing import Any
 
 import grpc
 
-from client.grpc_gen import common_pb2, embedder_pb2, embedder_pb2_grpc
-from embedder_service.core import (
+from ris.api import common_pb2, embedder_pb2, embedder_pb2_grpc
+from ris.common.admission import CallEnded, StreamIdle
+from ris.embedder.core import (
     EmbedderCore,
     ItemResult,
     ModelDescription,
@@ -20,8 +21,7 @@ from embedder_service.core import (
     PendingEmbed,
     ServiceError,
 )
-from embedder_service.text_worker import TextWorker
-from server_common.admission import CallEnded, StreamIdle
+from ris.embedder.text_worker import TextWorker
 
 OK = grpc.StatusCode.OK
 _POLL_S = 0.2  # how often a waiting stream handler checks that its call is still on
@@ -231,7 +231,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             put(None)
         except ServiceError as exc:
             put(exc)
-        except (StreamIdle, CallEnded) as exc:  # the caller stopped (server_common/admission.py)
+        except (StreamIdle, CallEnded) as exc:  # the caller stopped (common/admission.py)
             put(ServiceError(exc.code, str(exc)))
         except Exception as exc:  # the request stream broke (client cancelled, server stopping)
             put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))

@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import file_version, open_for_metadata
-from embedder_service.runtime import (
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import file_version, open_for_metadata
+from ris.embedder.runtime import (
     CPU,
     ModelLoadError,
     l2_normalise,
     plan_providers,
     session_options,
 )
-from embedder_service.wordpiece import WordPieceTokenizer
+from ris.embedder.wordpiece import WordPieceTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder_service.concepts import ConceptBank, ConceptProjector, read_classifier
-from embedder_service.config import ConfigError, EmbedderConfig
-from embedder_service.core_types import INVALID_ARGUMENT, ItemResult, ModelDescription
-from embedder_service.model_metadata import read_model_metadata
-from embedder_service.text_encoder import TextEncoder
+from ris.embedder.concepts import ConceptBank, ConceptProjector, read_classifier
+from ris.embedder.config import ConfigError, EmbedderConfig
+from ris.embedder.core_types import INVALID_ARGUMENT, ItemResult, ModelDescription
+from ris.embedder.model_metadata import read_model_metadata
+from ris.embedder.text_encoder import TextEncoder
 
 # Share of the image model's labels that must name the bank's class at the same index.
 MIN_LABEL_AGREEMENT = 0.9

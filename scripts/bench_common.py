@@ -2,7 +2,7 @@
 description, the search service as a subprocess, percentiles and JSON output.
 
 The embedder subprocess and raw ORT throughput come from scripts/bench_embedder.py and the load
-generator from client/loadtest.py; this module only holds what those do not.
+generator from tools/loadtest.py; this module only holds what those do not.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from embedder_service.config import EmbedderConfig
+    from ris.embedder.config import EmbedderConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -49,7 +49,7 @@ def add_embedder_args(parser: argparse.ArgumentParser, model_help: str = "") -> 
 
 def embedder_config(args: argparse.Namespace, **overrides: Any) -> EmbedderConfig:
     """A validated EmbedderConfig from add_embedder_args' flags, plus a script's own settings."""
-    from embedder_service.config import EmbedderConfig  # the caller has put ROOT on sys.path
+    from ris.embedder.config import EmbedderConfig  # the caller has put ROOT on sys.path
 
     return EmbedderConfig(
         model_paths=[args.model],
@@ -137,13 +137,13 @@ def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
 def start_search_service(
     embedder_address: str, milvus_uri: str, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], str]:
-    """``python -m search_service`` on a free loopback port; returns (process, address).
+    """``python -m ris.search`` on a free loopback port; returns (process, address).
 
     A subprocess, not in-process, so that the client and the service do not share a GIL (Milvus
     Lite runs inside the service process, as it does in production).
     """
     command = [
-        sys.executable, "-m", "search_service", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "ris.search", "--host", "127.0.0.1", "--port", "0",
         "--embedder-address", embedder_address, "--milvus-uri", milvus_uri,
         "--log-level", "WARNING", *extra,
     ]  # fmt: skip

@@ -2,8 +2,8 @@
 
 1. Raw: the model's session, built exactly as the server builds it (same options, threads,
    provider), timed on already-preprocessed batches of max_batch_size. No decoding, no gRPC.
-2. Service: `python -m embedder_service` in a subprocess on 127.0.0.1 (so client and server do not
-   share a GIL), loaded by client/loadtest.py with single-image Embed calls (decode included) at
+2. Service: `python -m ris.embedder` in a subprocess on 127.0.0.1 (so client and server do not
+   share a GIL), loaded by tools/loadtest.py with single-image Embed calls (decode included) at
    each client concurrency.
 
 Prints a table with each level's images/s as a fraction of raw and writes JSON. Target: the best
@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench_common import add_embedder_args, embedder_config  # noqa: E402
 
-from client.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.preprocessing import prepare  # noqa: E402
-from embedder_service.runtime import ModelRuntime  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.preprocessing import prepare  # noqa: E402
+from ris.embedder.runtime import ModelRuntime  # noqa: E402
+from ris.tools.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "imagenet-sample" / "images"
 
@@ -75,7 +75,7 @@ def raw_throughput(
 
 def start_service(config: EmbedderConfig) -> tuple[subprocess.Popen, str]:
     command = [
-        sys.executable, "-m", "embedder_service", "--port", "0",
+        sys.executable, "-m", "ris.embedder", "--port", "0",
         "--model", ",".join(str(p) for p in config.model_paths),
         "--provider", config.provider,
         "--max-batch-size", str(config.max_batch_size),

@@ -3,7 +3,7 @@
 1. raw: ONNX Runtime alone on preprocessed batches (scripts/bench_embedder.py's measurement:
    the server's session options, batches of max_batch_size, no decoding, no gRPC, no Milvus).
 2. naive: the seed's pipeline in one process, one image at a time: decode + preprocess
-   (embedder_service.preprocessing), one session run with batch 1 (same session options),
+   (ris.embedder.preprocessing), one session run with batch 1 (same session options),
    one MilvusClient insert of that row into Milvus Lite; a flush at the end.
 3. end to end: RisClient.ingest -> search service (subprocess, Milvus Lite inside it) ->
    embedder (subprocess): the real services on 127.0.0.1, fresh collection per repeat.
@@ -57,17 +57,17 @@ from bench_common import (  # noqa: E402
 )
 from bench_embedder import raw_throughput, start_service  # noqa: E402
 
-from client import RisClient  # noqa: E402
-from client.loadtest import load_images  # noqa: E402
-from client.types import IngestItem  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.model_metadata import (  # noqa: E402
+from ris.client import RisClient  # noqa: E402
+from ris.client.types import IngestItem  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.model_metadata import (  # noqa: E402
     embedding_version,
     file_version,
     read_model_metadata,
 )
-from embedder_service.preprocessing import prepare, with_resize_mode  # noqa: E402
-from embedder_service.runtime import ModelRuntime, pooling_label  # noqa: E402
+from ris.embedder.preprocessing import prepare, with_resize_mode  # noqa: E402
+from ris.embedder.runtime import ModelRuntime, pooling_label  # noqa: E402
+from ris.tools.loadtest import load_images  # noqa: E402
 
 RAW_TARGET = 0.8
 NAIVE_TARGET = 2.0
@@ -75,7 +75,7 @@ NAIVE_TARGET = 2.0
 
 def model_identity(path: Path, config: EmbedderConfig) -> dict[str, str]:
     """Which model a leg ran: path, name, precision, file hash and the embedding-space version
-    the embedder would report for it under ``config`` (as embedder_service.core computes it)."""
+    the embedder would report for it under ``config`` (as ris.embedder.core computes it)."""
     meta = read_model_metadata(path)
     weights = file_version(path)
     resize_mode = with_resize_mode(meta.preprocessing, config.resize_mode).resize_mode

@@ -5,7 +5,7 @@ count of each status code per level (docs/reliability.md, docs/results/bench_ove
 Starts the embedder and two search services (A: defaults, queue 128; B: --max-queued-calls 0,
 which refuses beyond the 16 workers at once as gRPC's maximum_concurrent_rpcs used to) as
 subprocesses on 127.0.0.1, each search service on its own Milvus Lite with the same 48 photos.
-Calls go through client/loadtest.py with no client retry (what the server answers), and once
+Calls go through tools/loadtest.py with no client retry (what the server answers), and once
 more at 256 with RisClient's retry policy (what a caller sees).
 
     python scripts/bench_overload.py --duration 10 --json docs/results/bench_overload.json
@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from soak import _machine, sample_images, start_embedder, start_search  # noqa: E402
 
-from client import IngestItem, RisClient  # noqa: E402
-from client.config import ClientConfig, RetryPolicy  # noqa: E402
-from client.loadtest import HEADER, LoadReport, LoadSpec, run_level  # noqa: E402
-from client.stub_channel import open_stub_channel  # noqa: E402
+from ris.client import IngestItem, RisClient  # noqa: E402
+from ris.client.config import ClientConfig, RetryPolicy  # noqa: E402
+from ris.client.stub_channel import open_stub_channel  # noqa: E402
+from ris.tools.loadtest import HEADER, LoadReport, LoadSpec, run_level  # noqa: E402
 
 COLLECTION = "overload"
 LEVELS = (1, 16, 64, 100, 256)

@@ -9,8 +9,8 @@ same machine load:
    scaled decoding) vs scaled decoding (what it does now).
 2. raw ONNX Runtime on preprocessed batches (bench_embedder.raw_throughput): the ceiling,
    measured before each pair of embedder legs.
-3. the embedder alone (``python -m embedder_service``, Embed calls of --batch images from
-   --concurrency callers, as the search service sends them; client/loadtest.py): images/s, as a
+3. the embedder alone (``python -m ris.embedder``, Embed calls of --batch images from
+   --concurrency callers, as the search service sends them; tools/loadtest.py): images/s, as a
    fraction of raw.
 4. end to end: RisClient.ingest -> search service -> embedder -> Milvus Lite, fresh collection per
    run: images/s, large over small.
@@ -50,12 +50,12 @@ from bench_common import (  # noqa: E402
 from bench_embedder import raw_throughput, start_service  # noqa: E402
 from phone_photos import phone_photo  # noqa: E402
 
-from client import RisClient  # noqa: E402
-from client.loadtest import LoadSpec, run_level  # noqa: E402
-from client.types import IngestItem  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.model_metadata import read_model_metadata  # noqa: E402
-from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode  # noqa: E402
+from ris.client import RisClient  # noqa: E402
+from ris.client.types import IngestItem  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
+from ris.embedder.preprocessing import PreprocessSpec, prepare, with_resize_mode  # noqa: E402
+from ris.tools.loadtest import LoadSpec, run_level  # noqa: E402
 
 CACHE = ROOT / "data" / "bench_photos"
 E2E_TARGET = 0.7

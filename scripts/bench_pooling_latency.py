@@ -4,7 +4,7 @@ Why: on a shared machine absolute latencies drift with the neighbours' load; the
 settings measured query by query in alternation (A B A B) does not. Starts one embedder and one
 search service (its own Milvus Lite file) per pooling, ingests the same Caltech candidates into
 each with the server defaults (DBA, αQE), then sends every query image to A and to B in turn,
-one Search call at a time (client/evaluation.py's search_each), and reports p50/p90 and the
+one Search call at a time (tools/evaluation.py's search_each), and reports p50/p90 and the
 p50 ratio.
 
     python scripts/bench_pooling_latency.py --json docs/results/bench_pooling_latency.json
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client import evaluation  # noqa: E402
-from client.grpc_gen import search_pb2, search_pb2_grpc  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.server import start_server as start_embedder  # noqa: E402
-from search_service.config import SearchConfig  # noqa: E402
-from search_service.server import start_server as start_search  # noqa: E402
+from ris.api import search_pb2, search_pb2_grpc  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.server import start_server as start_embedder  # noqa: E402
+from ris.search.config import SearchConfig  # noqa: E402
+from ris.search.server import start_server as start_search  # noqa: E402
+from ris.tools import evaluation  # noqa: E402
 
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101-ris"
 

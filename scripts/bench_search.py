@@ -5,7 +5,7 @@
 2. direct (the baseline, same run): one process, one query at a time, no gRPC services:
    decode + preprocess, one session run with batch 1 (the server's session options), one
    MilvusClient.search on a Milvus Lite copy of the same vectors and index.
-3. service: client/loadtest.py's run_level with one image query per Search call at each client
+3. service: tools/loadtest.py's run_level with one image query per Search call at each client
    concurrency (1 = latency, then 4, 16, 64 = throughput with p99). Each response's
    embed_seconds / milvus_seconds (filled by the search service) are collected through a client
    interceptor, so every level reports the split besides the total.
@@ -50,13 +50,13 @@ from bench_common import (  # noqa: E402
 )
 from bench_embedder import start_service  # noqa: E402
 
-from client import RisClient  # noqa: E402
-from client.grpc_gen import search_pb2  # noqa: E402
-from client.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level  # noqa: E402
-from client.types import IngestItem  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.preprocessing import prepare  # noqa: E402
-from embedder_service.runtime import ModelRuntime  # noqa: E402
+from ris.api import search_pb2  # noqa: E402
+from ris.client import RisClient  # noqa: E402
+from ris.client.types import IngestItem  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.preprocessing import prepare  # noqa: E402
+from ris.embedder.runtime import ModelRuntime  # noqa: E402
+from ris.tools.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level  # noqa: E402
 
 COLLECTION = "bench_search"
 

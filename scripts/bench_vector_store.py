@@ -63,8 +63,8 @@ from bench_common import (  # noqa: E402
 )
 from vector_mixture import Mixture, fit_mixture, nn_distance_quantiles  # noqa: E402
 
-from client.loadtest import load_images  # noqa: E402
-from search_service.indexing import nlist_for, nprobe_for  # noqa: E402
+from ris.search.indexing import nlist_for, nprobe_for  # noqa: E402
+from ris.tools.loadtest import load_images  # noqa: E402
 
 CHUNK_ROWS = 1000  # rows per generated chunk and per insert call: 8 MB at 2048-d
 INDEXES = ("FLAT", "IVF_FLAT", "HNSW")  # the default sweep
@@ -92,7 +92,7 @@ def real_embeddings(
     images: list[bytes], model: Path, provider: str, cache_dir: Path
 ) -> tuple[np.ndarray, str]:
     """L2-normalised embeddings of the photos by the served model; cached by content + model."""
-    from embedder_service.model_metadata import read_model_metadata
+    from ris.embedder.model_metadata import read_model_metadata
 
     version = read_model_metadata(model).version
     digest = hashlib.sha256()
@@ -101,9 +101,9 @@ def real_embeddings(
     path = cache_dir / f"embeddings-{version}-{digest.hexdigest()[:16]}-{len(images)}.npy"
     if path.exists():
         return np.load(path), str(path)
-    from embedder_service.config import EmbedderConfig
-    from embedder_service.preprocessing import prepare
-    from embedder_service.runtime import ModelRuntime
+    from ris.embedder.config import EmbedderConfig
+    from ris.embedder.preprocessing import prepare
+    from ris.embedder.runtime import ModelRuntime
 
     runtime = ModelRuntime(model, EmbedderConfig(model_paths=[model], provider=provider))
     spec = runtime.metadata.preprocessing

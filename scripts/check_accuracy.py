@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from embedder_service.export.sample_images import read_labels  # noqa: E402
-from embedder_service.model_metadata import read_model_metadata  # noqa: E402
-from embedder_service.preprocessing import PreprocessSpec, decode_image, preprocess  # noqa: E402
+from ris.embedder.export.sample_images import read_labels  # noqa: E402
+from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
+from ris.embedder.preprocessing import PreprocessSpec, decode_image, preprocess  # noqa: E402
 
 RESIZE_CHOICES = (256, 224)
 BATCH = 32

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client.config import DEFAULT_ADDRESS  # noqa: E402
-from client.evaluation import Candidate, recall_at_k  # noqa: E402
+from ris.client.config import DEFAULT_ADDRESS  # noqa: E402
+from ris.tools.evaluation import Candidate, recall_at_k  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 WORDS = ("COPY", "sample", "© 2024", "sale!", "meme", "watermark", "hello", "RIS", "photo")
@@ -197,7 +197,7 @@ class DirectSearcher:
         import onnx
         import onnxruntime as ort
 
-        from embedder_service.preprocessing import PreprocessSpec
+        from ris.embedder.preprocessing import PreprocessSpec
 
         props = {
             p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props
@@ -212,7 +212,7 @@ class DirectSearcher:
         self.db = np.zeros((0, 0), dtype=np.float32)
 
     def embed(self, blobs: Sequence[bytes], batch: int = 16) -> np.ndarray:
-        from embedder_service.preprocessing import prepare
+        from ris.embedder.preprocessing import prepare
 
         out = []
         for start in range(0, len(blobs), batch):
@@ -242,7 +242,7 @@ class ServiceSearcher:
     def __init__(self, address: str, collection: str, keep: bool) -> None:
         import grpc
 
-        from client.grpc_gen import search_pb2, search_pb2_grpc
+        from ris.api import search_pb2, search_pb2_grpc
 
         self.pb = search_pb2
         self.channel = grpc.insecure_channel(
@@ -258,7 +258,7 @@ class ServiceSearcher:
         self.created = False
 
     def index(self, items: Sequence[Candidate]) -> dict[str, object]:
-        from client.evaluation import ensure_collection, ingest
+        from ris.tools.evaluation import ensure_collection, ingest
 
         _, self.created = ensure_collection(
             self.stub, self.collection, metric=0, exist_ok=False, timeout=60.0

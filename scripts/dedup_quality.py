@@ -5,7 +5,7 @@ of scripts/copy_detection.py, the edit types taken in turn) and Caltech photos a
 The true pairs are (original, its copy). Precision is over the pairs whose truth is known (any
 pair with an imagenet photo or copy); pairs of two Caltech photos are counted apart, since the
 set holds real duplicates (strict precision counts them as wrong too). The pairs come from
-client.dedup.duplicate_pairs through the real services, once at a low threshold; each threshold
+ris.cli.dedup.duplicate_pairs through the real services, once at a low threshold; each threshold
 of the sweep keeps those above it.
 
     python scripts/dedup_quality.py --address 127.0.0.1:50052 --json docs/results/dedup.json
@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 
 from copy_detection import DATASETS, EDITS, load_index, make_copy  # noqa: E402
 
-from client import IngestItem, RisClient  # noqa: E402
-from client.config import DEFAULT_ADDRESS  # noqa: E402
-from client.dedup import duplicate_pairs  # noqa: E402
+from ris.cli.dedup import duplicate_pairs  # noqa: E402
+from ris.client import IngestItem, RisClient  # noqa: E402
+from ris.client.config import DEFAULT_ADDRESS  # noqa: E402
 
 
 def labelled(pair: tuple[str, str]) -> bool:

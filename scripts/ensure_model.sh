@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 if "$PY" - <<'PYEOF' 2>/dev/null; then
-from embedder_service.model_metadata import read_model_metadata
+from ris.embedder.model_metadata import read_model_metadata
 meta = read_model_metadata("models/resnet50.onnx")
 assert meta.dim == 2048, meta.dim
 print(f"model ok: models/resnet50.onnx ({meta.name} {meta.version}, {meta.precision})")

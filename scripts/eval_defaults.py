@@ -30,12 +30,12 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
-from client import evaluation  # noqa: E402
-from client.grpc_gen import search_pb2, search_pb2_grpc  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.server import start_server as start_embedder  # noqa: E402
-from search_service.config import SearchConfig  # noqa: E402
-from search_service.server import start_server as start_search  # noqa: E402
+from ris.api import search_pb2, search_pb2_grpc  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.server import start_server as start_embedder  # noqa: E402
+from ris.search.config import SearchConfig  # noqa: E402
+from ris.search.server import start_server as start_search  # noqa: E402
+from ris.tools import evaluation  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 KS = (1, 5, 10)

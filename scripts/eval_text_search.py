@@ -30,12 +30,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from embedder_service.concepts import ConceptBank, ConceptProjector, read_classifier  # noqa: E402
-from embedder_service.config import EmbedderConfig  # noqa: E402
-from embedder_service.model_metadata import read_model_metadata  # noqa: E402
-from embedder_service.preprocessing import prepare  # noqa: E402
-from embedder_service.runtime import l2_normalise  # noqa: E402
-from embedder_service.text_encoder import TextEncoder  # noqa: E402
+from ris.embedder.concepts import ConceptBank, ConceptProjector, read_classifier  # noqa: E402
+from ris.embedder.config import EmbedderConfig  # noqa: E402
+from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
+from ris.embedder.preprocessing import prepare  # noqa: E402
+from ris.embedder.runtime import l2_normalise  # noqa: E402
+from ris.embedder.text_encoder import TextEncoder  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 QUERIES = ROOT / "scripts" / "data" / "text_queries.csv"
@@ -132,7 +132,7 @@ def service_mode(address: str, gallery: Gallery) -> tuple[dict[str, np.ndarray],
     """Embed photos and texts through a running embedder (its default models and pooling)."""
     import grpc
 
-    from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
+    from ris.api import embedder_pb2, embedder_pb2_grpc
 
     channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 1 << 26)])
     stub = embedder_pb2_grpc.EmbedderStub(channel)

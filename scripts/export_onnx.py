@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from embedder_service.export import onnx_export  # noqa: E402
+from ris.embedder.export import onnx_export  # noqa: E402
 
 CHECK_PHOTOS = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 

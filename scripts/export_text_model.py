@@ -6,7 +6,7 @@ WordNet synonyms and short descriptions of the 1,000 ImageNet classes ship insid
 
 - model.onnx   input_ids, attention_mask (int64 [N, L]) -> text_embedding float32 [N, 384]
                (mean pooling over the mask and L2 normalisation are in the graph)
-- vocab.txt    the WordPiece vocabulary (embedder_service.wordpiece tokenizes with it)
+- vocab.txt    the WordPiece vocabulary (ris.embedder.wordpiece tokenizes with it)
 - concepts.npz phrases (class names, synonyms, descriptions), their class index and kind,
                and their embeddings: what the embedder matches a query against
 - export.json  what was exported from what (the script skips work when it is current)
@@ -42,7 +42,7 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from embedder_service.wordpiece import WordPieceTokenizer  # noqa: E402
+from ris.embedder.wordpiece import WordPieceTokenizer  # noqa: E402
 
 SCRIPT_VERSION = "2"
 OPSET = 17

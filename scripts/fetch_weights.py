@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from embedder_service.export import fetch_weights  # noqa: E402
+from ris.embedder.export import fetch_weights  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

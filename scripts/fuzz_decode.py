@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 # Pillow's Python side (format plugins, EXIF parsing) is instrumented too, for coverage feedback.
-with atheris.instrument_imports(include=["PIL", "embedder_service"]):
+with atheris.instrument_imports(include=["PIL", "ris.embedder"]):
     from PIL import Image
 
-    from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec, prepare
+    from ris.embedder.preprocessing import ImageDecodeError, PreprocessSpec, prepare
 
 SPEC = PreprocessSpec()
 MAX_PIXELS = 4_000_000

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from embedder_service import config as embedder_config  # noqa: E402
-from search_service import config as search_config  # noqa: E402
+from ris.embedder import config as embedder_config  # noqa: E402
+from ris.search import config as search_config  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
 _FIELD = re.compile(r"^\s{4}(\w+): [^=]+=.*?(?:#\s*(.*))?$")
@@ -80,14 +80,14 @@ def render() -> str:
         "Precedence: command-line flag, then environment variable, then default. Secrets",
         "(tokens, passwords) are never logged; prefer their `*_FILE` variants.",
         "",
-        "## Embedder (`python -m embedder_service`)",
+        "## Embedder (`python -m ris.embedder`)",
         "",
         "Aliases: `RIS_EMBEDDER_MODEL` (`--model`) for `RIS_EMBEDDER_MODEL_PATHS`,",
         "`RIS_EMBEDDER_TEXT_MODEL` (`--text-model`) for `RIS_EMBEDDER_TEXT_MODELS`.",
         "",
         *table(embedder_config.EmbedderConfig, embedder_env.__getitem__),
         "",
-        "## Search service (`python -m search_service`)",
+        "## Search service (`python -m ris.search`)",
         "",
         "A `--milvus-uri` ending in `.db` is Milvus Lite (a local file, nothing to start);",
         "anything else is a Milvus server URI. `--allowed-roots` is `:`-separated.",

@@ -1,4 +1,4 @@
-"""Generate the Python gRPC code in client/grpc_gen from protos/ (the one way to do it).
+"""Generate the Python gRPC code in protos/python from protos/ (the one way to do it).
 
 Usage: python scripts/gen_protos.py [--check]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-OUT = ROOT / "client" / "grpc_gen"
+OUT = PROTO_ROOT / "python"  # installed as ris.api (pyproject.toml package-dir)
 PACKAGE_DIR = "ris/v1"
 _IMPORT = re.compile(r"^from ris\.v1 import (\w+_pb2)", re.MULTILINE)
 

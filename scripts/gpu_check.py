@@ -127,10 +127,10 @@ def references(model: Path, photos: list[bytes]) -> tuple[Any, Any]:
     """The served pixels of ``photos`` and their fp32 CPU embeddings: the accuracy baseline."""
     import numpy as np
 
-    from embedder_service.config import EmbedderConfig
-    from embedder_service.preprocessing import prepare as prepare_pixels
-    from embedder_service.preprocessing import with_resize_mode
-    from embedder_service.runtime import ModelRuntime
+    from ris.embedder.config import EmbedderConfig
+    from ris.embedder.preprocessing import prepare as prepare_pixels
+    from ris.embedder.preprocessing import with_resize_mode
+    from ris.embedder.runtime import ModelRuntime
 
     config = EmbedderConfig(model_paths=[model], provider="cpu").validate()
     runtime = ModelRuntime(model, config)
@@ -144,8 +144,8 @@ def prepare(args: argparse.Namespace) -> int:
     """Build the bundle here and cut it into part folders under --carry-dir."""
     import numpy as np
 
-    from client.loadtest import synthetic_images
-    from embedder_service.runtime import fp16_sibling
+    from ris.embedder.runtime import fp16_sibling
+    from ris.tools.loadtest import synthetic_images
 
     fp32 = Path(args.model)
     fp16 = fp16_sibling(fp32)

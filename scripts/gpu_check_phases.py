@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_common import machine_info, write_json  # noqa: E402
 
 if TYPE_CHECKING:
-    from embedder_service.runtime import ModelRuntime
+    from ris.embedder.runtime import ModelRuntime
 
 MIN_COSINE_FP16 = 0.999  # the issue's floor, as scripts/export_onnx.py's MIN_COSINE_FP16
 PROVIDER_NAMES = {
@@ -107,8 +107,8 @@ class Record(dict):
 
 
 def _runtime(plan: CheckPlan, provider: str, max_batch: int, **overrides: Any) -> ModelRuntime:
-    from embedder_service.config import EmbedderConfig
-    from embedder_service.runtime import ModelRuntime
+    from ris.embedder.config import EmbedderConfig
+    from ris.embedder.runtime import ModelRuntime
 
     config = EmbedderConfig(
         model_paths=[plan.model], provider=provider, max_batch_size=max_batch, **overrides
@@ -163,7 +163,7 @@ def _device_resident(runtime: ModelRuntime, batches: list[np.ndarray]) -> Callab
     """Runs with input and output left on the device: the model alone, no host copies."""
     import onnxruntime as ort
 
-    from embedder_service.runtime import INPUT_NAME
+    from ris.embedder.runtime import INPUT_NAME
 
     device = "cpu" if runtime.execution_provider == PROVIDER_NAMES["cpu"] else "cuda"
     bindings = []
@@ -310,11 +310,11 @@ def phase_cuda(plan: CheckPlan, rec: Record) -> None:
 
 def phase_decode(plan: CheckPlan, rec: Record) -> None:
     """CPU decode + preprocess: one thread, then the server's pool on every worker."""
-    from client.loadtest import load_images
-    from embedder_service.config import EmbedderConfig
-    from embedder_service.decoding import DecodePool, decode_task
-    from embedder_service.model_metadata import read_model_metadata
-    from embedder_service.preprocessing import DEFAULT_MAX_PIXELS, with_resize_mode
+    from ris.embedder.config import EmbedderConfig
+    from ris.embedder.decoding import DecodePool, decode_task
+    from ris.embedder.model_metadata import read_model_metadata
+    from ris.embedder.preprocessing import DEFAULT_MAX_PIXELS, with_resize_mode
+    from ris.tools.loadtest import load_images
 
     spec = with_resize_mode(
         read_model_metadata(plan.model).preprocessing, EmbedderConfig().resize_mode
@@ -357,8 +357,8 @@ def phase_service(plan: CheckPlan, rec: Record) -> None:
     from bench_common import stop_process
     from bench_embedder import start_service
 
-    from client.loadtest import LoadSpec, load_images, run_level
-    from embedder_service.config import EmbedderConfig
+    from ris.embedder.config import EmbedderConfig
+    from ris.tools.loadtest import LoadSpec, load_images, run_level
 
     top = max(c for c, _ in plan.service_levels)
     most = max(c * b for c, b in plan.service_levels)
@@ -410,7 +410,7 @@ def phase_tensorrt(plan: CheckPlan, rec: Record) -> None:
     """TensorRT: provider really active, engine build time, then a second start on the cache."""
     import onnxruntime as ort
 
-    from embedder_service.runtime import ProviderUnavailableError
+    from ris.embedder.runtime import ProviderUnavailableError
 
     stand_in = plan.trt_provider != "tensorrt"
     rec.put("stand_in", plan.trt_provider if stand_in else None)

@@ -59,5 +59,5 @@ PYEOF
 fi
 
 echo "== demo on $DATA"
-"$PY" -m client.cli demo --data "$DATA" --out "$OUT"
+"$PY" -m ris.cli demo --data "$DATA" --out "$OUT"
 echo "== ris is installed in $(dirname "$(dirname "$PY")"): source $(dirname "$PY")/activate"

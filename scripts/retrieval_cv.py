@@ -57,14 +57,14 @@ from retrieval_study import (  # noqa: E402
     search,
 )
 
-from client.evaluation import (  # noqa: E402
+from ris.embedder.concepts import read_classifier  # noqa: E402
+from ris.embedder.pooling import semantic_concat  # noqa: E402
+from ris.tools.evaluation import (  # noqa: E402
     read_candidates,
     read_queries,
     relevant_sets,
     score_rankings,
 )
-from embedder_service.concepts import read_classifier  # noqa: E402
-from embedder_service.pooling import semantic_concat  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 GEOMETRIES = ("sq224", "crop")  # squash 224 (the served default) and the model's centre crop

@@ -4,7 +4,7 @@ Why offline: each variant (pooling, input geometry, scales, whitening, query exp
 a different service build; here the backbone runs once per input geometry through onnxruntime on
 models/resnet50.onnx (made to also expose its last feature map, in a temporary copy), every
 pooling is computed from the cached feature maps in numpy, and every post-processing is scored on
-the cached descriptors. The metrics are client/evaluation.py's, so numbers match `ris eval`.
+the cached descriptors. The metrics are tools/evaluation.py's, so numbers match `ris eval`.
 
     python scripts/retrieval_study.py --json study.json --markdown study.md \\
         --geometries crop,cc224,sq224,sq160,sq320,full224,full320 \\
@@ -36,16 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client.evaluation import (  # noqa: E402
+from ris.embedder.preprocessing import (  # noqa: E402
+    PreprocessSpec,
+    decode_image,
+    preprocess,
+)
+from ris.tools.evaluation import (  # noqa: E402
     read_candidates,
     read_queries,
     relevant_sets,
     score_rankings,
-)
-from embedder_service.preprocessing import (  # noqa: E402
-    PreprocessSpec,
-    decode_image,
-    preprocess,
 )
 
 DEFAULT_MODEL = ROOT / "models" / "resnet50.onnx"

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client.grpc_gen import search_pb2, search_pb2_grpc  # noqa: E402
+from ris.api import search_pb2, search_pb2_grpc  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "resnet50.onnx"
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101-ris"
@@ -156,13 +156,13 @@ def start_embedder(
     extra_args: Sequence[str] = (),
     timeout: float = START_TIMEOUT_S,
 ) -> ServiceProcess:
-    """``python -m embedder_service`` on 127.0.0.1 with a fixed port and a metrics port."""
+    """``python -m ris.embedder`` on 127.0.0.1 with a fixed port and a metrics port."""
     port = port or free_port()
     metrics = free_port()
     argv = [
         sys.executable,
         "-m",
-        "embedder_service",
+        "ris.embedder",
         "--host",
         "127.0.0.1",
         "--port",
@@ -189,13 +189,13 @@ def start_search(
     extra_args: Sequence[str] = (),
     timeout: float = START_TIMEOUT_S,
 ) -> ServiceProcess:
-    """``python -m search_service`` on 127.0.0.1 over the given embedder(s) and Milvus."""
+    """``python -m ris.search`` on 127.0.0.1 over the given embedder(s) and Milvus."""
     port = port or free_port()
     metrics = free_port()
     argv = [
         sys.executable,
         "-m",
-        "search_service",
+        "ris.search",
         "--host",
         "127.0.0.1",
         "--port",
@@ -219,7 +219,7 @@ def sample_images(limit: int = 48) -> list[bytes]:
     if files:
         step = max(1, len(files) // limit)
         return [p.read_bytes() for p in files[::step][:limit]]
-    from client.loadtest import synthetic_images
+    from ris.tools.loadtest import synthetic_images
 
     return synthetic_images(limit)
 

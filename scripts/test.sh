@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/venv.sh
 source scripts/venv.sh
 ris_venv
-if ! "$PY" -c 'import pytest, ruff, mypy, embedder_service, search_service' 2>/dev/null; then
+if ! "$PY" -c 'import pytest, ruff, mypy, ris.embedder, ris.search' 2>/dev/null; then
   ris_install  # a fresh .venv: what scripts/quickstart.sh would have installed
 fi
 
@@ -23,7 +23,7 @@ phase() {
 
 phase lint "$PY" -m ruff check .
 phase format "$PY" -m ruff format --check .
-phase types "$PY" -m mypy client embedder_service search_service scripts tests
+phase types "$PY" scripts/typecheck.py
 phase model scripts/ensure_model.sh
 
 start=$SECONDS

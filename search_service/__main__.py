@@ -1,4 +1,4 @@
-"""``python -m search_service [flags]``: run until SIGINT/SIGTERM, then drain and exit."""
+"""``python -m ris.search [flags]``: run until SIGINT/SIGTERM, then drain and exit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from search_service.config import ConfigError, parse_args
-from search_service.server import PortInUseError, start_server
+from ris.search.config import ConfigError, parse_args
+from ris.search.server import PortInUseError, start_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from search_service.store import CollectionMeta, MilvusStore, Record, Row
+from ris.search.store import CollectionMeta, MilvusStore, Record, Row
 
 REVERSE_K = 16  # raw neighbours of a changed vector checked for holding it as a neighbour
 BLEND_CHUNK = 1024  # staged items per blend (memory: 8 KiB each at 2048-d)

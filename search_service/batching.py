@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from search_service.config import SearchConfig
-from search_service.embedder_client import ModelRef
+from ris.search.config import SearchConfig
+from ris.search.embedder_client import ModelRef
 
 T = TypeVar("T")
 # Protobuf framing of one ImageInput inside an EmbedRequest (field tags, length prefixes).

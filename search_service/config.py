@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server_common.admission import AdmissionLimits
-from server_common.secrets import SecretError, read_secret, read_secret_list
-from server_common.settings import ConfigError, parse_bool, require
-from server_common.tls import ClientTls, ServerTls, TlsConfigError
+from ris.common.admission import AdmissionLimits
+from ris.common.secrets import SecretError, read_secret, read_secret_list
+from ris.common.settings import ConfigError, parse_bool, require
+from ris.common.tls import ClientTls, ServerTls, TlsConfigError
 
 DEFAULT_MILVUS_URI = "data/milvus/ris.db"
 
@@ -286,7 +286,7 @@ def parse_args(
 ) -> SearchConfig:
     """Flags (``--milvus-uri`` ...) override env, which overrides defaults."""
     base = from_env(env)
-    parser = argparse.ArgumentParser(prog="python -m search_service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ris.search", description=__doc__)
     for name, var in _ENV.items():
         flag = "--" + name.replace("_", "-")
         shown = "***" if name in _SECRETS else getattr(base, name)

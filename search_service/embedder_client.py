@@ -20,8 +20,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from search_service.errors import (
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.common import deadlines
+from ris.common.channels import outgoing_channel
+from ris.search.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -29,8 +31,6 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
-from server_common import deadlines
-from server_common.channels import outgoing_channel
 
 T = TypeVar("T")
 _RETRYABLE = {

@@ -12,10 +12,10 @@ import base64
 import binascii
 import json
 
-from client.grpc_gen import search_pb2
-from search_service.errors import InvalidArgument
-from search_service.operations import filter_expr
-from search_service.store import MAX_ID_BYTES, MilvusStore, Row
+from ris.api import search_pb2
+from ris.search.errors import InvalidArgument
+from ris.search.operations import filter_expr
+from ris.search.store import MAX_ID_BYTES, MilvusStore, Row
 
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 1024

@@ -4,11 +4,11 @@ can show hits without a browser (or anyone) reading the server's disk freely."""
 
 from __future__ import annotations
 
-from client.grpc_gen import search_pb2
-from search_service.config import SearchConfig
-from search_service.errors import NotFound, SearchError
-from search_service.paths import SourceError, read_image_file
-from search_service.store import MilvusStore
+from ris.api import search_pb2
+from ris.search.config import SearchConfig
+from ris.search.errors import NotFound, SearchError
+from ris.search.paths import SourceError, read_image_file
+from ris.search.store import MilvusStore
 
 _SIGNATURES = (
     (b"\xff\xd8\xff", "image/jpeg"),

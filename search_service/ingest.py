@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from client.grpc_gen import search_pb2
-from search_service.augmentation import BLEND_CHUNK, Augmenter
-from search_service.batching import EmbedLimits, Grouper
-from search_service.config import SearchConfig
-from search_service.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
-from search_service.errors import (
+from ris.api import search_pb2
+from ris.common import deadlines
+from ris.search.augmentation import BLEND_CHUNK, Augmenter
+from ris.search.batching import EmbedLimits, Grouper
+from ris.search.config import SearchConfig
+from ris.search.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
+from ris.search.errors import (
     CallOver,
     FailedPrecondition,
     InvalidArgument,
@@ -45,10 +46,9 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
-from search_service.metrics import SearchMetrics
-from search_service.paths import SourceError, read_image_file
-from search_service.store import CollectionMeta, MilvusStore, Record, check_record_fields
-from server_common import deadlines
+from ris.search.metrics import SearchMetrics
+from ris.search.paths import SourceError, read_image_file
+from ris.search.store import CollectionMeta, MilvusStore, Record, check_record_fields
 
 log = logging.getLogger(__name__)
 WINDOW = 4  # embed batches in flight per Ingest call

@@ -12,24 +12,24 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from client.grpc_gen import common_pb2, search_pb2
-from search_service.augmentation import Augmenter
-from search_service.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
-from search_service.config import SearchConfig
-from search_service.embedder_client import EmbedderClient, ModelRef, check_model
-from search_service.errors import (
+from ris.api import common_pb2, search_pb2
+from ris.search.augmentation import Augmenter
+from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
+from ris.search.config import SearchConfig
+from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
+from ris.search.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
 )
-from search_service.filters import build_filter
-from search_service.indexing import plan_index
-from search_service.metrics import SearchMetrics
-from search_service.query_expansion import MAX_ALPHA, expand, resolve
-from search_service.query_expansion import METRICS as EXPANSION_METRICS
-from search_service.store import RAW_SUFFIX, CollectionMeta, Hit, MilvusStore, validate_name
+from ris.search.filters import build_filter
+from ris.search.indexing import plan_index
+from ris.search.metrics import SearchMetrics
+from ris.search.query_expansion import MAX_ALPHA, expand, resolve
+from ris.search.query_expansion import METRICS as EXPANSION_METRICS
+from ris.search.store import RAW_SUFFIX, CollectionMeta, Hit, MilvusStore, validate_name
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from client.grpc_gen import search_pb2
-from search_service.config import SearchConfig
-from search_service.errors import InvalidArgument
+from ris.api import search_pb2
+from ris.search.config import SearchConfig
+from ris.search.errors import InvalidArgument
 
 MAX_TOP_N = 64
 MAX_ALPHA = 100.0  # sim^100 is already ~0 for any but the closest neighbour; more only overflows

@@ -5,18 +5,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from search_service.config import ConfigError, SearchConfig
-from search_service.embedder_client import EmbedderClient
-from search_service.errors import SearchError
-from search_service.metrics import SearchMetrics
-from search_service.operations import Services
-from search_service.servicer import SearchServicer
-from search_service.store import MilvusStore
-from server_common.auth import AuthInterceptor, method_scopes
-from server_common.grpc_server import GrpcServer, PortInUseError
-from server_common.secrets import redact, register_secrets
-from server_common.tls import TlsConfigError, warn_if_open
+from ris.api import search_pb2, search_pb2_grpc
+from ris.common.auth import AuthInterceptor, method_scopes
+from ris.common.grpc_server import GrpcServer, PortInUseError
+from ris.common.secrets import redact, register_secrets
+from ris.common.tls import TlsConfigError, warn_if_open
+from ris.search.config import ConfigError, SearchConfig
+from ris.search.embedder_client import EmbedderClient
+from ris.search.errors import SearchError
+from ris.search.metrics import SearchMetrics
+from ris.search.operations import Services
+from ris.search.servicer import SearchServicer
+from ris.search.store import MilvusStore
 
 log = logging.getLogger(__name__)
 

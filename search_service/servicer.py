@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client.grpc_gen import common_pb2, search_pb2, search_pb2_grpc
-from search_service.errors import SearchError
-from search_service.export import list_items
-from search_service.images import item_image
-from search_service.ingest import Ingestor
-from search_service.operations import Services
-from server_common.admission import CallEnded, StreamIdle
+from ris.api import common_pb2, search_pb2, search_pb2_grpc
+from ris.common.admission import CallEnded, StreamIdle
+from ris.search.errors import SearchError
+from ris.search.export import list_items
+from ris.search.images import item_image
+from ris.search.ingest import Ingestor
+from ris.search.operations import Services
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +41,7 @@ def rpc(method: F) -> F:
             if code == grpc.StatusCode.UNAVAILABLE:
                 log.warning("%s failed: %s", name, exc)
             context.abort(code, str(exc))
-        except (StreamIdle, CallEnded) as exc:  # the client stopped (server_common/admission.py)
+        except (StreamIdle, CallEnded) as exc:  # the client stopped (common/admission.py)
             code = exc.code
             context.abort(code, str(exc))
         except Exception as exc:

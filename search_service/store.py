@@ -34,8 +34,9 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from search_service.config import SearchConfig
-from search_service.errors import (
+from ris.common import deadlines
+from ris.search.config import SearchConfig
+from ris.search.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
@@ -44,16 +45,15 @@ from search_service.errors import (
     SearchError,
     Unavailable,
 )
-from search_service.filters import build_filter, check_metadata_key, combine, quote
-from search_service.indexing import (
+from ris.search.filters import build_filter, check_metadata_key, combine, quote
+from ris.search.indexing import (
     METRICS,
     IndexPlan,
     index_size_warning,
     plan_index,
     search_params,
 )
-from search_service.lite_limit import LiteSizeWatch
-from server_common import deadlines
+from ris.search.lite_limit import LiteSizeWatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import EmbedderConfig
-from embedder_service.server import EmbedderServer, start_server
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.server import EmbedderServer, start_server
 
 # Limits of the shared test server, small enough that tests can exceed them cheaply.
 TEST_MAX_IMAGES_PER_REQUEST = 16

@@ -18,9 +18,9 @@ import grpc
 import numpy as np
 import pytest
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from search_service.config import SearchConfig
-from search_service.server import SearchServer, start_server
+from ris.api import search_pb2, search_pb2_grpc
+from ris.search.config import SearchConfig
+from ris.search.server import SearchServer, start_server
 
 # A few visually distinct Caltech-101 classes; PER_CLASS candidates each plus one query.
 CLASSES = ("Leopards", "Motorbikes", "airplanes", "accordion", "sunflower")
@@ -193,7 +193,7 @@ def offline_augmented(raw: np.ndarray, top_n: int, alpha: float) -> np.ndarray:
 
 @contextmanager
 def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0) -> Iterator[str]:
-    """``python -m search_service`` as its own process (this worktree's code), configured by
+    """``python -m ris.search`` as its own process (this worktree's code), configured by
     ``env`` over os.environ; yields its address once it prints it; after the block, SIGTERM and
     a clean exit (status 0) within 30 s, else it is killed."""
     import os
@@ -207,7 +207,7 @@ def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0
     root = Path(__file__).resolve().parent.parent
     full = dict(os.environ, RIS_SEARCH_PORT="0", PYTHONPATH=str(root), **env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "search_service"],
+        [sys.executable, "-m", "ris.search"],
         cwd=cwd,
         env=full,
         stdout=subprocess.PIPE,

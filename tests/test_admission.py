@@ -1,4 +1,4 @@
-"""Admission (server_common/admission.py) on the real search service over the real embedder:
+"""Admission (common/admission.py) on the real search service over the real embedder:
 idle ingest streams starve neither health checks nor searches, calls queue instead of being
 refused, beyond the queue they are refused with a retry hint, RisClient honours it, and an
 idle stream is ended with its stored count."""
@@ -19,10 +19,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from search_fixtures import Photo, item_of, running_search, search_client, search_config
 
-from client import RisClient
-from client.aio import AsyncRisClient
-from client.grpc_gen import search_pb2
-from server_common.admission import PUSHBACK_KEY
+from ris.api import search_pb2
+from ris.client import RisClient
+from ris.client.aio import AsyncRisClient
+from ris.common.admission import PUSHBACK_KEY
 
 DIM = 2048
 

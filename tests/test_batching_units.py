@@ -10,13 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client.grpc_gen import search_pb2
-from client.ingest import CallStream, IngestCall
-from client.limits import Limits, search_calls
-from client.types import IngestItem
-from search_service.batching import IMAGE_OVERHEAD, EmbedLimits, Grouper, split
-from search_service.config import ConfigError, SearchConfig
-from search_service.embedder_client import ModelRef
+from ris.api import search_pb2
+from ris.client.ingest import CallStream, IngestCall
+from ris.client.limits import Limits, search_calls
+from ris.client.types import IngestItem
+from ris.search.batching import IMAGE_OVERHEAD, EmbedLimits, Grouper, split
+from ris.search.config import ConfigError, SearchConfig
+from ris.search.embedder_client import ModelRef
 
 MIB = 1024 * 1024
 PHONE = int(2.7 * MIB)  # a 12 MP JPEG

@@ -13,7 +13,7 @@ import pytest
 from embedder_fixtures import scrape
 from search_fixtures import Photo, running_search, search_client, search_config
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
 
 ITEMS = 160
 

@@ -7,10 +7,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from client import RisClient
-from search_service.indexing import plan_index
-from search_service.server import SearchServer
-from search_service.store import CollectionMeta
+from ris.client import RisClient
+from ris.search.indexing import plan_index
+from ris.search.server import SearchServer
+from ris.search.store import CollectionMeta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def test_demo_rebuilds_a_collection_of_another_embedding_space(
         )
     )
     data = caltech / "train" / "accordion"
-    command = [sys.executable, "-m", "client.cli", "demo", "--use-running"]
+    command = [sys.executable, "-m", "ris.cli", "demo", "--use-running"]
     command += ["--address", search_server.address, "--data", str(data)]
     command += ["--collection", name, "--out", str(tmp_path / "demo")]
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from client import RisClient
+from ris.client import RisClient
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("Leopards", "Motorbikes", "accordion", "airplanes")
@@ -33,7 +33,7 @@ def free_port() -> int:
 def ris(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RIS_RETRIES": "3"}
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
+        [sys.executable, "-m", "ris.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -48,7 +48,7 @@ def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port, embedder_port = free_port(), free_port()
     milvus = tmp_path_factory.mktemp("milvus") / "ris.db"
     log = (tmp_path_factory.mktemp("log") / "serve.log").open("w+")
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "ris.cli", "serve", "--port", str(port)]
     cmd += ["--embedder-port", str(embedder_port), "--model", str(model_path)]
     cmd += ["--provider", "cpu", "--milvus-uri", str(milvus)]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -155,10 +155,11 @@ def test_cli_reports_unreachable_server_without_traceback() -> None:
 
 def test_cli_help_needs_no_server_packages() -> None:
     code = (
-        "import sys; from client.cli import main\n"
+        "import sys; from ris.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = {'torch', 'onnxruntime', 'pymilvus', 'embedder_service', 'search_service'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+        "roots = {'torch', 'onnxruntime', 'pymilvus', 'grpc_health', 'prometheus_client'}\n"
+        "rooms = ('ris.embedder', 'ris.search', 'ris.launcher.', 'ris.common.grpc_server')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in roots or m.startswith(rooms)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -176,7 +177,7 @@ def test_serve_without_the_server_extra_says_what_to_install() -> None:
         "import sys\n"
         "for name in ('onnxruntime', 'grpc_health', 'pymilvus'):\n"
         "    sys.modules[name] = None  # as if the server extra were not installed\n"
-        "from client.cli import main\n"
+        "from ris.cli.main import main\n"
         "sys.exit(main(['serve', '--port', '0', '--embedder-port', '0']))"
     )
     result = subprocess.run(

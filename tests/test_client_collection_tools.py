@@ -1,5 +1,5 @@
 """Whole-collection tools through the client and the `ris` CLI, against the real services
-(embedder with the real model, search service on Milvus Lite, `client.serve.Services` on
+(embedder with the real model, search service on Milvus Lite, `ris.launcher.serve.Services` on
 loopback): score thresholds, listing and export, folder sync, duplicates."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from client import AsyncRisClient, ById, IngestItem, RetryPolicy, RisClient
-from client.serve import ServeOptions, Services
+from ris.client import AsyncRisClient, ById, IngestItem, RetryPolicy, RisClient
+from ris.launcher.serve import ServeOptions, Services
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("Leopards", "Motorbikes", "accordion")
@@ -57,7 +57,7 @@ def ris(services: Services) -> Iterator[RisClient]:
 
 def cli(services: Services, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args, "--address", services.address],
+        [sys.executable, "-m", "ris.cli", *args, "--address", services.address],
         cwd=ROOT,
         env={**os.environ, "RIS_RETRIES": "3"},
         capture_output=True,
@@ -162,7 +162,7 @@ def _copy(caltech: Path, folder: Path, cls: str, numbers: range) -> None:
 
 def _synced_state(ris: RisClient, collection: str, folder: Path) -> dict[str, str]:
     """id -> stored hash of the items this folder's sync holds (asserting their metadata)."""
-    from client.sync import HASH_KEY, ROOT_KEY, file_sha256
+    from ris.cli.sync import HASH_KEY, ROOT_KEY, file_sha256
 
     root = str(folder.resolve())
     state = {}
@@ -241,7 +241,7 @@ def test_sync_killed_mid_run_then_rerun_is_exact(
     _copy(caltech, folder, "airplanes", range(1, 7))
     ris.create_collection(name)
     ris.ingest(name, [IngestItem(id="keep.jpg", path=folder / "Leopards" / "image_0001.jpg")])
-    cmd = [sys.executable, "-m", "client.cli", "sync", name, str(folder), "--no-progress"]
+    cmd = [sys.executable, "-m", "ris.cli", "sync", name, str(folder), "--no-progress"]
     cmd += ["--items-per-call", "1", "--address", services.address]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stored_before_kill = 0
@@ -293,7 +293,7 @@ def with_copies(ris: RisClient, caltech: Path, tmp_path_factory: pytest.TempPath
 def test_dedup_finds_exact_and_near_copies(
     ris: RisClient, services: Services, with_copies: str
 ) -> None:
-    from client.dedup import duplicate_pairs, find_duplicates, group_pairs
+    from ris.cli.dedup import duplicate_pairs, find_duplicates, group_pairs
 
     groups = find_duplicates(ris, with_copies, 0.9)
     assert [(g.ids, g.exact) for g in groups] == [
@@ -317,7 +317,7 @@ def test_dedup_finds_exact_and_near_copies(
 def test_ingest_skips_or_flags_near_duplicates(
     ris: RisClient, services: Services, with_copies: str, caltech: Path, tmp_path: Path
 ) -> None:
-    from client.dedup import DUPLICATE_OF_KEY
+    from ris.cli.dedup import DUPLICATE_OF_KEY
 
     folder = tmp_path / "more"
     folder.mkdir()
@@ -356,8 +356,8 @@ def http_call(
 
 @pytest.fixture(scope="module")
 def gateway(services: Services) -> Iterator[int]:
-    from client.config import ClientConfig
-    from client.http_gateway import Gateway
+    from ris.client.config import ClientConfig
+    from ris.gateway.app import Gateway
 
     running = Gateway(ClientConfig(address=services.address, timeout=120)).start()
     yield running.port
@@ -452,8 +452,8 @@ def test_http_uses_the_services_tokens(services: Services, tmp_path: Path) -> No
     none of its own."""
     from search_fixtures import running_search, search_config
 
-    from client.config import ClientConfig
-    from client.http_gateway import Gateway
+    from ris.client.config import ClientConfig
+    from ris.gateway.app import Gateway
 
     config = search_config(
         services.embedder_address, str(tmp_path / "m.db"), read_tokens="reader-tok-123"
@@ -540,7 +540,7 @@ def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
     from test_cli_e2e import free_port
 
     port, http_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", str(port), "--http-port"]
+    cmd = [sys.executable, "-m", "ris.cli", "serve", "--port", str(port), "--http-port"]
     cmd += [str(http_port), "--embedder-address", services.embedder_address]
     cmd += ["--milvus-uri", str(tmp_path / "m.db")]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

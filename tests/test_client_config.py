@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client.config import DEFAULT_ADDRESS, ClientConfig, RetryPolicy
+from ris.client.config import DEFAULT_ADDRESS, ClientConfig, RetryPolicy
 
 
 def test_defaults_without_environment() -> None:

@@ -1,5 +1,6 @@
 """The high-level client (sync and asyncio) against the real services: embedder with the real
-ONNX model, search service on Milvus Lite, both started by `client.serve.Services` on loopback."""
+ONNX model, search service on Milvus Lite, both started by `ris.launcher.serve.Services` on
+loopback."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import (
+from ris.client import (
     AsyncRisClient,
     ById,
     InvalidArgument,
@@ -20,7 +21,7 @@ from client import (
     RetryPolicy,
     RisClient,
 )
-from client.serve import ServeOptions, Services
+from ris.launcher.serve import ServeOptions, Services
 
 CLASSES = ("Leopards", "Motorbikes", "accordion")
 PER_CLASS = 4

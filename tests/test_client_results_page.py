@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from client.results_page import ShownQuery, write_results_page
-from client.types import Hit, ItemError, QueryResult
+from ris.cli.results_page import ShownQuery, write_results_page
+from ris.client.types import Hit, ItemError, QueryResult
 
 
 def _photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from client.sources import from_csv, from_folder, from_glob, load_source
+from ris.client.sources import from_csv, from_folder, from_glob, load_source
 
 
 def _image(path: Path, colour: tuple[int, int, int] = (200, 10, 10)) -> Path:

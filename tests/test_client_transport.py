@@ -18,10 +18,10 @@ import grpc
 import pytest
 from PIL import Image
 
-from client import AsyncRisClient, IngestItem, NotFound, RetryPolicy, RisClient, Unavailable
-from client.config import ClientConfig
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.retry import backoff_delays
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client import AsyncRisClient, IngestItem, NotFound, RetryPolicy, RisClient, Unavailable
+from ris.client.config import ClientConfig
+from ris.client.retry import backoff_delays
 
 FAST = RetryPolicy(max_attempts=6, initial_backoff=0.05, max_backoff=0.3, jitter=0.1)
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from embedder_service import config as embedder_config
-from search_service import config as search_config
+from ris.embedder import config as embedder_config
+from ris.search import config as search_config
 
 ROOT = Path(__file__).resolve().parent.parent
 _SUBST = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")

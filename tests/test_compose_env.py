@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from milvus_server import MilvusServerHandle
 from test_compose import load, service_env
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
@@ -111,11 +111,9 @@ def compose_stack(
     embedder_address, search_address = f"127.0.0.1:{embedder_port}", f"127.0.0.1:{search_port}"
     with ExitStack() as stack:
         stack.enter_context(
-            _start("embedder_service", embedder_env, embedder_address, tmp / "embedder.log")
+            _start("ris.embedder", embedder_env, embedder_address, tmp / "embedder.log")
         )
-        stack.enter_context(
-            _start("search_service", search_env, search_address, tmp / "search.log")
-        )
+        stack.enter_context(_start("ris.search", search_env, search_address, tmp / "search.log"))
         yield search_address
 
 

@@ -26,8 +26,8 @@ def test_every_setting_is_documented() -> None:
 
     import gen_config_docs
 
-    from embedder_service.config import EmbedderConfig
-    from search_service.config import SearchConfig
+    from ris.embedder.config import EmbedderConfig
+    from ris.search.config import SearchConfig
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     for cls in (EmbedderConfig, SearchConfig):

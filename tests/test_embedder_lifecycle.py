@@ -14,9 +14,9 @@ import grpc
 import pytest
 from embedder_fixtures import embed_request, embedder_config, metric_sum, scrape
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.runtime import ProviderUnavailableError, gpu_providers_usable
-from embedder_service.server import start_server
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.embedder.runtime import ProviderUnavailableError, gpu_providers_usable
+from ris.embedder.server import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_sigterm_drains_and_exits(model_path, embedder_images):
     command = [
         sys.executable,
         "-m",
-        "embedder_service",
+        "ris.embedder",
         "--port",
         "0",
         "--provider",

@@ -1,4 +1,4 @@
-"""client/loadtest.py against the real embedder: bounded runs, reports, JSON, error codes."""
+"""tools/loadtest.py against the real embedder: bounded runs, reports, JSON, error codes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from client import loadtest
+from ris.tools import loadtest
 
 
 def parse(*argv: str) -> argparse.Namespace:

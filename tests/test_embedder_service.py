@@ -23,10 +23,10 @@ from embedder_fixtures import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import embedding_version, file_version, read_model_metadata
-from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import embedding_version, file_version, read_model_metadata
+from ris.embedder.preprocessing import PreprocessSpec, prepare, with_resize_mode
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
@@ -271,7 +271,7 @@ def test_core_without_network_avg_pooling(model_path, embedder_images, direct_se
     """The plain-function layer, configured for average pooling (the `embedding` output)."""
     from embedder_fixtures import embedder_config
 
-    from embedder_service.core import EmbedderCore
+    from ris.embedder.core import EmbedderCore
 
     core = EmbedderCore(embedder_config(model_path, pooling="avg", metrics_port=None))
     try:
@@ -293,7 +293,7 @@ def test_gem_softmax_pooling_appends_the_classifier_softmax(
     3048-d space, their class part holding the matched class."""
     from embedder_fixtures import embedder_config
 
-    from embedder_service.core import EmbedderCore
+    from ris.embedder.core import EmbedderCore
 
     minilm = model_path.parent / "minilm"
     if not (minilm / "model.onnx").exists():

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder_service.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher
-from embedder_service.config import ConfigError, EmbedderConfig, from_args, from_env
-from embedder_service.core import Admission
-from embedder_service.metrics import EmbedderMetrics
-from embedder_service.runtime import fp16_sibling, l2_normalise
+from ris.embedder.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher
+from ris.embedder.config import ConfigError, EmbedderConfig, from_args, from_env
+from ris.embedder.core import Admission
+from ris.embedder.metrics import EmbedderMetrics
+from ris.embedder.runtime import fp16_sibling, l2_normalise
 
 
 def test_flags_override_env_override_defaults():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-# Runs `python -m embedder_service ARGS` with every `import onnx` failing.
+# Runs `python -m ris.embedder ARGS` with every `import onnx` failing.
 _NO_ONNX = (
-    "import runpy, sys; sys.modules['onnx'] = None; sys.argv[0] = 'embedder_service'; "
-    "runpy.run_module('embedder_service', run_name='__main__', alter_sys=True)"
+    "import runpy, sys; sys.modules['onnx'] = None; sys.argv[0] = 'ris.embedder'; "
+    "runpy.run_module('ris.embedder', run_name='__main__', alter_sys=True)"
 )
 START_TIMEOUT_S = 120.0
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from client.evaluation import (
+from ris.tools.evaluation import (
     add_arguments,
     average_precision_at_k,
     hit_ratio,
@@ -164,8 +164,8 @@ def _small_caltech(caltech: Path, out: Path) -> tuple[Path, Path]:
 def test_eval_through_the_services(
     search_server: Any, caltech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from client.evaluation import run
-    from client.grpc_gen import search_pb2, search_pb2_grpc
+    from ris.api import search_pb2, search_pb2_grpc
+    from ris.tools.evaluation import run
 
     cands_csv, queries_csv = _small_caltech(caltech, tmp_path)
     parser = argparse.ArgumentParser()

@@ -21,8 +21,8 @@ from embedder_fixtures import metric_sum, scrape
 from search_fixtures import running_search, search_client, search_config
 from soak import ServiceProcess, start_embedder
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from search_service.embedder_client import EmbedderClient
+from ris.api import search_pb2, search_pb2_grpc
+from ris.search.embedder_client import EmbedderClient
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 N_ITEMS = 40

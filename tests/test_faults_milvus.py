@@ -19,7 +19,7 @@ import pytest
 from milvus_server import MilvusServerHandle, restart_milvus_server, start_milvus_server
 from search_fixtures import running_search, search_client, search_config
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
 
 pytestmark = pytest.mark.milvus_server
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from soak import start_search
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
 
 
 def _snapshot(stub: search_pb2_grpc.SearchServiceStub, name: str, ids: list[str]) -> tuple:

@@ -13,7 +13,7 @@ from fuzz_inputs import base_images, catalogue, mutated_images, png_claiming
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedder_service.preprocessing import ImageDecodeError, PreprocessSpec, decode_image, prepare
+from ris.embedder.preprocessing import ImageDecodeError, PreprocessSpec, decode_image, prepare
 
 # Corrupt inputs make Pillow warn (bad EXIF, bomb-sized headers): expected here, not news.
 pytestmark = [

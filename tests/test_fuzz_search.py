@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from search_fixtures import Photo, ingest
 
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
 
 DIM = 2048
 BAD_CODES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

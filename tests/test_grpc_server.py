@@ -1,4 +1,4 @@
-"""server_common.grpc_server: the plumbing both services share, on a real loopback server."""
+"""ris.common.grpc_server: the plumbing both services share, on a real loopback server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server_common.grpc_server import GrpcServer, PortInUseError
+from ris.common.grpc_server import GrpcServer, PortInUseError
 
 
 def _server() -> GrpcServer:

@@ -20,9 +20,9 @@ import pytest
 from large_photos import bmp, caltech_photo, phone_jpegs
 from search_fixtures import running_search, search_config
 
-from client import AsyncRisClient, IngestItem, IngestSummary, RisClient
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.shrink import Geometry, shrink
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client import AsyncRisClient, IngestItem, IngestSummary, RisClient
+from ris.client.shrink import Geometry, shrink
 
 EMBEDDER_LIMIT = 24 * 1024 * 1024
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]

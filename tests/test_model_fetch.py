@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main as ris
-from embedder_service.config import DEFAULT_MODEL, EmbedderConfig, from_env, user_models_dir
-from embedder_service.export import fetch_weights
+from ris.cli.main import main as ris
+from ris.embedder.config import DEFAULT_MODEL, EmbedderConfig, from_env, user_models_dir
+from ris.embedder.export import fetch_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from embedder_service.preprocessing import (
+from ris.embedder.preprocessing import (
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     PreprocessSpec,

@@ -17,11 +17,25 @@ sys.modules["replay"] = replay
 _spec.loader.exec_module(replay)
 
 
+# Every folder the wheel maps into the ris namespace (pyproject.toml's package-dir): one
+# distribution, so each image copies them all and its extra picks the dependencies.
+PACKAGE_FOLDERS = {
+    "protos",
+    "common",
+    "client",
+    "cli",
+    "launcher",
+    "tools",
+    "embedder_service",
+    "search_service",
+}
+
+
 @pytest.mark.parametrize(
     ("name", "extra", "packages"),
     [
-        ("embedder", "embedder-gpu,text", {"client", "server_common", "embedder_service"}),
-        ("search", "search", {"client", "server_common", "search_service"}),
+        ("embedder", "embedder-gpu,text", PACKAGE_FOLDERS),
+        ("search", "search", PACKAGE_FOLDERS),
     ],
 )
 def test_final_stage_of_each_image(name: str, extra: str, packages: set[str]) -> None:
@@ -30,7 +44,7 @@ def test_final_stage_of_each_image(name: str, extra: str, packages: set[str]) ->
     assert packages | {"pyproject.toml", "constraints.txt", "scripts"} <= copied
     # Installed from the constraints, --no-cache-dir dropped so the replay uses the pip cache.
     assert stage.pip_installs == [["-c", "constraints.txt", f".[{extra}]"]]
-    assert stage.cmd == ["python", "-m", f"{name}_service"]
+    assert stage.cmd == ["python", "-m", f"ris.{name}"]
     assert stage.healthcheck[:2] == ["python", "scripts/grpc_health_probe.py"]
     port = int(stage.healthcheck[2].rsplit(":", 1)[1])
     assert port in stage.exposed and stage.env[f"RIS_{name.upper()}_PORT"] == str(port)
@@ -54,7 +68,7 @@ def test_pip_options_that_need_the_network_or_disable_the_cache_are_dropped() ->
 
 def test_a_folder_the_dockerfile_does_not_copy_is_not_importable(tmp_path: Path) -> None:
     """The test's own PYTHONPATH (the checkout) must not leak into the replayed container."""
-    program = "import os; assert os.path.isfile('client/cli.py'); import server_common"
+    program = "import os; assert os.path.isfile('cli/main.py'); import ris.common"
     dockerfile = tmp_path / "x.Dockerfile"
     dockerfile.write_text(
         "FROM python:3.11-slim\nWORKDIR /app\nCOPY client ./client\nEXPOSE 50099\n"
@@ -63,7 +77,7 @@ def test_a_folder_the_dockerfile_does_not_copy_is_not_importable(tmp_path: Path)
     )
     compose = tmp_path / "compose.yml"
     compose.write_text(f"services:\n  x:\n    build:\n      dockerfile: {dockerfile}\n")
-    with pytest.raises(replay.ReplayError, match="No module named 'server_common'"):
+    with pytest.raises(replay.ReplayError, match="No module named 'ris'"):
         replay.replay_services(["x"], compose, [], [], sys.executable, tmp_path / "scratch")
 
 

@@ -15,7 +15,7 @@ import pytest
 from large_photos import caltech_photo, phone_jpegs
 from PIL import Image, features
 
-from embedder_service.preprocessing import (
+from ris.embedder.preprocessing import (
     ImageDecodeError,
     PreprocessSpec,
     decode_image,

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from search_fixtures import CLASSES, PER_CLASS, Photo, ingest, item_of, offline_augmented
 
-from client.grpc_gen import search_pb2
-from search_service.augmentation import blend, with_self
-from search_service.config import ConfigError, SearchConfig, from_env
-from search_service.errors import InvalidArgument
-from search_service.operations import augmentation_settings
-from search_service.server import SearchServer
-from search_service.store import RAW_SUFFIX
+from ris.api import search_pb2
+from ris.search.augmentation import blend, with_self
+from ris.search.config import ConfigError, SearchConfig, from_env
+from ris.search.errors import InvalidArgument
+from ris.search.operations import augmentation_settings
+from ris.search.server import SearchServer
+from ris.search.store import RAW_SUFFIX
 
 DBA = search_pb2.DatabaseAugmentation
 PLAIN = search_pb2.QueryExpansion(enabled=False)
@@ -267,9 +267,9 @@ def test_blending_batch_by_batch_and_after_deletes_matches_offline(tmp_path) -> 
     """Augmenter over Milvus Lite on clustered vectors: staged and blended ten at a time (so
     earlier items are re-blended as later ones arrive), then deleted in part; every stored
     blend equals the exhaustive offline one."""
-    from search_service.augmentation import Augmenter
-    from search_service.indexing import plan_index
-    from search_service.store import CollectionMeta, MilvusStore, Record
+    from ris.search.augmentation import Augmenter
+    from ris.search.indexing import plan_index
+    from ris.search.store import CollectionMeta, MilvusStore, Record
 
     store = MilvusStore(SearchConfig(milvus_uri=str(tmp_path / "dba.db")))
     try:

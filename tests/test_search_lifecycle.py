@@ -1,4 +1,4 @@
-"""The search service as a process and under stress: ``python -m search_service``, a dead
+"""The search service as a process and under stress: ``python -m ris.search``, a dead
 embedder, concurrent calls."""
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from search_fixtures import (
     search_process,
 )
 
-from client.grpc_gen import search_pb2
-from search_service.indexing import plan_index
-from search_service.server import start_server
-from search_service.store import CollectionMeta
+from ris.api import search_pb2
+from ris.search.indexing import plan_index
+from ris.search.server import start_server
+from ris.search.store import CollectionMeta
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from search_fixtures import Photo, ingest, item_of
 
-from client.grpc_gen import search_pb2
+from ris.api import search_pb2
 
 PLAIN = search_pb2.QueryExpansion(enabled=False)
 

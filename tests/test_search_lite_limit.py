@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from search_fixtures import Photo, ingest, item_of, running_search, search_client, search_config
 
-from client.cli import describe_line
-from client.convert import collection_info
-from client.grpc_gen import search_pb2
-from search_service.lite_limit import CHECK_EVERY, LiteSizeWatch
+from ris.api import search_pb2
+from ris.cli.main import describe_line
+from ris.client.convert import collection_info
+from ris.search.lite_limit import CHECK_EVERY, LiteSizeWatch
 
 
 def test_size_is_counted_once_per_thousand_rows_and_warned_once() -> None:
@@ -36,7 +36,7 @@ def test_lite_collection_past_the_limit_is_warned_in_log_and_describe(
     embedder_server, photos: list[Photo], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = search_config(embedder_server.address, str(tmp_path / "lite.db"), lite_warn_rows=4)
-    caplog.set_level(logging.WARNING, logger="search_service.lite_limit")
+    caplog.set_level(logging.WARNING, logger="ris.search.lite_limit")
     with running_search(config) as server, search_client(server.address) as stub:
         stub.CreateCollection(search_pb2.CreateCollectionRequest(name="grows"))
         describe = search_pb2.DescribeCollectionRequest(name="grows")

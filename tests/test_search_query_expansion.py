@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from search_fixtures import CLASSES, PER_CLASS, ingest, item_of, offline_augmented
 
-from client.grpc_gen import embedder_pb2, search_pb2
-from search_service.config import ConfigError, SearchConfig, from_env
-from search_service.errors import InvalidArgument
-from search_service.query_expansion import OFF, ExpansionSettings, expand, resolve
+from ris.api import embedder_pb2, search_pb2
+from ris.search.config import ConfigError, SearchConfig, from_env
+from ris.search.errors import InvalidArgument
+from ris.search.query_expansion import OFF, ExpansionSettings, expand, resolve
 
 QE = search_pb2.QueryExpansion
 PLAIN = QE(enabled=False)

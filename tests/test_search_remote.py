@@ -13,11 +13,11 @@ import pytest
 from milvus_server import MilvusServerHandle, TlsFiles, make_tls_files
 from search_fixtures import Photo, ingest, item_of, running_search, search_client
 
-from client.grpc_gen import search_pb2
-from search_service.config import SearchConfig
-from search_service.errors import SearchError
-from search_service.indexing import plan_index
-from search_service.store import CollectionMeta, MilvusStore, Record
+from ris.api import search_pb2
+from ris.search.config import SearchConfig
+from ris.search.errors import SearchError
+from ris.search.indexing import plan_index
+from ris.search.store import CollectionMeta, MilvusStore, Record
 
 pytestmark = pytest.mark.milvus_server
 

@@ -12,7 +12,7 @@ import pytest
 from search_fixtures import Photo, ingest, item_of, search_client, search_process
 from test_search_augmentation import assert_searches_offline_blends
 
-from client.grpc_gen import search_pb2
+from ris.api import search_pb2
 
 pytestmark = pytest.mark.milvus_server
 

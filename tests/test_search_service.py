@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from search_fixtures import CLASSES, PER_CLASS, Photo, ingest, item_of
 
-from client.grpc_gen import search_pb2
-from search_service.indexing import plan_index
-from search_service.server import SearchServer
-from search_service.store import CollectionMeta
+from ris.api import search_pb2
+from ris.search.indexing import plan_index
+from ris.search.server import SearchServer
+from ris.search.store import CollectionMeta
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
@@ -45,7 +45,7 @@ def search(
 
 
 def test_collection_lifecycle(search_stub, embedder_stub) -> None:
-    from client.grpc_gen import embedder_pb2
+    from ris.api import embedder_pb2
 
     model = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest()).default_model
     name = f"life_{uuid.uuid4().hex[:8]}"
@@ -217,7 +217,7 @@ def test_batch_search_isolates_bad_queries(
 
 
 def _serves_text_model(embedder_stub) -> bool:
-    from client.grpc_gen import embedder_pb2
+    from ris.api import embedder_pb2
 
     info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())
     image_model = info.default_model.name

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search_service.config import SearchConfig
-from search_service.errors import AlreadyExists, NotFound
-from search_service.filters import build_filter
-from search_service.indexing import plan_index
-from search_service.store import CollectionMeta, MilvusStore, Record
+from ris.search.config import SearchConfig
+from ris.search.errors import AlreadyExists, NotFound
+from ris.search.filters import build_filter
+from ris.search.indexing import plan_index
+from ris.search.store import CollectionMeta, MilvusStore, Record
 
 DIM = 16
 NASTY = [
@@ -172,7 +172,7 @@ def test_filter_values_match_exactly(
 
 def test_foreign_collections_are_refused(store: MilvusStore) -> None:
     """A collection made by someone else (no ``embedding`` field) is reported, not crashed on."""
-    from search_service.errors import FailedPrecondition
+    from ris.search.errors import FailedPrecondition
 
     name = f"foreign_{uuid.uuid4().hex[:8]}"
     store._client.create_collection(name, dimension=4, vector_field_name="vec")

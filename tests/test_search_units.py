@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from search_service.config import ConfigError, SearchConfig, from_env, parse_args
-from search_service.errors import InvalidArgument
-from search_service.filters import build_filter, combine, quote
-from search_service.indexing import (
+from ris.search.config import ConfigError, SearchConfig, from_env, parse_args
+from ris.search.errors import InvalidArgument
+from ris.search.filters import build_filter, combine, quote
+from ris.search.indexing import (
     index_size_warning,
     nlist_for,
     nprobe_for,
     plan_index,
     search_params,
 )
-from search_service.paths import SourceError, read_image_file, resolve
-from search_service.store import (
+from ris.search.paths import SourceError, read_image_file, resolve
+from ris.search.store import (
     MAX_WRITE_BYTES,
     Record,
     check_record_fields,
@@ -248,7 +248,7 @@ def test_lite_unimplemented_filter_drops_only_that_record() -> None:
     import logging
     import sys
 
-    from search_service.store import _LITE_FILTER
+    from ris.search.store import _LITE_FILTER
 
     def record(exc: BaseException, msg: str) -> logging.LogRecord:
         try:

@@ -20,12 +20,12 @@ from certs import CertPair, Pki, make_pki
 from embedder_fixtures import embed_request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import ConfigError, EmbedderConfig, from_args
-from embedder_service.server import EmbedderServer
-from server_common.auth import bearer_token
-from server_common.secrets import redact
-from server_common.tls import ServerTls, warn_if_open
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.common.auth import bearer_token
+from ris.common.secrets import redact
+from ris.common.tls import ServerTls, warn_if_open
+from ris.embedder.config import ConfigError, EmbedderConfig, from_args
+from ris.embedder.server import EmbedderServer
 
 TOKEN = "emb-caller-7f3a9c2e51"
 OTHER_TOKEN = "emb-caller-unknown-0b9d"
@@ -204,7 +204,7 @@ def test_unreadable_certificate_is_a_config_error(model_path, tmp_path, pki):
 
 
 def test_open_non_loopback_bind_is_warned_once(caplog):
-    caplog.set_level(logging.WARNING, logger="server_common.tls")
+    caplog.set_level(logging.WARNING, logger="ris.common.tls")
     warn_if_open("embedder", "127.0.0.1", ServerTls(), checks_callers=False)
     assert not caplog.records
     warn_if_open("embedder", "0.0.0.0", ServerTls(), checks_callers=False)
@@ -234,7 +234,7 @@ def test_subprocess_stderr_never_shows_the_token(model_path, tmp_path, pki):
         "RIS_EMBEDDER_TLS_KEY": str(pki.server.key),
         "RIS_EMBEDDER_TEXT_MODEL": "off",
     }
-    args = [sys.executable, "-m", "embedder_service", "--port", "0", "--model", str(model_path)]
+    args = [sys.executable, "-m", "ris.embedder", "--port", "0", "--model", str(model_path)]
     args += ["--provider", "cpu", "--intra-op-threads", "1", "--log-level", "DEBUG"]
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -26,14 +26,14 @@ from certs import Pki, make_pki
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from search_fixtures import Photo, running_search, search_config
 
-from client import RisClient
-from client.config import ClientConfig, RetryPolicy
-from client.errors import PermissionDenied, Unauthenticated, Unavailable
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.types import ById, IngestItem
-from search_service.config import ConfigError, SearchConfig, parse_args
-from search_service.errors import SearchError
-from search_service.server import SearchServer
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client import RisClient
+from ris.client.config import ClientConfig, RetryPolicy
+from ris.client.errors import PermissionDenied, Unauthenticated, Unavailable
+from ris.client.types import ById, IngestItem
+from ris.search.config import ConfigError, SearchConfig, parse_args
+from ris.search.errors import SearchError
+from ris.search.server import SearchServer
 
 READ = "search-reader-5be81f0c"
 WRITE = "search-writer-a93d7e24"
@@ -353,7 +353,7 @@ def test_milvus_password_never_in_errors_or_logs(caplog):
 
 
 def test_entry_point_output_never_shows_secrets(tmp_path):
-    """``python -m search_service`` failing to reach Milvus with a password and tokens set."""
+    """``python -m ris.search`` failing to reach Milvus with a password and tokens set."""
     (tmp_path / "pw").write_text(PASSWORD)
     env = {
         **os.environ,
@@ -368,7 +368,7 @@ def test_entry_point_output_never_shows_secrets(tmp_path):
         "RIS_SEARCH_LOG_LEVEL": "DEBUG",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "search_service", "--port", "0", "--help"],
+        [sys.executable, "-m", "ris.search", "--port", "0", "--help"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -379,7 +379,7 @@ def test_entry_point_output_never_shows_secrets(tmp_path):
     assert result.returncode == 0 and "--read-tokens" in result.stdout
     assert_no_secret(result.stdout + result.stderr)
     result = subprocess.run(
-        [sys.executable, "-m", "search_service", "--port", "0"],
+        [sys.executable, "-m", "ris.search", "--port", "0"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -420,7 +420,7 @@ def test_wrong_milvus_password_stays_secret_on_a_real_server(milvus_secure_serve
 
 def test_eval_and_bench_use_tls_and_the_token(secure_search, pki, stocked, photos, tmp_path):
     """`ris eval` and `ris bench` take the same connection flags as every command."""
-    from client import evaluation, loadtest
+    from ris.tools import evaluation, loadtest
 
     secure = ["--root-cert", str(pki.ca), "--retries", "1"]
     target = f"localhost:{secure_search.port}"

@@ -16,8 +16,8 @@ from embedder_fixtures import encode, synthetic_image
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_cli_e2e import free_port
 
-from client import RisClient
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+from ris.api import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+from ris.client import RisClient
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_S = 2.0
@@ -43,7 +43,7 @@ def test_sigterm_after_cancelled_streams_and_failed_ingests_exits_within_grace(
         RIS_EMBEDDER_GRPC_WORKERS="4",  # few slots: a leaked handler would show at once
         RIS_EMBEDDER_MAX_CONCURRENT_STREAMS="4",
     )
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "ris.cli", "serve", "--port", str(port)]
     cmd += ["--embedder-port", str(embedder_port), "--model", str(model_path)]
     cmd += ["--provider", "cpu", "--milvus-uri", str(tmp_path / "ris.db")]
     log = (tmp_path / "serve.log").open("w+")

@@ -16,10 +16,10 @@ import pytest
 from embedder_fixtures import encode, synthetic_image
 from onnx import TensorProto, helper, numpy_helper
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.config import ConfigError, EmbedderConfig
-from embedder_service.preprocessing import PreprocessSpec, prepare, with_resize_mode
-from embedder_service.wordpiece import WordPieceTokenizer
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.embedder.config import ConfigError, EmbedderConfig
+from ris.embedder.preprocessing import PreprocessSpec, prepare, with_resize_mode
+from ris.embedder.wordpiece import WordPieceTokenizer
 
 DIM = 8
 IMAGE_NAME = "tiny-clip-image"
@@ -210,6 +210,6 @@ def test_text_model_of_another_dimension_is_refused(make_embedder, model_path, p
 
 
 def read_default_name(model_path: Path) -> str:
-    from embedder_service.model_metadata import read_model_metadata
+    from ris.embedder.model_metadata import read_model_metadata
 
     return read_model_metadata(model_path).name

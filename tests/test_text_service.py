@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from embedder_fixtures import TEST_MAX_IMAGES_PER_REQUEST, metric_sum, scrape
 
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc
-from embedder_service.concepts import ConceptBank, ConceptProjector, read_classifier
-from embedder_service.config import EmbedderConfig
-from embedder_service.model_metadata import file_version, read_model_metadata
-from embedder_service.runtime import ModelLoadError
-from embedder_service.text_encoder import TextEncoder
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.embedder.concepts import ConceptBank, ConceptProjector, read_classifier
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import file_version, read_model_metadata
+from ris.embedder.runtime import ModelLoadError
+from ris.embedder.text_encoder import TextEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
 MINILM = ROOT / "models" / "minilm"

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from embedder_service.concepts import (
+from ris.embedder.concepts import (
     ConceptBank,
     ConceptError,
     ConceptProjector,
@@ -16,8 +16,8 @@ from embedder_service.concepts import (
     read_classifier,
     words,
 )
-from embedder_service.config import ConfigError, EmbedderConfig, from_args
-from embedder_service.wordpiece import WordPieceTokenizer, basic_tokens
+from ris.embedder.config import ConfigError, EmbedderConfig, from_args
+from ris.embedder.wordpiece import WordPieceTokenizer, basic_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 MINILM = ROOT / "models" / "minilm"
@@ -163,7 +163,7 @@ def test_text_model_settings(tmp_path, monkeypatch):
 
 
 def test_projection_of_a_class_name_points_at_its_classifier_row(minilm, model_path):
-    from embedder_service.text_encoder import TextEncoder
+    from ris.embedder.text_encoder import TextEncoder
 
     encoder = TextEncoder(minilm, EmbedderConfig(provider="cpu", intra_op_threads=2))
     weight, _ = read_classifier(model_path)
@@ -177,7 +177,7 @@ def test_projection_of_a_class_name_points_at_its_classifier_row(minilm, model_p
 
 
 def test_label_agreement_detects_another_class_order(minilm, model_path):
-    from embedder_service.model_metadata import read_model_metadata
+    from ris.embedder.model_metadata import read_model_metadata
 
     bank = ConceptBank.load(minilm / "concepts.npz")
     labels = list(read_model_metadata(model_path).labels)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from search_fixtures import Photo, ingest, item_of
 
-from client.grpc_gen import embedder_pb2, search_pb2
-from search_service.errors import NotFound
+from ris.api import embedder_pb2, search_pb2
+from ris.search.errors import NotFound
 
 DIM = 2048
 

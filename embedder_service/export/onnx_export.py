@@ -24,17 +24,17 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from embedder_service.export import fetch_weights
-from embedder_service.export.quantize_int8 import quantize_int8
-from embedder_service.export.resnet50_torch import (
+from ris.embedder.export import fetch_weights
+from ris.embedder.export.quantize_int8 import quantize_int8
+from ris.embedder.export.resnet50_torch import (
     ResNet50,
     UInt8Model,
     build_keras,
     build_torchvision,
 )
-from embedder_service.export.sample_images import load_sample_batch
-from embedder_service.export.tfjs_weights import WeightFileError, load_tfjs_weights
-from embedder_service.preprocessing import PreprocessSpec
+from ris.embedder.export.sample_images import load_sample_batch
+from ris.embedder.export.tfjs_weights import WeightFileError, load_tfjs_weights
+from ris.embedder.preprocessing import PreprocessSpec
 
 OPSET = 17
 INPUT = "images"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from embedder_service.preprocessing import PreprocessSpec
+from ris.embedder.preprocessing import PreprocessSpec
 
 BLOCKS = (3, 4, 6, 3)
 GEM_P = 3.0

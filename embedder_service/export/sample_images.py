@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder_service.preprocessing import PreprocessSpec, prepare
+from ris.embedder.preprocessing import PreprocessSpec, prepare
 
 
 def read_labels(images_dir: Path) -> list[tuple[Path, int]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder_service.export.fetch_weights import CHECKSUMS_NAME, FetchError, verify_package
+from ris.embedder.export.fetch_weights import CHECKSUMS_NAME, FetchError, verify_package
 
 _DTYPES = {"float32": np.dtype("<f4")}
 

@@ -70,8 +70,8 @@ class Services:
 
 def _start_embedder(options: ServeOptions) -> tuple[Any, str]:
     """The running embedder and the host it listens on."""
-    from embedder_service.config import from_env
-    from embedder_service.server import start_server
+    from ris.embedder.config import from_env
+    from ris.embedder.server import start_server
 
     config = dataclasses.replace(
         from_env(),
@@ -87,8 +87,8 @@ def _start_embedder(options: ServeOptions) -> tuple[Any, str]:
 
 def _start_search(options: ServeOptions, embedder_address: str) -> tuple[Any, Any]:
     """The running search service and its configuration."""
-    from search_service.config import from_env
-    from search_service.server import start_server
+    from ris.search.config import from_env
+    from ris.search.server import start_server
 
     config = dataclasses.replace(
         from_env(),
@@ -152,13 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _http_gateway(args: argparse.Namespace, address: str) -> Iterator[None]:
-    """``--http-port``: the HTTP/JSON API and search page (client/http_gateway.py) too."""
+    """``--http-port``: the HTTP/JSON API and search page (gateway/app.py) too."""
     port = getattr(args, "http_port", None)
     if port is None:
         yield
         return
-    from client.config import ClientConfig
-    from client.http_gateway import Gateway
+    from ris.client.config import ClientConfig
+    from ris.gateway.app import Gateway
 
     host = getattr(args, "host", None) or "127.0.0.1"
     gateway = Gateway(ClientConfig.from_env(address=address), host, port).start()

@@ -37,9 +37,9 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from client.channel import open_channel
-from client.config import ClientConfig
-from client.grpc_gen import search_pb2, search_pb2_grpc
+from ris.api import search_pb2, search_pb2_grpc
+from ris.client.channel import open_channel
+from ris.client.config import ClientConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -239,7 +239,7 @@ class Raw:
 
 @functools.cache
 def page_html() -> bytes:
-    from client.web_page import PAGE
+    from ris.gateway.page import PAGE
 
     return PAGE.encode()
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from server_common import deadlines
+from ris.common import deadlines
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 PUSHBACK_KEY = "grpc-retry-pushback-ms"

@@ -13,8 +13,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from client.client import RisClient
-from client.types import StoredItem
+from ris.client.client import RisClient
+from ris.client.types import StoredItem
 
 
 def item_record(item: StoredItem) -> dict[str, object]:

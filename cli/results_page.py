@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from client.types import Hit, QueryResult
+from ris.client.types import Hit, QueryResult
 
 THUMB = 160
 CAPTION = 40

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from client.config import ClientConfig
+from ris.client.config import ClientConfig
 
 
 def add_connection_arguments(

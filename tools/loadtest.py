@@ -5,7 +5,7 @@ Prints QPS, images/s, latency percentiles and errors by status code, and can wri
 Imports only grpc, numpy and the generated stubs (Pillow lazily, for synthetic images), so it
 works from a client-only install.
 
-    python -m client.loadtest --target 127.0.0.1:50051 --call embed --concurrency 1,4,16 \\
+    python -m ris.tools.loadtest --target 127.0.0.1:50051 --call embed --concurrency 1,4,16 \\
         --images ~/photos --duration 20 --requests 2000 --json out.json
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client.connection_args import add_connection_arguments, config_from_args
-from client.grpc_gen import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
-from client.stub_channel import open_stub_channel
+from ris.api import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+from ris.cli.connection_args import add_connection_arguments, config_from_args
+from ris.client.stub_channel import open_stub_channel
 
 CALLS = ("embed", "search", "model-info")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -268,7 +268,7 @@ def _measure(call: Callable[[int], int], spec: LoadSpec) -> LoadReport:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `python -m client.loadtest` (also mounted as `ris bench`)."""
+    """Flags of `python -m ris.tools.loadtest` (also mounted as `ris bench`)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="host:port to load")
     parser.add_argument("--call", choices=CALLS, default="embed")
     parser.add_argument(
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m client.loadtest",
+        prog="python -m ris.tools.loadtest",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from client.client import RisClient
-from client.config import ClientConfig
-from client.types import IngestItem, QueryLike
+from ris.client.client import RisClient
+from ris.client.config import ClientConfig
+from ris.client.types import IngestItem, QueryLike
 
 DEFAULT_THRESHOLD = 0.91
 EXACT_SCORE = 0.9999

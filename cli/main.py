@@ -20,13 +20,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from client import dedup, http_gateway, serve, sync
-from client.client import RisClient
-from client.connection_args import client_options, config_from_args
-from client.errors import RisError
-from client.results_page import ShownQuery, write_results_page
-from client.sources import load_source
-from client.types import ById, ByText, CollectionInfo, IngestItem, IngestSummary, QueryLike
+from ris.cli import dedup, sync
+from ris.cli.connection_args import client_options, config_from_args
+from ris.cli.output import describe_line, print_results, print_summary
+from ris.cli.results_page import ShownQuery, write_results_page
+from ris.client.client import RisClient
+from ris.client.errors import RisError
+from ris.client.sources import load_source
+from ris.client.types import ById, ByText, IngestItem, QueryLike
+from ris.gateway import app as http_gateway
+from ris.launcher import serve
 
 DEFAULT_OUT = Path("ris_results")
 # What `serve` and `demo` import; missing ones mean the server extra is not installed.
@@ -39,9 +42,9 @@ SERVER_MODULES = {
     "prometheus_client",
 }
 LAZY_COMMANDS = {
-    "eval": ("client.evaluation", "retrieval quality (mAP, recall@k) on a labelled set"),
-    "bench": ("client.loadtest", "load test: throughput and latency of embed and search"),
-    "model": ("embedder_service.export.command", "fetch + export the model into the user cache"),
+    "eval": ("ris.tools.evaluation", "retrieval quality (mAP, recall@k) on a labelled set"),
+    "bench": ("ris.tools.loadtest", "load test: throughput and latency of embed and search"),
+    "model": ("ris.embedder.export.command", "fetch + export the model into the user cache"),
 }
 
 
@@ -296,19 +299,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if summary.stored == 0 and summary.received > 0 else 0
 
 
-def print_summary(summary: IngestSummary, collection: str, total: int) -> None:
-    print(
-        f"ingested into {collection}: {summary.stored} stored, {summary.failed} failed, "
-        f"{len(summary.skipped)} skipped of {summary.received + len(summary.skipped)} "
-        f"in {summary.elapsed_seconds:.1f}s (embed {summary.embed_seconds:.1f}s, "
-        f"milvus {summary.milvus_seconds:.1f}s); collection now holds {total}"
-    )
-    for failure in summary.failures[:20]:
-        print(f"  failed #{failure.position} {failure.id}: {failure.message}", file=sys.stderr)
-    if len(summary.failures) > 20:
-        print(f"  ... and {len(summary.failures) - 20} more", file=sys.stderr)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     queries: list[QueryLike]
     if args.by_id:
@@ -340,15 +330,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if all(s.result.ok for s in shown) else 1
 
 
-def print_results(shown: Sequence[ShownQuery]) -> None:
-    for query in shown:
-        print(f"query {query.name}")
-        if query.result.error is not None:
-            print(f"  failed: {query.result.error.message}")
-        for rank, hit in enumerate(query.result.hits, start=1):
-            print(f"  {rank:>3}  {hit.score:8.4f}  {hit.label or '-':<20} {hit.id}  {hit.uri}")
-
-
 def cmd_collections(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise ValueError(f"collections {args.action} needs a collection name")
@@ -368,7 +349,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
             print(ris.count(args.name))
             return 0
         if args.action == "export":
-            from client.export import export_to
+            from ris.cli.export import export_to
 
             n = export_to(ris, args.name, args.out, include_vectors=args.vectors)
             if args.out != "-":
@@ -389,17 +370,8 @@ def cmd_collections(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_line(info: CollectionInfo) -> str:
-    return (
-        f"{info.name}: {info.count} items, dim {info.dim}, {info.metric}, {info.index_type}, "
-        f"model {info.model_name} {info.model_version}, "
-        + (f"augmented (top {info.augmentation_top_n})" if info.augmentation_top_n else "raw")
-        + "".join(f"\nwarning: {w}" for w in info.warnings)
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from client.demo import run_demo  # keeps the sample-finding logic out of the CLI wiring
+    from ris.cli.demo import run_demo  # keeps the sample-finding logic out of the CLI wiring
 
     return run_demo(args)
 

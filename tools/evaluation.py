@@ -26,9 +26,9 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from client.connection_args import add_connection_arguments, config_from_args
-from client.grpc_gen import search_pb2, search_pb2_grpc
-from client.stub_channel import open_stub_channel
+from ris.api import search_pb2, search_pb2_grpc
+from ris.cli.connection_args import add_connection_arguments, config_from_args
+from ris.client.stub_channel import open_stub_channel
 
 DEFAULT_COLLECTION = "ris_eval"
 INGEST_CHUNK = 32
@@ -507,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone use: python -m client.evaluation ..."""
+    """Stand-alone use: python -m ris.tools.evaluation ..."""
     parser = argparse.ArgumentParser(prog="ris eval", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

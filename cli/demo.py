@@ -14,12 +14,14 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from client import serve
-from client.client import RisClient
-from client.errors import FailedPrecondition
-from client.results_page import ShownQuery, write_results_page
-from client.sources import Source, load_source
-from client.types import QueryResult
+from ris.cli.connection_args import config_from_args
+from ris.cli.output import print_results, print_summary
+from ris.cli.results_page import ShownQuery, write_results_page
+from ris.client.client import RisClient
+from ris.client.errors import FailedPrecondition
+from ris.client.sources import Source, load_source
+from ris.client.types import QueryResult
+from ris.launcher import serve
 
 REPO = Path(__file__).resolve().parent.parent
 CALTECH_CANDIDATES = (
@@ -83,8 +85,6 @@ def fill_and_search(
     reingest: bool,
 ) -> list[QueryResult] | None:
     """Ingest unless every id is stored already, then search; None when nothing was stored."""
-    from client.cli import print_summary
-
     if not reingest and holds_all(ris, args.collection, source):
         print(f"{args.collection} already holds all {len(source.items)} images: not re-ingesting")
     else:
@@ -97,8 +97,6 @@ def fill_and_search(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from client.cli import config_from_args, print_results
-
     data = args.data or default_sample()
     if data is None:
         raise FileNotFoundError(

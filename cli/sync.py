@@ -28,11 +28,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from client.client import RisClient
-from client.config import ClientConfig
-from client.errors import NotFound
-from client.sources import from_folder
-from client.types import IngestItem
+from ris.client.client import RisClient
+from ris.client.config import ClientConfig
+from ris.client.errors import NotFound
+from ris.client.sources import from_folder
+from ris.client.types import IngestItem
 
 ROOT_KEY = "ris.sync_root"
 HASH_KEY = "ris.sha256"

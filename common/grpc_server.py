@@ -17,8 +17,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server_common.admission import AdmissionInterceptor, AdmissionLimits
-from server_common.tls import add_port
+from ris.common.admission import AdmissionInterceptor, AdmissionLimits
+from ris.common.tls import add_port
 
 log = logging.getLogger(__name__)
 HANDLER_EXIT_S = 3.0  # after the grace period: how long cancelled handlers get to return

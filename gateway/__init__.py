@@ -1,0 +1,1 @@
+"""HTTP/JSON and a search page in front of a running search service (`ris gateway`)."""
