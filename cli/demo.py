@@ -14,10 +14,10 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from ris.cli.connection_args import config_from_args
 from ris.cli.output import print_results, print_summary
 from ris.cli.results_page import ShownQuery, write_results_page
 from ris.client.client import RisClient
+from ris.client.connection_args import config_from_args
 from ris.client.errors import FailedPrecondition
 from ris.client.sources import Source, load_source
 from ris.client.types import QueryResult

@@ -21,10 +21,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ris.cli import dedup, sync
-from ris.cli.connection_args import client_options, config_from_args
 from ris.cli.output import describe_line, print_results, print_summary
 from ris.cli.results_page import ShownQuery, write_results_page
 from ris.client.client import RisClient
+from ris.client.connection_args import client_options, config_from_args
 from ris.client.errors import RisError
 from ris.client.sources import load_source
 from ris.client.types import ById, ByText, IngestItem, QueryLike
@@ -50,7 +50,9 @@ LAZY_COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ris", description=__doc__.split("\n\n")[0], formatter_class=_Formatter
+        prog="ris",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn],
         help="make a collection match a folder (add new, re-embed changed, remove deleted)",
         description=sync.__doc__,
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sync.add_arguments(p)
 
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn],
         help="groups of exact and near-duplicate items of a collection, with their scores",
         description=dedup.__doc__,
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     dedup.add_arguments(p)
 
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[conn],
         help="HTTP/JSON API in front of a running search service",
         description=http_gateway.__doc__,
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     http_gateway.add_arguments(p)
 
@@ -203,10 +205,6 @@ DEMO_HELP = (
     "query images and write the results page. Re-running skips the ingest when the collection "
     "already holds every id (--reingest forces it); ingest upserts, so nothing is duplicated."
 )
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

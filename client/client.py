@@ -68,15 +68,26 @@ def log_retry(attempt: int, delay: float, error: BaseException) -> None:
 class RisClient:
     """Typed, retrying access to every SearchService call. Thread-safe; close() when done."""
 
-    def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
-        """`config` or keyword overrides of ClientConfig.from_env() (address=, token=, ...)."""
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        channel: grpc.Channel | None = None,
+        **overrides: Any,
+    ) -> None:
+        """`config` or keyword overrides of ClientConfig.from_env() (address=, token=, ...).
+
+        `channel`: call over this one (e.g. intercepted by a benchmark) instead of opening one
+        from the config; it stays the caller's to close."""
         self.config = config or ClientConfig.from_env(**overrides)
-        self._channel = open_channel(self.config)
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else open_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
         self._limits: Limits | None = None
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def __enter__(self) -> RisClient:
         return self

@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ris.api import search_pb2, search_pb2_grpc  # noqa: E402
+from ris.client import RisClient  # noqa: E402
 from ris.embedder.config import EmbedderConfig  # noqa: E402
 from ris.embedder.server import start_server as start_embedder  # noqa: E402
 from ris.search.config import SearchConfig  # noqa: E402
@@ -49,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     queries = evaluation.read_queries(CALTECH / "queries.csv") * args.rounds
     latencies: dict[str, list[float]] = {p: [] for p in poolings}
     with ExitStack() as stack:
-        stubs = {}
+        clients = {}
         for pooling in poolings:
             embedder = start_embedder(
                 EmbedderConfig(port=0, provider="cpu", pooling=pooling).validate()
@@ -64,17 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ).validate()
             )
             stack.callback(search.stop, 1.0)
-            channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{search.port}"))
-            stub = search_pb2_grpc.SearchServiceStub(channel)
-            stub.CreateCollection(search_pb2.CreateCollectionRequest(name="lat"), timeout=60)
-            summary = evaluation.ingest(stub, "lat", cands, timeout=3600, show_progress=False)
+            ris = stack.enter_context(
+                RisClient(address=f"127.0.0.1:{search.port}", ingest_timeout=3600.0)
+            )
+            ris.create_collection("lat")
+            summary = evaluation.ingest(ris, "lat", cands, show_progress=False)
             if summary["failed"]:
                 raise RuntimeError(f"{pooling}: {summary['failed']} items failed to ingest")
-            stubs[pooling] = stub
+            clients[pooling] = ris
         for q in queries:  # A B A B: both see the same load
             for pooling in poolings:
                 _, ms = evaluation.search_each(
-                    stubs[pooling], "lat", [q], top_k=10, timeout=120, show_progress=False
+                    clients[pooling], "lat", [q], top_k=10, show_progress=False
                 )
                 latencies[pooling].extend(ms)
     p50 = {p: float(np.percentile(v, 50)) for p, v in latencies.items()}

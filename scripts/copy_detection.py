@@ -237,22 +237,13 @@ class DirectSearcher:
 
 
 class ServiceSearcher:
-    """The real SearchService: a collection filled by Ingest, queried by Search with image bytes."""
+    """The real SearchService through RisClient: a collection filled by ingest, queried with
+    image bytes."""
 
     def __init__(self, address: str, collection: str, keep: bool) -> None:
-        import grpc
+        from ris.client import ClientConfig, RisClient
 
-        from ris.api import search_pb2, search_pb2_grpc
-
-        self.pb = search_pb2
-        self.channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
-        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self.ris = RisClient(ClientConfig.from_env(address=address, timeout=600.0))
         self.collection = collection
         self.keep = keep
         self.created = False
@@ -260,24 +251,17 @@ class ServiceSearcher:
     def index(self, items: Sequence[Candidate]) -> dict[str, object]:
         from ris.tools.evaluation import ensure_collection, ingest
 
-        _, self.created = ensure_collection(
-            self.stub, self.collection, metric=0, exist_ok=False, timeout=60.0
-        )
-        return ingest(self.stub, self.collection, items, timeout=1800.0)
+        _, self.created = ensure_collection(self.ris, self.collection, metric="", exist_ok=False)
+        return ingest(self.ris, self.collection, items, show_progress=False)
 
     def search(self, blobs: Sequence[bytes], k: int) -> list[list[str]]:
-        req = self.pb.SearchRequest(
-            collection=self.collection,
-            queries=[self.pb.Query(image=b) for b in blobs],
-            top_k=k,
-        )
-        resp = self.stub.Search(req, timeout=600.0)
-        return [[h.id for h in r.hits] for r in resp.results]
+        results = self.ris.search_batch(self.collection, list(blobs), top_k=k)
+        return [[h.id for h in r.hits] for r in results]
 
     def close(self) -> None:
         if self.created and not self.keep:
-            self.stub.DropCollection(self.pb.DropCollectionRequest(name=self.collection))
-        self.channel.close()
+            self.ris.drop_collection(self.collection)
+        self.ris.close()
 
 
 def run_benchmark(

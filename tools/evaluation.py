@@ -3,10 +3,10 @@
 Two halves with one job each:
 - pure metric functions over ranked id lists (unit-tested by hand, shared with the offline
   scripts/retrieval_study.py and scripts/copy_detection.py so every number means the same);
-- a runner that goes through the real SearchService over gRPC (CreateCollection, client-streaming
-  Ingest, one Search per query), so the score measures what users get, not a side path.
+- a runner that goes through RisClient (its TLS, tokens, limits and retries) against the real
+  SearchService (create, ingest, one Search per query), so the score measures what users get.
 
-Only the generated stubs plus grpc/numpy/tqdm are used: the client installs without server deps.
+Only the client library plus numpy/tqdm are used: it installs without server deps.
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from tqdm import tqdm
 
-from ris.api import search_pb2, search_pb2_grpc
-from ris.cli.connection_args import add_connection_arguments, config_from_args
-from ris.client.stub_channel import open_stub_channel
+from ris.client.client import RisClient
+from ris.client.connection_args import add_connection_arguments, config_from_args
+from ris.client.errors import NotFound, RisError
+from ris.client.types import CollectionInfo, IngestItem
 
 DEFAULT_COLLECTION = "ris_eval"
-INGEST_CHUNK = 32
 
 # ---------------------------------------------------------------------------------------------
 # Metrics: pure functions over one ranked list (ids, best first) and the set of relevant ids.
@@ -112,11 +111,6 @@ def score_rankings(
         recall_at_10=mean(recall_at_k(r, rel, k) for r, rel in pairs),
         n_scored=len(pairs),
     )
-
-
-def rank_by_labels(ranked_indices: np.ndarray, candidate_ids: Sequence[str]) -> list[list[str]]:
-    """Turn a [queries, k] array of candidate row indices into ranked id lists."""
-    return [[candidate_ids[int(j)] for j in row] for row in ranked_indices]
 
 
 def relevant_sets(
@@ -215,168 +209,102 @@ class EvalReport:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _ingest_requests(
-    collection: str, candidates: Sequence[Candidate], chunk: int, progress: tqdm | None
-) -> Iterator[search_pb2.IngestRequest]:
-    for start in range(0, len(candidates), chunk):
-        part = candidates[start : start + chunk]
-        items = [
-            search_pb2.Item(
-                id=c.id, image=c.path.read_bytes(), label=c.label, display_uri=str(c.path)
-            )
-            for c in part
-        ]
-        yield search_pb2.IngestRequest(collection=collection if start == 0 else "", items=items)
-        if progress is not None:
-            progress.update(len(part))
-
-
 def ensure_collection(
-    stub: search_pb2_grpc.SearchServiceStub,
-    name: str,
-    *,
-    metric: int,
-    exist_ok: bool,
-    timeout: float,
-) -> tuple[search_pb2.CollectionInfo, bool]:
+    ris: RisClient, name: str, *, metric: str, exist_ok: bool
+) -> tuple[CollectionInfo, bool]:
     """Create the collection; with exist_ok an existing one is re-used. Returns (info, created)."""
     try:
-        existing = stub.DescribeCollection(
-            search_pb2.DescribeCollectionRequest(name=name), timeout=timeout
-        )
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.NOT_FOUND:
-            raise
+        existing = ris.describe_collection(name)
+    except NotFound:
+        pass
     else:
         if not exist_ok:
             raise RuntimeError(f"collection {name!r} already exists (pass --exist-ok to re-use it)")
         return existing, False
-    info = stub.CreateCollection(
-        search_pb2.CreateCollectionRequest(
-            name=name,
-            metric=metric,  # type: ignore[arg-type]
-            description="ris eval: retrieval-quality benchmark",
-        ),
-        timeout=timeout,
+    info = ris.create_collection(
+        name, metric=metric, description="ris eval: retrieval-quality benchmark"
     )
     return info, True
 
 
 def ingest(
-    stub: search_pb2_grpc.SearchServiceStub,
+    ris: RisClient,
     collection: str,
     candidates: Sequence[Candidate],
     *,
-    chunk: int = INGEST_CHUNK,
-    timeout: float | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Stream every candidate (image bytes) into the collection; returns the summary."""
-    started = time.perf_counter()
-    with tqdm(
-        total=len(candidates), desc="ingest", unit="img", disable=not show_progress, file=sys.stderr
-    ) as bar:
-        resp = stub.Ingest(_ingest_requests(collection, candidates, chunk, bar), timeout=timeout)
-    seconds = time.perf_counter() - started
+    """Ingest every candidate through RisClient (its chunking, limits and retries); the summary."""
+    items = [
+        IngestItem(id=c.id, path=c.path, label=c.label, display_uri=str(c.path)) for c in candidates
+    ]
+    summary = ris.ingest(collection, items, show_progress=show_progress)
+    seconds = summary.elapsed_seconds
     return {
-        "received": resp.received,
-        "stored": resp.stored,
-        "failed": resp.failed,
+        "received": summary.received,
+        "stored": summary.stored,
+        "failed": summary.failed,
         "failures": [
-            {"id": f.id, "position": f.position, "code": f.error.code, "message": f.error.message}
-            for f in resp.failures[:20]
+            {"id": f.id, "position": f.position, "code": f.code, "message": f.message}
+            for f in summary.failures[:20]
         ],
         "seconds": round(seconds, 3),
         "images_per_s": round(len(candidates) / seconds, 2) if seconds > 0 else None,
-        "embed_seconds": round(resp.embed_seconds, 3),
-        "milvus_seconds": round(resp.milvus_seconds, 3),
+        "embed_seconds": round(summary.embed_seconds, 3),
+        "milvus_seconds": round(summary.milvus_seconds, 3),
     }
 
 
 def search_each(
-    stub: search_pb2_grpc.SearchServiceStub,
+    ris: RisClient,
     collection: str,
     queries: Sequence[QueryImage],
     *,
     top_k: int,
-    timeout: float | None = None,
     show_progress: bool = True,
 ) -> tuple[list[list[str] | None], list[float]]:
     """One Search call per query image, timed end to end. None marks a query that failed."""
     rankings: list[list[str] | None] = []
     latencies: list[float] = []
     for q in tqdm(queries, desc="search", unit="q", disable=not show_progress, file=sys.stderr):
-        request = search_pb2.SearchRequest(
-            collection=collection,
-            queries=[search_pb2.Query(image=q.path.read_bytes())],
-            top_k=top_k,
-        )
+        data = q.path.read_bytes()
         started = time.perf_counter()
-        resp = stub.Search(request, timeout=timeout)
+        [result] = ris.search_batch(collection, [data], top_k=top_k)
         latencies.append((time.perf_counter() - started) * 1000.0)
-        result = resp.results[0]
-        if result.HasField("error") and result.error.code != 0:
-            rankings.append(None)
-        else:
-            rankings.append([h.id for h in result.hits])
+        rankings.append([h.id for h in result.hits] if result.ok else None)
     return rankings, latencies
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
-
-
-def _collection_dict(info: search_pb2.CollectionInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "count": info.count,
-        "dim": info.dim,
-        "model_name": info.model_name,
-        "model_version": info.model_version,
-        "metric": search_pb2.Metric.Name(info.metric),
-        "index_type": info.index_type,
-        "index_params": dict(info.index_params),
-    }
-
-
 def evaluate(
-    channel: grpc.Channel,
+    ris: RisClient,
     candidates: Sequence[Candidate],
     queries: Sequence[QueryImage],
     *,
     collection: str = DEFAULT_COLLECTION,
     top_k: int = 10,
-    metric: str = "METRIC_UNSPECIFIED",
+    metric: str = "",
     exist_ok: bool = False,
     keep: bool | None = None,
-    timeout: float = 600.0,
     show_progress: bool = True,
 ) -> EvalReport:
-    """Run the whole benchmark through the SearchService on `channel`.
+    """Run the whole benchmark through the SearchService behind `ris`.
 
     keep=None drops the collection only when this run created it (a re-used one is left alone).
     """
-    stub = search_pb2_grpc.SearchServiceStub(channel)
-    info, created = ensure_collection(
-        stub, collection, metric=search_pb2.Metric.Value(metric), exist_ok=exist_ok, timeout=60.0
-    )
+    info, created = ensure_collection(ris, collection, metric=metric, exist_ok=exist_ok)
     try:
         if created or info.count != len(candidates):
-            ingest_summary = ingest(
-                stub, collection, candidates, timeout=timeout, show_progress=show_progress
-            )
+            ingest_summary = ingest(ris, collection, candidates, show_progress=show_progress)
         else:
             ingest_summary = {"skipped": True, "reason": "re-used collection of the same size"}
         rankings, latencies = search_each(
-            stub, collection, queries, top_k=top_k, timeout=timeout, show_progress=show_progress
+            ris, collection, queries, top_k=top_k, show_progress=show_progress
         )
-        info = stub.DescribeCollection(
-            search_pb2.DescribeCollectionRequest(name=collection), timeout=60.0
-        )
+        info = ris.describe_collection(collection)
     finally:
         drop = created if keep is None else not keep
         if drop:
-            stub.DropCollection(search_pb2.DropCollectionRequest(name=collection), timeout=60.0)
+            ris.drop_collection(collection)
 
     ok = [(r, q) for r, q in zip(rankings, queries, strict=True) if r is not None]
     relevant = relevant_sets(
@@ -401,11 +329,20 @@ def evaluate(
         collection=_collection_dict(info),
         config={
             "collection": collection,
-            "metric_requested": metric,
+            "metric_requested": metric or "METRIC_UNSPECIFIED",
             "created": created,
             "dropped": drop,
         },
     )
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
+
+
+def _collection_dict(info: CollectionInfo) -> dict[str, Any]:
+    keys = ("name", "count", "dim", "model_name", "model_version", "metric", "index_type")
+    return {**{k: getattr(info, k) for k in keys}, "index_params": dict(info.index_params)}
 
 
 def format_report(report: EvalReport) -> str:
@@ -473,32 +410,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        config = config_from_args(args)
+        # --timeout is this command's own: every call, the ingest streams included.
+        config = config_from_args(args, timeout=args.timeout, ingest_timeout=args.timeout)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    channel = open_stub_channel(config)
     try:
-        report = evaluate(
-            channel,
-            candidates,
-            queries,
-            collection=args.collection,
-            top_k=args.top_k,
-            metric=args.metric,
-            exist_ok=args.exist_ok,
-            keep=args.keep,
-            timeout=args.timeout,
-            show_progress=not args.no_progress,
-        )
-    except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        with RisClient(config) as ris:
+            report = evaluate(
+                ris,
+                candidates,
+                queries,
+                collection=args.collection,
+                top_k=args.top_k,
+                metric="" if args.metric == "METRIC_UNSPECIFIED" else args.metric,
+                exist_ok=args.exist_ok,
+                keep=args.keep,
+                show_progress=not args.no_progress,
+            )
+    except RisError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except (OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    finally:
-        channel.close()
     print(format_report(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

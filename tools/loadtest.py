@@ -2,8 +2,9 @@
 
 Every run is bounded twice: by a request count and by a wall-clock limit, per concurrency level.
 Prints QPS, images/s, latency percentiles and errors by status code, and can write JSON.
-Imports only grpc, numpy and the generated stubs (Pillow lazily, for synthetic images), so it
-works from a client-only install.
+Search calls go through RisClient (its request builder, limits, TLS, tokens); Embed calls go to
+the embedder's stub over the client library's channel (the same TLS, tokens and retries). Works
+from a client-only install (Pillow only for synthetic images).
 
     python -m ris.tools.loadtest --target 127.0.0.1:50051 --call embed --concurrency 1,4,16 \\
         --images ~/photos --duration 20 --requests 2000 --json out.json
@@ -25,9 +26,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from ris.api import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
-from ris.cli.connection_args import add_connection_arguments, config_from_args
+from ris.api import embedder_pb2, embedder_pb2_grpc
+from ris.client.client import RisClient
+from ris.client.config import ClientConfig
+from ris.client.connection_args import add_connection_arguments, config_from_args
+from ris.client.errors import RisError
 from ris.client.stub_channel import open_stub_channel
+from ris.client.types import QueryLike
 
 CALLS = ("embed", "search", "model-info")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -142,17 +147,18 @@ def _call_factory(
 
         return embed
     if spec.call == "search":
-        search_stub = search_pb2_grpc.SearchServiceStub(channel)
+        # Through the client library, as users call it (its request builder, limits, retries).
+        ris = RisClient(
+            ClientConfig.from_env(address=spec.target, timeout=spec.timeout_s, retries=1),
+            channel=channel,
+        )
 
         def search(i: int) -> int:
-            picked = [images[(i * spec.batch + k) % len(images)] for k in range(spec.batch)]
-            request = search_pb2.SearchRequest(
-                collection=spec.collection,
-                queries=[search_pb2.Query(image=d) for d in picked],
-                top_k=spec.top_k,
-            )
-            response = search_stub.Search(request, timeout=spec.timeout_s)
-            return sum(1 for r in response.results if r.HasField("error"))
+            picked: list[QueryLike] = [
+                images[(i * spec.batch + k) % len(images)] for k in range(spec.batch)
+            ]
+            results = ris.search_batch(spec.collection, picked, top_k=spec.top_k)
+            return sum(1 for r in results if not r.ok)
 
         return search
     raise ValueError(f"call must be one of {CALLS}, not {spec.call!r}")
@@ -227,6 +233,8 @@ def _drive(
                 code = "OK"
             except grpc.RpcError as exc:
                 code = exc.code().name if exc.code() else "UNKNOWN"
+            except RisError as exc:  # a search through RisClient
+                code = exc.code.name if exc.code else "UNKNOWN"
             elapsed = time.perf_counter() - started
             if record:
                 with tally.lock:
