@@ -5,9 +5,10 @@ other in a circle. The rooms and their folders are pyproject.toml's package-dir.
 from __future__ import annotations
 
 import ast
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +99,7 @@ def test_no_import_circles() -> None:
     edges = graph()
     # Package faces (__init__ re-exporting its own modules) are not circles of logic.
     for name in edges:
-        edges[name] = {t for t in edges[name] if not (t == name.rsplit(".", 1)[0])}
+        edges[name] = {t for t in edges[name] if t != name.rsplit(".", 1)[0]}
     state: dict[str, int] = {}
     circles: list[list[str]] = []
 
