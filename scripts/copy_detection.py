@@ -194,19 +194,17 @@ class DirectSearcher:
     """onnxruntime + exhaustive cosine search: the offline path."""
 
     def __init__(self, model: Path, output: str, threads: int) -> None:
-        import onnx
         import onnxruntime as ort
 
-        from ris.embedder.preprocessing import PreprocessSpec
+        from ris.embedder.model_metadata import read_model_metadata
 
-        props = {
-            p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props
-        }
-        self.spec = PreprocessSpec.from_json(props["ris.preprocessing"])
+        metadata = read_model_metadata(model)  # the embedder's own reader: spec, input name
+        self.spec = metadata.preprocessing
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # A session of its own: --output may name any output, the embedder serves `embedding`.
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        self.input = metadata.input_name
         self.output = output
         self.ids: list[str] = []
         self.db = np.zeros((0, 0), dtype=np.float32)
