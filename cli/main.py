@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ris.cli import dedup, sync
+from ris.cli import dedup, reindex, sync
 from ris.cli.output import describe_line, print_results, print_summary
 from ris.cli.results_page import ShownQuery, write_results_page
 from ris.client.client import RisClient
@@ -149,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     http_gateway.add_arguments(p)
 
-    p = sub.add_parser("collections", parents=[conn], help="list, describe, create, drop")
-    p.add_argument("action", choices=["list", "describe", "create", "drop", "count", "export"])
+    p = sub.add_parser(
+        "collections", parents=[conn], help="list, describe, create, drop, export, reindex"
+    )
+    p.add_argument(
+        "action", choices=["list", "describe", "create", "drop", "count", "export", "reindex"]
+    )
     p.add_argument("name", nargs="?")
     p.add_argument("--out", default="-", help="export: JSON Lines file (default: stdout)")
     p.add_argument("--vectors", action="store_true", help="export: include raw embeddings")
@@ -166,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--json", action="store_true")
+    reindex.add_arguments(p)
 
     p = sub.add_parser(
         "demo",
@@ -331,6 +336,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_collections(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise ValueError(f"collections {args.action} needs a collection name")
+    if args.action == "reindex":
+        return reindex.run(args, config_from_args(args))
     with RisClient(config_from_args(args)) as ris:
         if args.action == "list":
             infos = ris.list_collections()

@@ -560,3 +560,58 @@ def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+# -- reindex -----------------------------------------------------------------------------------
+
+
+def test_reindex_re_embeds_every_item_and_resumes(
+    ris: RisClient, folder: Path, tmp_path: Path
+) -> None:
+    """Every item comes back under its id, label, metadata and uri, embedded again from its
+    file (raw vectors equal the source's: same model, same photo); a second run sends nothing;
+    a source file gone is reported and the old collection keeps everything."""
+    from ris.cli.reindex import reindex
+
+    photos = tmp_path / "photos"
+    shutil.copytree(folder / "Leopards", photos)
+    ris.create_collection("re_src", augmentation_top_n=0)
+    items = [
+        IngestItem(id=p.name, path=p, label="cat", metadata={"k": p.stem})
+        for p in sorted(photos.iterdir())
+    ]
+    assert ris.ingest("re_src", items).stored == PER_CLASS
+
+    first = reindex(ris, "re_src", "re_dst")
+    assert (first.listed, first.already, first.stored, first.complete) == (PER_CLASS, 0, 3, True)
+    src = {i.id: i for i in ris.iter_items("re_src", include_vectors=True)}
+    dst = {i.id: i for i in ris.iter_items("re_dst", include_vectors=True)}
+    assert dst.keys() == src.keys()
+    for key, item in dst.items():
+        assert (item.label, dict(item.metadata), item.uri) == ("cat", {"k": key[:-4]}, src[key].uri)
+        cosine = sum(a * b for a, b in zip(item.vector or [], src[key].vector or [], strict=True))
+        assert cosine > 0.999, key
+
+    again = reindex(ris, "re_src", "re_dst")
+    assert (again.already, again.stored, again.complete) == (PER_CLASS, 0, True)
+
+    gone = sorted(photos.iterdir())[0]
+    gone.unlink()
+    partial = reindex(ris, "re_src", "re_other")
+    assert partial.stored == PER_CLASS - 1 and not partial.complete
+    assert partial.missing == [f"{gone.name}: source {gone} is not a readable file here "
+                               "(try --server-side)"]  # fmt: skip
+    assert ris.count("re_src") == PER_CLASS  # nothing lost
+    with pytest.raises(ValueError, match="other than the source"):
+        reindex(ris, "re_src", "re_src")
+
+
+def test_reindex_cli_server_side(services: Services, ingested: str, ris: RisClient) -> None:
+    """The service reads the sources itself (inside its allowed roots); exit 0, counts equal."""
+    done = cli(services, "collections", "reindex", ingested, "--into", "re_cli", "--server-side")
+    assert done.returncode == 0, done.stderr
+    assert f"re_cli holds {len(CLASSES) * PER_CLASS} of {len(CLASSES) * PER_CLASS}" in done.stdout
+    assert sorted(i.id for i in ris.iter_items("re_cli")) == sorted(ris_ids(ris, ingested))
+    assert ris.describe_collection("re_cli").augmentation_top_n == (
+        ris.describe_collection(ingested).augmentation_top_n
+    )
