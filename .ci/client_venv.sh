@@ -20,6 +20,8 @@ env -u PYTHON RIS_PYTHON="$BASE" RIS_VENV="$VENV" scripts/venv.sh
 rm -rf build  # setuptools reuses build/lib: a module deleted since would still reach the wheel
 "$VENV/bin/python" -m pip install -q . "${FLOORS[@]}"
 "$VENV/bin/ris" --help >/dev/null
+# From outside the checkout: what the wheel installed, not the folders beside it.
+cd /tmp
 "$VENV/bin/python" - "${FLOORS[@]}" <<'PYEOF'
 import io
 import sys
