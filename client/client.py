@@ -333,16 +333,7 @@ class RisClient:
     # -- driving operations ------------------------------------------------------------------
 
     def _drive(self, op: operations.Op[T]) -> T:
-        """Run an operation, doing each step it asks for in turn."""
-        run = operations.Run(op)
-        while run.step is not None:
-            try:
-                answer = self._do(run.step)
-            except Exception as error:  # raised inside the operation, where it asked
-                run.throw(error)
-            else:
-                run.send(answer)
-        return run.result
+        return operations.drive(op, self._do)
 
     def _do(self, step: operations.Step) -> Any:
         """One step: a call (retried, its failure raised as a RisError), a probe, local work."""

@@ -126,6 +126,20 @@ class Run(Generic[R]):
             self.step, self._result = None, done.value
 
 
+def drive(op: Op[R], do: Callable[[Step], Any]) -> R:
+    """Run ``op`` to its result, doing each step with ``do`` as it asks (RisClient's way;
+    AsyncRisClient's loop is this one with ``await``)."""
+    run = Run(op)
+    while run.step is not None:
+        try:
+            answer = do(run.step)
+        except Exception as error:  # raised inside the operation, where it asked
+            run.throw(error)
+        else:
+            run.send(answer)
+    return run.result
+
+
 def _call(method: str, request: Message, what: str, read: Callable[[Any], R]) -> Op[R]:
     return read((yield Unary(method, request, what)))
 
