@@ -49,13 +49,10 @@ class AsyncRisClient:
     """Create inside a running event loop; `await close()` (or `async with`) when done."""
 
     def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
-        self._session = operations.Session(config, overrides)
+        self.config = config or ClientConfig.from_env(**overrides)
+        self._session = operations.Session(self.config)
         self._channel = open_aio_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
-
-    @property
-    def config(self) -> ClientConfig:
-        return self._session.config
 
     async def close(self) -> None:
         await self._channel.close()

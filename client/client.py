@@ -52,13 +52,10 @@ class RisClient:
 
     def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
         """`config` or keyword overrides of ClientConfig.from_env() (address=, token=, ...)."""
-        self._session = operations.Session(config, overrides)
+        self.config = config or ClientConfig.from_env(**overrides)
+        self._session = operations.Session(self.config)
         self._channel = open_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
-
-    @property
-    def config(self) -> ClientConfig:
-        return self._session.config
 
     def close(self) -> None:
         self._channel.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar, cast
@@ -93,10 +93,10 @@ Op: TypeAlias = Generator[Step, Any, R]
 
 
 class Session:
-    """What a client holds besides its channel: its settings and the limits it has learned."""
+    """What a client's operations share: its settings and the limits it has learned."""
 
-    def __init__(self, config: ClientConfig | None, overrides: Mapping[str, Any]) -> None:
-        self.config = config or ClientConfig.from_env(**overrides)
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
         self.limits: Limits | None = None  # None until the service has said
 
 

@@ -33,7 +33,7 @@ def drive(op: operations.Op[R], answer: Callable[[Step], Any]) -> tuple[R, list[
 
 
 def session() -> operations.Session:
-    return operations.Session(ClientConfig(), {})
+    return operations.Session(ClientConfig())
 
 
 def service_info(max_queries: int) -> search_pb2.ServiceInfo:
