@@ -2,47 +2,36 @@
 
 async with AsyncRisClient(address="127.0.0.1:50052") as ris:
     result = await ris.search("photos", "query.jpg", top_k=5)
+
+Each method runs the same operation as RisClient's (client/operations.py), awaiting the calls it
+asks for and running its local work (reading files) in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from tqdm import tqdm
 
 from ris.api import search_pb2, search_pb2_grpc
-from ris.client import convert
+from ris.client import operations
 from ris.client.channel import open_aio_channel
-from ris.client.client import log_retry
 from ris.client.config import ClientConfig
-from ris.client.errors import QueryFailed, RisError, Unavailable, from_rpc_error
+from ris.client.errors import Unavailable, from_rpc_error
 from ris.client.ingest import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_ITEMS_PER_CALL,
     DEFAULT_MAX_CHUNK_BYTES,
-    CallStream,
-    IngestCall,
-    plan_calls,
+    CallAttempts,
 )
-from ris.client.limits import (
-    Limits,
-    ServiceInfo,
-    limits_from,
-    oversize_result,
-    search_calls,
-    service_info,
-)
-from ris.client.retry import acall_with_retry
-from ris.client.shrink import shrinker
-from ris.client.sources import Source, from_csv, from_folder, from_glob
+from ris.client.limits import Limits, ServiceInfo
+from ris.client.retry import acall_with_retry, log_retry
+from ris.client.sources import Source
 from ris.client.types import (
     CollectionInfo,
     IngestItem,
@@ -54,7 +43,6 @@ from ris.client.types import (
 )
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 class AsyncRisClient:
@@ -62,9 +50,9 @@ class AsyncRisClient:
 
     def __init__(self, config: ClientConfig | None = None, **overrides: Any) -> None:
         self.config = config or ClientConfig.from_env(**overrides)
+        self._session = operations.Session(self.config)
         self._channel = open_aio_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
-        self._limits: Limits | None = None
 
     async def close(self) -> None:
         await self._channel.close()
@@ -81,6 +69,8 @@ class AsyncRisClient:
         except asyncio.TimeoutError:
             raise Unavailable(f"{self.config.address} not reachable within {timeout}s") from None
 
+    # -- collections -------------------------------------------------------------------------
+
     async def create_collection(
         self,
         name: str,
@@ -94,62 +84,39 @@ class AsyncRisClient:
         augmentation_top_n: int | None = None,
         augmentation_alpha: float = 0.0,
     ) -> CollectionInfo:
-        """``augmentation_top_n``: None = the server's default (database-side augmentation on,
-        top 3, for COSINE/IP), 0 = store raw embeddings, n = blend each item with its top n."""
-        request = search_pb2.CreateCollectionRequest(
-            name=name,
-            metric=convert.metric_value(metric),  # type: ignore[arg-type]
-            index_type=index_type,
-            index_params=dict(index_params or {}),
-            description=description,
-            exist_ok=exist_ok,
-            model=model,
-            augmentation=convert.augmentation(augmentation_top_n, augmentation_alpha),
+        """Like RisClient.create_collection."""
+        return await self._drive(
+            operations.create_collection(
+                name,
+                metric=metric,
+                index_type=index_type,
+                index_params=index_params,
+                description=description,
+                exist_ok=exist_ok,
+                model=model,
+                augmentation_top_n=augmentation_top_n,
+                augmentation_alpha=augmentation_alpha,
+            )
         )
-        response = await self._unary(self._stub.CreateCollection, request, f"create {name}")
-        return convert.collection_info(response)
 
     async def describe_collection(self, name: str) -> CollectionInfo:
-        request = search_pb2.DescribeCollectionRequest(name=name)
-        response = await self._unary(self._stub.DescribeCollection, request, f"describe {name}")
-        return convert.collection_info(response)
+        return await self._drive(operations.describe_collection(name))
 
     async def list_collections(self) -> list[CollectionInfo]:
-        request = search_pb2.ListCollectionsRequest()
-        response = await self._unary(self._stub.ListCollections, request, "list collections")
-        return [convert.collection_info(c) for c in response.collections]
+        return await self._drive(operations.list_collections())
 
     async def drop_collection(self, name: str) -> bool:
-        request = search_pb2.DropCollectionRequest(name=name)
-        response = await self._unary(self._stub.DropCollection, request, f"drop {name}")
-        return bool(response.dropped)
+        return await self._drive(operations.drop_collection(name))
 
     async def service_info(self, collection: str = "") -> ServiceInfo:
         """Like RisClient.service_info."""
-        request = search_pb2.GetServiceInfoRequest(collection=collection)
-        response = await self._unary(self._stub.GetServiceInfo, request, "service info")
-        info = service_info(response, self.config.max_message_bytes)
-        if response.HasField("model"):  # else the embedder was unreachable: ask again later
-            self._limits = info.limits
-        return info
+        return await self._drive(operations.service_info(self._session, collection))
 
     async def limits(self) -> Limits:
         """Like RisClient.limits."""
-        if self._limits is not None:
-            return self._limits
-        response, error = None, None
-        try:
-            response = await self._stub.GetServiceInfo(
-                search_pb2.GetServiceInfoRequest(),
-                timeout=min(self.config.timeout, 10.0),
-                metadata=self.config.metadata(),
-            )
-        except grpc.RpcError as failed:
-            error = failed
-        limits, keep = limits_from(response, error, self.config.max_message_bytes)
-        if keep:
-            self._limits = limits
-        return limits
+        return await self._drive(operations.limits(self._session))
+
+    # -- ingest ------------------------------------------------------------------------------
 
     async def ingest(
         self,
@@ -164,97 +131,44 @@ class AsyncRisClient:
         shrink: bool = False,
     ) -> IngestSummary:
         """Like RisClient.ingest; files are read in a worker thread, off the event loop."""
-        if total is None and isinstance(items, Sequence):
-            total = len(items)
-        limits, transform = await self.limits(), None
-        if shrink:
-            try:
-                info = await self.service_info(collection)
-                limits, transform = info.limits, shrinker(info.geometry)
-            except RisError as error:  # a missing collection is reported by the ingest call
-                log.warning("not shrinking: %s", error)
-        make_stream = functools.partial(
-            CallStream,
-            collection,
-            chunk_size=chunk_size,
-            max_chunk_bytes=max_chunk_bytes,
-            limits=limits,
-            transform=transform,
-        )
-        summary = IngestSummary()
-        started = time.perf_counter()
-        with tqdm(
-            total=total, unit="img", desc=f"ingest {collection}", disable=not show_progress
-        ) as bar:
-            for call in plan_calls(items, items_per_call):
-                attempt = functools.partial(self._ingest_call, make_stream, call, bar)
-                stream, response = await self._call(
-                    attempt, f"ingest into {collection}", self.config.ingest_timeout
-                )
-                if response is None:
-                    stream.record_local_only(summary)
-                else:
-                    stream.record(response, summary)
-        summary.elapsed_seconds = time.perf_counter() - started
-        return summary
-
-    async def _ingest_call(
-        self,
-        make_stream: Callable[..., CallStream],
-        call: IngestCall,
-        bar: tqdm,
-        timeout: float | None,
-    ) -> tuple[CallStream, Any]:
-        stream = make_stream(call=call)
-        shown = 0
-
-        def sync() -> None:
-            nonlocal shown
-            bar.update(stream.consumed - shown)
-            shown = stream.consumed
-
-        first = await asyncio.to_thread(stream.next_request)
-        if first is None:
-            sync()
-            return stream, None
-
-        async def requests() -> AsyncIterator[search_pb2.IngestRequest]:
-            request: search_pb2.IngestRequest | None = first
-            while request is not None:
-                yield request
-                sync()
-                request = await asyncio.to_thread(stream.next_request)
-
-        try:
-            response = await self._stub.Ingest(
-                requests(), timeout=timeout, metadata=self.config.metadata()
+        return await self._drive(
+            operations.ingest(
+                self._session,
+                collection,
+                items,
+                chunk_size=chunk_size,
+                items_per_call=items_per_call,
+                max_chunk_bytes=max_chunk_bytes,
+                show_progress=show_progress,
+                total=total,
+                shrink=shrink,
             )
-        except grpc.RpcError:
-            bar.update(-shown)  # the call is sent again from its first item
-            raise
-        sync()
-        return stream, response
+        )
 
     async def ingest_source(self, collection: str, source: Source, **kwargs: Any) -> IngestSummary:
-        summary = await self.ingest(collection, source.items, **kwargs)
-        summary.skipped.extend(str(p) for p in source.problems)
-        return summary
+        return await self._drive(
+            operations.ingest_source(self._session, collection, source, **kwargs)
+        )
 
     async def ingest_folder(
         self, collection: str, folder: str | Path, *, recursive: bool = True, **kwargs: Any
     ) -> IngestSummary:
-        source = await asyncio.to_thread(from_folder, Path(folder), recursive=recursive)
-        return await self.ingest_source(collection, source, **kwargs)
+        op = operations.ingest_folder(self._session, collection, folder, recursive, **kwargs)
+        return await self._drive(op)
 
     async def ingest_glob(self, collection: str, pattern: str, **kwargs: Any) -> IngestSummary:
-        source = await asyncio.to_thread(from_glob, pattern)
-        return await self.ingest_source(collection, source, **kwargs)
+        return await self._drive(
+            operations.ingest_glob(self._session, collection, pattern, **kwargs)
+        )
 
     async def ingest_csv(
         self, collection: str, csv_path: str | Path, **kwargs: Any
     ) -> IngestSummary:
-        source = await asyncio.to_thread(from_csv, Path(csv_path))
-        return await self.ingest_source(collection, source, **kwargs)
+        return await self._drive(
+            operations.ingest_csv(self._session, collection, csv_path, **kwargs)
+        )
+
+    # -- search and items --------------------------------------------------------------------
 
     async def search(
         self,
@@ -270,21 +184,21 @@ class AsyncRisClient:
         expansion: bool | None = None,
         space: str = "",
     ) -> QueryResult:
-        results = await self.search_batch(
-            collection,
-            [query],
-            top_k=top_k,
-            labels=labels,
-            metadata=metadata,
-            ids=ids,
-            exclude_self=exclude_self,
-            min_score=min_score,
-            expansion=expansion,
-            space=space,
+        return await self._drive(
+            operations.search(
+                self._session,
+                collection,
+                query,
+                top_k=top_k,
+                labels=labels,
+                metadata=metadata,
+                ids=ids,
+                exclude_self=exclude_self,
+                min_score=min_score,
+                expansion=expansion,
+                space=space,
+            )
         )
-        if results[0].error is not None:
-            raise QueryFailed(f"query failed: {results[0].error.message}")
-        return results[0]
 
     async def search_batch(
         self,
@@ -300,27 +214,22 @@ class AsyncRisClient:
         expansion: bool | None = None,
         space: str = "",
     ) -> list[QueryResult]:
-        filter_ = convert.to_filter(labels, metadata, ids)
-        request = await asyncio.to_thread(
-            functools.partial(
-                convert.search_request,
+        """Like RisClient.search_batch."""
+        return await self._drive(
+            operations.search_batch(
+                self._session,
+                collection,
+                queries,
+                top_k=top_k,
+                labels=labels,
+                metadata=metadata,
+                ids=ids,
+                exclude_self=exclude_self,
                 min_score=min_score,
                 expansion=expansion,
                 space=space,
-            ),
-            collection,
-            queries,
-            top_k,
-            filter_,
-            exclude_self,
+            )
         )
-        calls, oversize = search_calls(request.queries, await self.limits())
-        answers = {i: oversize_result(reason) for i, reason in oversize.items()}
-        for positions in calls:
-            part = convert.search_part(request, positions)
-            response = await self._unary(self._stub.Search, part, f"search {collection}")
-            answers.update(zip(positions, response.results, strict=True))
-        return [convert.query_result(answers[i]) for i in range(len(request.queries))]
 
     async def get(
         self,
@@ -332,14 +241,16 @@ class AsyncRisClient:
         limit: int = 0,
         include_vectors: bool = False,
     ) -> list[StoredItem]:
-        request = search_pb2.GetRequest(
-            collection=collection, ids=list(ids or []), limit=limit, include_vectors=include_vectors
+        return await self._drive(
+            operations.get(
+                collection,
+                ids,
+                labels=labels,
+                metadata=metadata,
+                limit=limit,
+                include_vectors=include_vectors,
+            )
         )
-        filter_ = convert.to_filter(labels, metadata)
-        if filter_ is not None:
-            request.filter.CopyFrom(filter_)
-        response = await self._unary(self._stub.Get, request, f"get from {collection}")
-        return [convert.stored_item(i, include_vectors) for i in response.items]
 
     async def delete(
         self,
@@ -349,12 +260,9 @@ class AsyncRisClient:
         labels: Iterable[str] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        request = search_pb2.DeleteRequest(collection=collection, ids=list(ids or []))
-        filter_ = convert.to_filter(labels, metadata)
-        if filter_ is not None:
-            request.filter.CopyFrom(filter_)
-        response = await self._unary(self._stub.Delete, request, f"delete from {collection}")
-        return int(response.deleted)
+        return await self._drive(
+            operations.delete(collection, ids, labels=labels, metadata=metadata)
+        )
 
     async def count(
         self,
@@ -363,12 +271,7 @@ class AsyncRisClient:
         labels: Iterable[str] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        request = search_pb2.CountRequest(collection=collection)
-        filter_ = convert.to_filter(labels, metadata)
-        if filter_ is not None:
-            request.filter.CopyFrom(filter_)
-        response = await self._unary(self._stub.Count, request, f"count {collection}")
-        return int(response.count)
+        return await self._drive(operations.count(collection, labels=labels, metadata=metadata))
 
     async def list_items_page(
         self,
@@ -380,12 +283,16 @@ class AsyncRisClient:
         metadata: Mapping[str, str] | None = None,
         include_vectors: bool = False,
     ) -> ItemPage:
-        filter_ = convert.to_filter(labels, metadata)
-        request = convert.list_items_request(
-            collection, page_size, page_token, filter_, include_vectors
+        return await self._drive(
+            operations.list_items_page(
+                collection,
+                page_size=page_size,
+                page_token=page_token,
+                labels=labels,
+                metadata=metadata,
+                include_vectors=include_vectors,
+            )
         )
-        response = await self._unary(self._stub.ListItems, request, f"list items of {collection}")
-        return convert.item_page(response, include_vectors)
 
     async def iter_items(
         self,
@@ -397,29 +304,72 @@ class AsyncRisClient:
         include_vectors: bool = False,
     ) -> AsyncIterator[StoredItem]:
         """Like RisClient.iter_items: ``async for item in ris.iter_items(name)``."""
-        token = ""
-        while True:
-            page = await self.list_items_page(
-                collection,
-                page_size=page_size,
-                page_token=token,
-                labels=labels,
-                metadata=metadata,
-                include_vectors=include_vectors,
-            )
-            for item in page.items:
+        pages = operations.ItemPages(
+            collection,
+            page_size=page_size,
+            labels=labels,
+            metadata=metadata,
+            include_vectors=include_vectors,
+        )
+        while (page := pages.next_page()) is not None:
+            for item in await self._drive(page):
                 yield item
-            if not page.next_page_token:
-                return
-            token = page.next_page_token
 
-    async def _unary(self, method: Callable[..., Any], request: Any, what: str) -> Any:
-        async def attempt(timeout: float | None) -> Any:
-            return await method(request, timeout=timeout, metadata=self.config.metadata())
+    # -- driving operations ------------------------------------------------------------------
 
-        return await self._call(attempt, what, self.config.timeout)
+    async def _drive(self, op: operations.Op[T]) -> T:
+        """Run an operation, awaiting each step it asks for in turn."""
+        run = operations.Run(op)
+        while run.step is not None:
+            try:
+                answer = await self._do(run.step)
+            except Exception as error:  # raised inside the operation, where it asked
+                run.throw(error)
+            else:
+                run.send(answer)
+        return run.result
 
-    async def _call(
+    async def _do(self, step: operations.Step) -> Any:
+        """One step: a call (retried, its failure raised as a RisError), a probe, local work
+        (in a worker thread)."""
+        if isinstance(step, operations.Unary):
+            call = functools.partial(self._send, step)
+            return await self._retried(call, step.what, self.config.timeout)
+        if isinstance(step, operations.Probe):
+            try:
+                return await self._send(step, step.timeout), None
+            except grpc.RpcError as error:
+                return None, error
+        if isinstance(step, operations.Offload):
+            return await asyncio.to_thread(step.work)
+        ingest = functools.partial(self._ingest_attempt, step)
+        return await self._retried(ingest, step.what, self.config.ingest_timeout)
+
+    async def _send(self, step: operations.Unary | operations.Probe, timeout: float | None) -> Any:
+        method = getattr(self._stub, step.method)
+        return await method(step.request, timeout=timeout, metadata=self.config.metadata())
+
+    async def _ingest_attempt(self, call: CallAttempts, timeout: float | None) -> Any:
+        with call.attempt() as stream:
+            first = await asyncio.to_thread(stream.next_request)
+            if first is None:
+                return None
+            return await self._stub.Ingest(
+                self._follow(call, first), timeout=timeout, metadata=self.config.metadata()
+            )
+
+    @staticmethod
+    async def _follow(
+        call: CallAttempts, first: search_pb2.IngestRequest
+    ) -> AsyncIterator[search_pb2.IngestRequest]:
+        """CallAttempts.follow, with each next message read in a worker thread."""
+        request: search_pb2.IngestRequest | None = first
+        while request is not None:
+            yield request
+            call.sync()
+            request = await asyncio.to_thread(call.stream.next_request)
+
+    async def _retried(
         self, fn: Callable[[float | None], Awaitable[T]], what: str, budget_s: float
     ) -> T:
         """``fn(timeout)`` retried (client/retry.py) within ``budget_s`` for all attempts."""

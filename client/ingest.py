@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import grpc
+from tqdm import tqdm
 
 from ris.api import search_pb2
+from ris.client.convert import ingest_request, to_item
 from ris.client.limits import RESOURCE_EXHAUSTED, Limits
 from ris.client.types import IngestFailure, IngestItem, IngestSummary
 
@@ -49,23 +52,6 @@ def image_size(item: IngestItem) -> int | None:
     if item.data is not None:
         return len(item.data)
     return None
-
-
-def to_item(item: IngestItem, transform: Callable[[bytes], bytes] | None = None) -> search_pb2.Item:
-    """Protobuf item; reads the file when the item is a local path (OSError when it cannot).
-    ``transform`` (e.g. client/shrink.py) rewrites the image bytes on the way."""
-    message = search_pb2.Item(id=item.id, label=item.label, metadata=dict(item.metadata))
-    if item.path is not None:
-        data = item.path.read_bytes()
-        message.image = transform(data) if transform else data
-        message.display_uri = item.display_uri or str(item.path.resolve())
-    elif item.data is not None:
-        message.image = transform(item.data) if transform else item.data
-        if item.display_uri:
-            message.display_uri = item.display_uri
-    else:
-        message.uri = item.server_uri or ""
-    return message
 
 
 class CallStream:
@@ -120,10 +106,8 @@ class CallStream:
             self.consumed += 1
         if not items:
             return None
-        request = search_pb2.IngestRequest(items=items)
-        if self._first:
-            request.collection = self.collection
-            self._first = False
+        request = ingest_request(items, self.collection if self._first else "")
+        self._first = False
         return request
 
     def _read(self, item: IngestItem, position: int) -> search_pb2.Item | None:
@@ -151,24 +135,61 @@ class CallStream:
         while (request := self.next_request()) is not None:
             yield request
 
-    def record(self, response: search_pb2.IngestResponse, summary: IngestSummary) -> None:
-        """Add a successful call's outcome to the running summary, positions made global."""
-        summary.received += int(response.received) + len(self.local_failures)
-        summary.stored += int(response.stored)
-        summary.failed += int(response.failed) + len(self.local_failures)
-        summary.embed_seconds += response.embed_seconds
-        summary.milvus_seconds += response.milvus_seconds
-        for failure in response.failures:
-            local = int(failure.position)
-            known = 0 <= local < len(self.sent_positions)
-            position = self.sent_positions[local] if known else -1
-            summary.failures.append(
-                IngestFailure(failure.id, position, failure.error.code, failure.error.message)
-            )
+    def record(self, outcome: IngestSummary | None, summary: IngestSummary) -> None:
+        """Add the call's outcome (client/convert.py's reading of its answer; None when nothing
+        was sent, all its items having failed locally) to the running summary, positions made
+        global."""
+        outcome = outcome or IngestSummary()
+        summary.received += outcome.received + len(self.local_failures)
+        summary.stored += outcome.stored
+        summary.failed += outcome.failed + len(self.local_failures)
+        summary.embed_seconds += outcome.embed_seconds
+        summary.milvus_seconds += outcome.milvus_seconds
+        summary.failures.extend(
+            replace(failure, position=self._global(failure.position))
+            for failure in outcome.failures
+        )
         summary.failures.extend(self.local_failures)
 
-    def record_local_only(self, summary: IngestSummary) -> None:
-        """Account for a call whose items all failed locally, so nothing was sent."""
-        summary.received += len(self.local_failures)
-        summary.failed += len(self.local_failures)
-        summary.failures.extend(self.local_failures)
+    def _global(self, local: int) -> int:
+        """The position in everything passed to ingest of the call's ``local``-th item sent."""
+        return self.sent_positions[local] if 0 <= local < len(self.sent_positions) else -1
+
+
+class CallAttempts:
+    """The attempts at one ingest call, each streamed afresh from the call's first item (a retry
+    resends the call whole), moving the progress bar with the items handled; a failed attempt's
+    progress is taken back."""
+
+    def __init__(self, new_stream: Callable[[], CallStream], bar: tqdm, what: str) -> None:
+        self.new_stream = new_stream
+        self.bar = bar
+        self.what = what  # for error messages
+        self.stream = new_stream()
+        self._shown = 0
+        self._started = False
+
+    @contextmanager
+    def attempt(self) -> Iterator[CallStream]:
+        """The stream of a fresh attempt; its progress is undone when it fails."""
+        if self._started:
+            self.stream = self.new_stream()
+        self._started = True
+        try:
+            yield self.stream
+        except grpc.RpcError:
+            self.bar.update(-self._shown)
+            self._shown = 0
+            raise
+        self.sync()
+
+    def sync(self) -> None:
+        """Show the items the stream has handled so far."""
+        self.bar.update(self.stream.consumed - self._shown)
+        self._shown = self.stream.consumed
+
+    def follow(self, first: search_pb2.IngestRequest) -> Iterator[search_pb2.IngestRequest]:
+        """``first`` and the rest of the stream's messages, the bar moved after each is sent."""
+        for request in itertools.chain([first], self.stream.requests()):
+            yield request
+            self.sync()

@@ -16,6 +16,7 @@ import grpc
 
 from ris.api import search_pb2
 from ris.client.shrink import Geometry
+from ris.client.types import ItemError, QueryResult
 
 DEFAULT_MAX_QUERIES = 256  # the service's own default (search_service/operations.py)
 # Framing of a request message around its items (collection name, tags, lengths), generously.
@@ -120,5 +121,6 @@ def search_calls(
     return calls, oversize
 
 
-def oversize_result(reason: str) -> search_pb2.QueryResult:
-    return search_pb2.QueryResult(error={"code": RESOURCE_EXHAUSTED, "message": reason})
+def oversize_result(reason: str) -> QueryResult:
+    """The answer to a query too large for any call, given without sending it."""
+    return QueryResult(hits=[], error=ItemError(RESOURCE_EXHAUSTED, reason))

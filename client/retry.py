@@ -15,6 +15,7 @@ and no retry is started that could not finish in time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +26,7 @@ import grpc
 from ris.client.config import RetryPolicy
 from ris.client.errors import rpc_code
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -88,6 +90,33 @@ def _next_delay(
     return delay
 
 
+class _Attempts:
+    """The attempts of one retried call: the timeout of each, and the wait before the next."""
+
+    def __init__(self, policy: RetryPolicy, budget_s: float | None, on_retry: OnRetry | None):
+        self.policy = policy
+        self.rng = random.Random()
+        self.delays = backoff_delays(policy, self.rng)
+        self.end = None if budget_s is None else time.monotonic() + budget_s
+        self.on_retry = on_retry
+        self.count = 1
+
+    def timeout(self) -> float | None:
+        """What is left of the budget for the next attempt (None without a budget)."""
+        return None if self.end is None else max(MIN_ATTEMPT_S, self.end - time.monotonic())
+
+    def wait_after(self, error: grpc.RpcError) -> float:
+        """The wait before the next attempt; raises ``error`` when there is to be none."""
+        left = None if self.end is None else self.end - time.monotonic()
+        delay = _next_delay(error, self.delays, self.policy, left, self.rng)
+        if delay is None:
+            raise error
+        if self.on_retry is not None:
+            self.on_retry(self.count, delay, error)
+        self.count += 1
+        return delay
+
+
 def call_with_retry(
     fn: Callable[[float | None], T],
     policy: RetryPolicy,
@@ -99,22 +128,12 @@ def call_with_retry(
     """Call ``fn(timeout)`` until it succeeds, fails for good, or attempts or budget run out.
 
     ``timeout`` is what is left of ``budget_s`` (None without a budget)."""
-    rng = random.Random()
-    delays = backoff_delays(policy, rng)
-    end = None if budget_s is None else time.monotonic() + budget_s
-    attempt = 1
+    attempts = _Attempts(policy, budget_s, on_retry)
     while True:
         try:
-            return fn(None if end is None else max(MIN_ATTEMPT_S, end - time.monotonic()))
+            return fn(attempts.timeout())
         except grpc.RpcError as error:
-            left = None if end is None else end - time.monotonic()
-            delay = _next_delay(error, delays, policy, left, rng)
-            if delay is None:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, delay, error)
-            sleep(delay)
-            attempt += 1
+            sleep(attempts.wait_after(error))
 
 
 async def acall_with_retry(
@@ -125,19 +144,17 @@ async def acall_with_retry(
     on_retry: OnRetry | None = None,
 ) -> T:
     """asyncio twin of call_with_retry; fn must start a fresh call each time it is called."""
-    rng = random.Random()
-    delays = backoff_delays(policy, rng)
-    end = None if budget_s is None else time.monotonic() + budget_s
-    attempt = 1
+    attempts = _Attempts(policy, budget_s, on_retry)
     while True:
         try:
-            return await fn(None if end is None else max(MIN_ATTEMPT_S, end - time.monotonic()))
+            return await fn(attempts.timeout())
         except grpc.RpcError as error:
-            left = None if end is None else end - time.monotonic()
-            delay = _next_delay(error, delays, policy, left, rng)
-            if delay is None:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, delay, error)
-            await asyncio.sleep(delay)
-            attempt += 1
+            await asyncio.sleep(attempts.wait_after(error))
+
+
+def log_retry(attempt: int, delay: float, error: BaseException) -> None:
+    """The clients' ``on_retry``: one warning per failed attempt that is tried again."""
+    code = rpc_code(error)
+    details = getattr(error, "details", None)
+    reason = f"{code.name if code else 'error'}: {details() if callable(details) else error}"
+    log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, reason, delay)
