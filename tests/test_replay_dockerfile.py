@@ -68,7 +68,7 @@ def test_pip_options_that_need_the_network_or_disable_the_cache_are_dropped() ->
 
 def test_a_folder_the_dockerfile_does_not_copy_is_not_importable(tmp_path: Path) -> None:
     """The test's own PYTHONPATH (the checkout) must not leak into the replayed container."""
-    program = "import os; assert os.path.isfile('cli/main.py'); import ris.common"
+    program = "import os; assert os.path.isfile('client/client.py'); import ris.common"
     dockerfile = tmp_path / "x.Dockerfile"
     dockerfile.write_text(
         "FROM python:3.11-slim\nWORKDIR /app\nCOPY client ./client\nEXPOSE 50099\n"
