@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_compose import load, service_env
 
 from ris.api import search_pb2, search_pb2_grpc
-from ris.tools.harness import free_port
+from ris.tools.harness import free_port, stop_process
 from ris.tools.milvus_standalone import MilvusServerHandle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,12 +70,7 @@ def _start(
         _wait_serving(address, process, log)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, timeout=30)
 
 
 @pytest.fixture(scope="module")
