@@ -19,85 +19,19 @@ import dataclasses
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ris.tools.bench import add_embedder_args, embedder_config
+from ris.tools.checkout import IMAGENET
+from ris.tools.harness import start_configured_embedder
+from ris.tools.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images
+from ris.tools.raw_ort import raw_throughput
 
-from bench_common import add_embedder_args, embedder_config  # noqa: E402
-
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.preprocessing import prepare  # noqa: E402
-from ris.embedder.runtime import ModelRuntime  # noqa: E402
-from ris.tools.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images  # noqa: E402
-
-DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "imagenet-sample" / "images"
-
-
-def raw_throughput(
-    config: EmbedderConfig, images: list[bytes], seconds: float, max_iters: int
-) -> dict[str, float | str]:
-    """Images/s of the bare session on preprocessed uint8 batches (the ceiling for the service)."""
-    runtime = ModelRuntime(config.model_paths[0], config)
-    spec = runtime.metadata.preprocessing
-    batch_size = config.max_batch_size
-    arrays = [prepare(images[i % len(images)], spec) for i in range(batch_size)]
-    batch = np.stack(arrays)
-    decode_started = time.perf_counter()
-    for data in images[:32]:
-        prepare(data, spec)
-    decode_ms = (time.perf_counter() - decode_started) * 1000 / min(len(images), 32)
-    for _ in range(2):
-        runtime.infer(batch)
-    timings: list[float] = []
-    stop_at = time.perf_counter() + seconds
-    while len(timings) < max_iters and time.perf_counter() < stop_at:
-        started = time.perf_counter()
-        runtime.infer(batch)
-        timings.append(time.perf_counter() - started)
-    total = sum(timings)
-    return {
-        "batch_size": batch_size,
-        "iterations": len(timings),
-        "images_per_s": batch_size * len(timings) / total,
-        "batch_ms_p50": float(np.percentile(timings, 50) * 1000),
-        "decode_ms_per_image": decode_ms,
-        "provider": runtime.execution_provider,
-    }
-
-
-def start_service(config: EmbedderConfig) -> tuple[subprocess.Popen, str]:
-    command = [
-        sys.executable, "-m", "ris.embedder", "--port", "0",
-        "--model", ",".join(str(p) for p in config.model_paths),
-        "--provider", config.provider,
-        "--max-batch-size", str(config.max_batch_size),
-        "--max-queue-delay-ms", str(config.max_queue_delay_ms),
-        "--max-queue-images", str(config.max_queue_images),
-        "--decode-workers", str(config.decode_workers),
-        "--decode-mode", config.decode_mode,
-        "--intra-op-threads", str(config.intra_op_threads),
-        "--ort-spinning" if config.ort_spinning else "--no-ort-spinning",
-        "--log-level", "WARNING",
-    ]  # fmt: skip
-    # ROOT first, then the caller's path (scripts/gpu_check.py puts the carried wheels there).
-    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *inherited])}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (\S+)", line)
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"embedder did not start: {line!r}")
-    return proc, match.group(1)
+DEFAULT_IMAGES = IMAGENET
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         f"decode+preprocess {raw['decode_ms_per_image']:.1f} ms/image on one thread"
     )
 
-    proc, address = start_service(config)
+    embedder = start_configured_embedder(config)
     levels = []
     try:
         print(HEADER + "   vs raw")
         for level in [int(c) for c in args.concurrency.split(",")]:
             spec = LoadSpec(
-                target=address,
+                target=embedder.address,
                 call="embed",
                 concurrency=level,
                 max_requests=args.requests,
@@ -165,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{report.row()}   {ratio:6.1%}", flush=True)
             levels.append({**asdict(report), "ratio_to_raw": ratio})
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        embedder.stop(timeout=60)
     best = max(levels, key=lambda r: r["images_per_s"])
     verdict = "PASS" if best["ratio_to_raw"] >= 0.8 else "BELOW TARGET"
     print(

@@ -37,37 +37,32 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_common import (  # noqa: E402
-    CALTECH_TRAIN,
-    add_embedder_args,
-    describe_machine,
-    embedder_config,
-    existing,
-    machine_info,
-    percentiles_ms,
-    release_lite,
-    start_search_service,
-    stop_process,
-    verdict,
-    write_json,
-)
-from bench_embedder import raw_throughput, start_service  # noqa: E402
-
-from ris.client import RisClient  # noqa: E402
-from ris.client.types import IngestItem  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.model_metadata import (  # noqa: E402
+from ris.client import RisClient
+from ris.client.types import IngestItem
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import (
     embedding_version,
     file_version,
     read_model_metadata,
 )
-from ris.embedder.preprocessing import prepare, with_resize_mode  # noqa: E402
-from ris.embedder.runtime import ModelRuntime, pooling_label  # noqa: E402
-from ris.tools.loadtest import load_images  # noqa: E402
+from ris.embedder.preprocessing import prepare, with_resize_mode
+from ris.embedder.runtime import ModelRuntime, pooling_label
+from ris.tools.bench import (
+    add_embedder_args,
+    embedder_config,
+    existing,
+    release_lite,
+    verdict,
+    write_json,
+)
+from ris.tools.checkout import CALTECH_TRAIN
+from ris.tools.harness import start_configured_embedder, start_search
+from ris.tools.loadtest import load_images
+from ris.tools.machine import describe_machine, machine_info
+from ris.tools.raw_ort import raw_throughput
+from ris.tools.stats import percentiles_ms
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RAW_TARGET = 0.8
 NAIVE_TARGET = 2.0
@@ -172,18 +167,22 @@ def end_to_end(
     config: EmbedderConfig, images: list[bytes], args: argparse.Namespace, db_dir: Path
 ) -> dict[str, Any]:
     """Real client -> search service -> embedder -> Milvus Lite; one fresh collection per run."""
-    embedder, embedder_address = start_service(config)
+    embedder = start_configured_embedder(config)
+    embedder_address = embedder.address
     try:
         extra = ["--ingest-batch-size", str(args.ingest_batch_size)]
-        search, address = start_search_service(embedder_address, str(db_dir / "e2e.db"), extra)
+        search = start_search(
+            embedder_address, str(db_dir / "e2e.db"), extra_args=["--log-level", "WARNING", *extra]
+        )
+        address = search.address
         try:
             with RisClient(address=address) as client:
                 client.wait_ready(timeout=60)
                 return _ingest_runs(client, images, args)
         finally:
-            stop_process(search)
+            search.stop(timeout=60)
     finally:
-        stop_process(embedder)
+        embedder.stop(timeout=60)
 
 
 def _items(images: list[bytes]) -> list[IngestItem]:

@@ -22,16 +22,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ris.client import IngestItem, RisClient
+from ris.client.config import ClientConfig, RetryPolicy
+from ris.client.stub_channel import open_stub_channel
+from ris.tools.bench import sample_images
+from ris.tools.harness import start_embedder, start_search
+from ris.tools.loadtest import HEADER, LoadReport, LoadSpec, run_level
+from ris.tools.machine import machine_info
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from soak import _machine, sample_images, start_embedder, start_search  # noqa: E402
-
-from ris.client import IngestItem, RisClient  # noqa: E402
-from ris.client.config import ClientConfig, RetryPolicy  # noqa: E402
-from ris.client.stub_channel import open_stub_channel  # noqa: E402
-from ris.tools.loadtest import HEADER, LoadReport, LoadSpec, run_level  # noqa: E402
 
 COLLECTION = "overload"
 LEVELS = (1, 16, 64, 100, 256)
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 service.stop()
             embedder.stop()
     result = {
-        "machine": {**_machine(), "note": "2 vCPU VM shared with other jobs; load avg below"},
+        "machine": {**machine_info(), "note": "2 vCPU VM shared with other jobs; load avg below"},
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg()[0],
         "duration_s_per_level": args.duration,

@@ -1,6 +1,6 @@
 """Phone-sized photos beside the same photos at their original size, measured in one run.
 
-The large photos are made from the small ones (scripts/phone_photos.py: upscaled to 4032 x 3024
+The large photos are made from the small ones (ris.tools.phone_photos: upscaled to 4032 x 3024
 with sensor-like noise, JPEG quality 92, ~2.7 MB) and cached under data/bench_photos/ (git-ignored).
 Every leg runs small and large interleaved (small, large, small, large, ...), so both see the
 same machine load:
@@ -32,30 +32,20 @@ from typing import Any
 
 import numpy as np
 
+from ris.client import RisClient
+from ris.client.types import IngestItem
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import read_model_metadata
+from ris.embedder.preprocessing import PreprocessSpec, prepare, with_resize_mode
+from ris.tools.bench import add_embedder_args, embedder_config, verdict, write_json
+from ris.tools.checkout import CALTECH_TRAIN
+from ris.tools.harness import start_configured_embedder, start_search
+from ris.tools.loadtest import LoadSpec, run_level
+from ris.tools.machine import describe_machine, machine_info
+from ris.tools.phone_photos import phone_photo
+from ris.tools.raw_ort import raw_throughput
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_common import (  # noqa: E402
-    CALTECH_TRAIN,
-    add_embedder_args,
-    describe_machine,
-    embedder_config,
-    machine_info,
-    start_search_service,
-    stop_process,
-    verdict,
-    write_json,
-)
-from bench_embedder import raw_throughput, start_service  # noqa: E402
-from phone_photos import phone_photo  # noqa: E402
-
-from ris.client import RisClient  # noqa: E402
-from ris.client.types import IngestItem  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
-from ris.embedder.preprocessing import PreprocessSpec, prepare, with_resize_mode  # noqa: E402
-from ris.tools.loadtest import LoadSpec, run_level  # noqa: E402
 
 CACHE = ROOT / "data" / "bench_photos"
 E2E_TARGET = 0.7
@@ -212,17 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{decode['large_scaled']:.1f} scaled ({decode['large_speedup']:.1f}x)",
         flush=True,
     )
-    embedder, embedder_address = start_service(config)
+    embedder = start_configured_embedder(config)
+    embedder_address = embedder.address
     db_dir = Path(tempfile.mkdtemp(prefix="ris-bench-phone-"))
     try:
         alone, raws = embedder_alone(config, embedder_address, small, large, args)
-        search, address = start_search_service(embedder_address, str(db_dir / "bench.db"))
+        search = start_search(
+            embedder_address, str(db_dir / "bench.db"), extra_args=["--log-level", "WARNING"]
+        )
+        address = search.address
         try:
             e2e = end_to_end(address, small, large, args)
         finally:
-            stop_process(search)
+            search.stop(timeout=60)
     finally:
-        stop_process(embedder)
+        embedder.stop(timeout=60)
 
     raw = max(raws, key=lambda r: float(r["images_per_s"]))  # best, like the legs beside it
     best_alone = {k: max(v) for k, v in alone.items()}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -22,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ris.client import RisClient
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.server import start_server as start_embedder
+from ris.search.config import SearchConfig
+from ris.search.server import start_server as start_search
+from ris.tools import evaluation
 
-from ris.client import RisClient  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.server import start_server as start_embedder  # noqa: E402
-from ris.search.config import SearchConfig  # noqa: E402
-from ris.search.server import start_server as start_search  # noqa: E402
-from ris.tools import evaluation  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101-ris"
 

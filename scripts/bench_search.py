@@ -29,34 +29,21 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ris.api import search_pb2
+from ris.client import RisClient
+from ris.client.types import IngestItem
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.preprocessing import prepare
+from ris.embedder.runtime import ModelRuntime
+from ris.tools.bench import add_embedder_args, embedder_config, existing, release_lite, write_json
+from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN
+from ris.tools.harness import start_configured_embedder, start_search
+from ris.tools.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level
+from ris.tools.machine import describe_machine, machine_info
+from ris.tools.milvus_standalone import milvus_server_uri
+from ris.tools.stats import percentiles_ms
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_common import (  # noqa: E402
-    CALTECH_TEST,
-    CALTECH_TRAIN,
-    add_embedder_args,
-    describe_machine,
-    embedder_config,
-    existing,
-    machine_info,
-    milvus_server_uri,
-    percentiles_ms,
-    release_lite,
-    start_search_service,
-    stop_process,
-    write_json,
-)
-from bench_embedder import start_service  # noqa: E402
-
-from ris.api import search_pb2  # noqa: E402
-from ris.client import RisClient  # noqa: E402
-from ris.client.types import IngestItem  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.preprocessing import prepare  # noqa: E402
-from ris.embedder.runtime import ModelRuntime  # noqa: E402
-from ris.tools.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level  # noqa: E402
 
 COLLECTION = "bench_search"
 
@@ -256,10 +243,14 @@ def run_all(
     direct_uri: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Start both services, fill the collection, then the direct baseline and the levels."""
-    embedder, embedder_address = start_service(config)
+    embedder = start_configured_embedder(config)
+    embedder_address = embedder.address
     try:
         extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
-        search, address = start_search_service(embedder_address, service_uri, extra)
+        search = start_search(
+            embedder_address, service_uri, extra_args=["--log-level", "WARNING", *extra]
+        )
+        address = search.address
         try:
             with RisClient(address=address) as client:
                 client.wait_ready(timeout=60)
@@ -274,9 +265,9 @@ def run_all(
             print(_row("direct (no gRPC)", direct), flush=True)
             levels = service_levels(address, queries, args.levels, args)
         finally:
-            stop_process(search)
+            search.stop(timeout=60)
     finally:
-        stop_process(embedder)
+        embedder.stop(timeout=60)
     return levels, filled, direct
 
 

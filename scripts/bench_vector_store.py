@@ -6,7 +6,7 @@ Realistic vectors, not uniform noise (which no ANN index can serve): the real em
 photos (computed once with the real model, cached under --cache-dir), some held out as the
 queries (real embeddings, no noise by default). The collection holds every remaining real
 vector, then vectors drawn from a Gaussian mixture fitted to them in their PCA basis
-(scripts/vector_mixture.py; ``--vectors copies`` is the former noisy copies of real vectors, on
+(ris.tools.vector_mixture; ``--vectors copies`` is the former noisy copies of real vectors, on
 which HNSW collapsed) up to N. Before running, the nearest-neighbour distance quantiles of the
 real vectors and of as many mixture samples are printed side by side (the check that the
 synthetic neighbourhoods are as crowded as the real ones). Rows are generated in seeded chunks
@@ -32,57 +32,36 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_common import (  # noqa: E402
-    CALTECH_TEST,
-    CALTECH_TRAIN,
-    IMAGENET,
-    describe_machine,
-    existing,
-    machine_info,
-    memory_available_bytes,
-    milvus_server_uri,
-    percentiles_ms,
-    release_lite,
-    write_json,
+from ris.search.indexing import nlist_for, nprobe_for
+from ris.tools.bench import existing, release_lite, write_json
+from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, IMAGENET
+from ris.tools.loadtest import load_images
+from ris.tools.machine import describe_machine, machine_info, memory_available_bytes
+from ris.tools.milvus_standalone import milvus_server_uri
+from ris.tools.stats import percentiles_ms
+from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
+from ris.tools.vector_mixture import fit_mixture, nn_distance_quantiles
+from ris.tools.vector_store_sizing import (
+    ALL_INDEXES,
+    HNSW_BUILD,
+    INDEXES,
+    PQ_DIMS_PER_CODE,
+    STORES,
+    estimate,
+    plan_sizes,
 )
-from vector_mixture import Mixture, fit_mixture, nn_distance_quantiles  # noqa: E402
 
-from ris.search.indexing import nlist_for, nprobe_for  # noqa: E402
-from ris.tools.loadtest import load_images  # noqa: E402
-
-CHUNK_ROWS = 1000  # rows per generated chunk and per insert call: 8 MB at 2048-d
-INDEXES = ("FLAT", "IVF_FLAT", "HNSW")  # the default sweep
-ALL_INDEXES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
-PQ_DIMS_PER_CODE = 32  # IVF_PQ: m = dim / 32 sub-quantisers of 8 bits (64 bytes per 2048-d row)
-STORES = ("lite", "server")
-HNSW_BUILD = {"M": 16, "efConstruction": 200}
-# Rough costs on the shared 2-core dev machine (measured at N=5,000, 2048-d), for the up-front
-# estimate only: insert+flush rows/s; HNSW build rows/s (slowing with log N); IVF k-means at
-# ~50 GFLOP/s over min(N, 256*nlist) training rows, 25 iterations; FLAT seconds per row scanned.
-INSERT_ROWS_PER_S = {"lite": 900.0, "server": 1100.0}
-HNSW_ROWS_PER_S_AT_5K = 1000.0
-IVF_FLOPS = 50e9
-FLAT_S_PER_ROW = {"lite": 26e-6, "server": 1.5e-6}
-ANN_QUERY_S = 0.01
-MEMORY_SLACK = 1.3  # on the loaded index: segment copies while loading, allocator slack
-BUILD_BUFFER = 2 * 2**30  # growing segments before flush, one segment's raw rows while building
-MEMORY_OVERHEAD = 1.5 * 2**30  # Python, the script's chunk + ground truth, Milvus' footprint
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- real embeddings ---------------------------------------------------------------------------
@@ -115,176 +94,6 @@ def real_embeddings(
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors, str(path)
-
-
-# -- the synthetic collection ------------------------------------------------------------------
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """N rows: the real base vectors first, then noisy copies; chunk c is always the same rows."""
-
-    base: np.ndarray  # real vectors, normalised
-    size: int
-    noise: float  # expected norm of the noise added to a unit vector
-    seed: int
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.shape[1])
-
-    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of rows [index*CHUNK_ROWS, ...) (the last chunk may be shorter)."""
-        start = index * CHUNK_ROWS
-        stop = min(start + CHUNK_ROWS, self.size)
-        ids = np.arange(start, stop, dtype=np.int64)
-        rng = np.random.default_rng([self.seed, index])
-        real = ids[ids < len(self.base)]
-        rows = [self.base[real]] if len(real) else []
-        synthetic = len(ids) - len(real)
-        if synthetic:
-            picks = rng.integers(0, len(self.base), synthetic)
-            sigma = self.noise / math.sqrt(self.dim)
-            noise = rng.standard_normal((synthetic, self.dim), dtype=np.float32) * sigma
-            rows.append(_normalise(self.base[picks] + noise))
-        return ids, np.concatenate(rows)
-
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for index in range(math.ceil(self.size / CHUNK_ROWS)):
-            yield self.chunk(index)
-
-
-@dataclass(frozen=True)
-class MixtureDataset:
-    """N rows: the real base vectors first, then draws from a mixture fitted to them; chunk c is
-    always the same rows (seeded by (seed, c))."""
-
-    base: np.ndarray  # real vectors, normalised
-    size: int
-    mixture: Mixture
-    seed: int
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.shape[1])
-
-    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        start = index * CHUNK_ROWS
-        stop = min(start + CHUNK_ROWS, self.size)
-        ids = np.arange(start, stop, dtype=np.int64)
-        real = ids[ids < len(self.base)]
-        rows = [self.base[real]] if len(real) else []
-        if len(ids) > len(real):
-            rng = np.random.default_rng([self.seed, index])
-            rows.append(self.mixture.sample(len(ids) - len(real), rng))
-        return ids, np.concatenate(rows)
-
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for index in range(math.ceil(self.size / CHUNK_ROWS)):
-            yield self.chunk(index)
-
-
-def make_queries(seeds: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
-    """``count`` queries: held-out real vectors (cycled) plus noise, normalised."""
-    rng = np.random.default_rng([seed, 1_000_003])
-    picks = seeds[np.arange(count) % len(seeds)]
-    if noise == 0:
-        return _normalise(picks)
-    sigma = noise / math.sqrt(seeds.shape[1])
-    return _normalise(picks + rng.standard_normal(picks.shape, dtype=np.float32) * sigma)
-
-
-def exact_top_k(data: Dataset | MixtureDataset, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact cosine top-k ids per query (vectors are unit length, so inner product)."""
-    best_ids = np.full((len(queries), 0), -1, dtype=np.int64)
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    for ids, vectors in data.chunks():
-        scores = np.concatenate([best_scores, queries @ vectors.T], axis=1)
-        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, (len(queries), len(ids)))], 1)
-        keep = min(k, scores.shape[1])
-        part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-        best_scores = np.take_along_axis(scores, part, 1)
-        best_ids = np.take_along_axis(all_ids, part, 1)
-    order = np.argsort(-best_scores, axis=1)
-    return np.take_along_axis(best_ids, order, 1)
-
-
-# -- estimates ---------------------------------------------------------------------------------
-
-
-def estimate(
-    size: int,
-    dim: int,
-    stores: list[str],
-    indexes: list[str],
-    queries: int = 200,
-    search_seconds: float = 120.0,
-    settings: int = 3,
-) -> dict[str, Any]:
-    """Peak memory, disk and a rough duration for one size (stores run one after the other;
-    each index is dropped and released before the next, so the peak is the largest one)."""
-    raw = size * dim * 4
-    nlist = nlist_for(size)
-    ivf = 25 * 2 * min(size, 256 * nlist) * nlist * dim / IVF_FLOPS
-    build = {
-        "FLAT": 0.0,
-        "IVF_FLAT": ivf,
-        "IVF_SQ8": ivf,
-        "IVF_PQ": ivf * 2,  # plus the sub-quantiser k-means
-        "HNSW": size / HNSW_ROWS_PER_S_AT_5K * math.log(max(size, 2)) / math.log(5000),
-    }
-    loaded = max(index_bytes(index, size, dim) for index in indexes)
-    seconds = 0.0
-    for store in stores:
-        seconds += size / INSERT_ROWS_PER_S[store]
-        for index in indexes:
-            query_s = size * FLAT_S_PER_ROW[store] if index == "FLAT" else ANN_QUERY_S
-            sweep = 1 if index == "FLAT" else settings
-            seconds += build[index] + sweep * min(search_seconds, queries * query_s)
-    return {
-        "rows": size,
-        "raw_vectors_gib": raw / 2**30,
-        "loaded_index_gib": {i: index_bytes(i, size, dim) / 2**30 for i in indexes},
-        "peak_memory_gib": (loaded * MEMORY_SLACK + BUILD_BUFFER + MEMORY_OVERHEAD) / 2**30,
-        "disk_gib": raw * 3 / 2**30,
-        "rough_minutes": seconds / 60,
-    }
-
-
-def index_bytes(index: str, rows: int, dim: int) -> int:
-    """Memory of the loaded index (what a search node holds), by index type."""
-    per_row = {
-        "FLAT": 4 * dim,
-        "IVF_FLAT": 4 * dim,
-        "IVF_SQ8": dim,
-        "IVF_PQ": dim // PQ_DIMS_PER_CODE,
-        "HNSW": 4 * dim + 2 * HNSW_BUILD["M"] * 8,  # vectors + two levels of links
-    }[index]
-    return rows * (per_row + 16)  # + the int64 id and its offset
-
-
-def plan_sizes(
-    requested: list[int], dim: int, args: argparse.Namespace, available: int, force: bool
-) -> tuple[list[int], list[int]]:
-    """(sizes to run, sizes refused): a size whose peak estimate exceeds 80% of the available
-    memory is refused unless forced. Prints each estimate."""
-    sizes: list[int] = []
-    refused: list[int] = []
-    for size in requested:
-        est = estimate(size, dim, args.store_list, args.indexes, args.queries, args.search_seconds)
-        fits = not available or est["peak_memory_gib"] * 2**30 <= 0.8 * available
-        print(
-            f"N={size}: ~{est['raw_vectors_gib']:.2f} GiB of vectors, peak ~"
-            f"{est['peak_memory_gib']:.1f} GiB RAM (available {available / 2**30:.1f}), disk ~"
-            f"{est['disk_gib']:.1f} GiB, roughly {est['rough_minutes']:.0f} min on 2 cores"
-            + ("" if fits else " -> REFUSED (does not fit; --force to try)")
-        )
-        (sizes if fits or force else refused).append(size)
-    return sizes, refused
 
 
 # -- stores ------------------------------------------------------------------------------------

@@ -16,17 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ris.embedder.export.sample_images import read_labels
+from ris.embedder.model_metadata import read_model_metadata
+from ris.embedder.preprocessing import PreprocessSpec, decode_image, preprocess
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-from ris.embedder.export.sample_images import read_labels  # noqa: E402
-from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
-from ris.embedder.preprocessing import PreprocessSpec, decode_image, preprocess  # noqa: E402
 
 RESIZE_CHOICES = (256, 224)
 BATCH = 32

@@ -16,20 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from copy_detection import DATASETS, EDITS, load_index, make_copy  # noqa: E402
-
-from ris.cli.dedup import duplicate_pairs  # noqa: E402
-from ris.client import IngestItem, RisClient  # noqa: E402
-from ris.client.config import DEFAULT_ADDRESS  # noqa: E402
+from ris.cli.dedup import duplicate_pairs
+from ris.client import IngestItem, RisClient
+from ris.client.config import DEFAULT_ADDRESS
+from ris.tools.checkout import DATASETS
+from ris.tools.copy_edits import EDITS, load_index, make_copy
 
 
 def labelled(pair: tuple[str, str]) -> bool:

@@ -18,24 +18,21 @@ import argparse
 import csv
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
+from ris.api import search_pb2, search_pb2_grpc
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.server import start_server as start_embedder
+from ris.search.config import SearchConfig
+from ris.search.server import start_server as start_search
+from ris.tools import evaluation
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import grpc  # noqa: E402
-
-from ris.api import search_pb2, search_pb2_grpc  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.server import start_server as start_embedder  # noqa: E402
-from ris.search.config import SearchConfig  # noqa: E402
-from ris.search.server import start_server as start_search  # noqa: E402
-from ris.tools import evaluation  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 KS = (1, 5, 10)

@@ -23,19 +23,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+
+from ris.embedder.concepts import ConceptBank, ConceptProjector, read_classifier
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.model_metadata import read_model_metadata
+from ris.embedder.preprocessing import prepare
+from ris.embedder.runtime import l2_normalise
+from ris.embedder.text_encoder import TextEncoder
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-from ris.embedder.concepts import ConceptBank, ConceptProjector, read_classifier  # noqa: E402
-from ris.embedder.config import EmbedderConfig  # noqa: E402
-from ris.embedder.model_metadata import read_model_metadata  # noqa: E402
-from ris.embedder.preprocessing import prepare  # noqa: E402
-from ris.embedder.runtime import l2_normalise  # noqa: E402
-from ris.embedder.text_encoder import TextEncoder  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 QUERIES = ROOT / "scripts" / "data" / "text_queries.csv"

@@ -7,11 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ris.embedder.export import onnx_export
 
-from ris.embedder.export import onnx_export  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CHECK_PHOTOS = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 

@@ -32,17 +32,15 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ris.embedder.wordpiece import WordPieceTokenizer
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ris.embedder.wordpiece import WordPieceTokenizer  # noqa: E402
 
 SCRIPT_VERSION = "2"
 OPSET = 17

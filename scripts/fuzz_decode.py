@@ -17,8 +17,6 @@ from pathlib import Path
 import atheris
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
 # Pillow's Python side (format plugins, EXIF parsing) is instrumented too, for coverage feedback.
 with atheris.instrument_imports(include=["PIL", "ris.embedder"]):
     from PIL import Image

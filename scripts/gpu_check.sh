@@ -10,6 +10,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+# The GPU machine has a bare copy of the checkout, ris not installed: import it from the
+# namespace's link tree (what the wheel would install), built by scripts/typecheck.py.
+if ! "$PY" -c "import ris.tools" 2>/dev/null; then
+  TREE=$("$PY" "$ROOT/scripts/typecheck.py" --links-only)
+  export PYTHONPATH="$TREE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 case "${1:-}" in
   --prepare) shift; exec "$PY" "$ROOT/scripts/gpu_check.py" prepare "$@" ;;
   --prepare-wheels) shift; exec "$PY" "$ROOT/scripts/gpu_check.py" prepare-wheels "$@" ;;

@@ -18,7 +18,7 @@ ONNX `logits` output is) concatenated after it with weight w: [l2n(gem), w * sof
 The softmax part is not normalised, so its weight follows the classifier's confidence, and its
 dot product with another image's is the probability that both show the same ImageNet class.
 Post-processing: database-side augmentation, alpha query expansion and k-reciprocal re-ranking
-of the top K (scripts/kreciprocal.py; local to the top K, as a service could run it).
+of the top K (ris.tools.kreciprocal; local to the top K, as a service could run it).
 
     python scripts/retrieval_cv.py --json docs/results/retrieval_cv.json \\
         --markdown docs/results/retrieval_cv.md
@@ -39,34 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from kreciprocal import RerankSettings, rerank  # noqa: E402
-from retrieval_study import (  # noqa: E402
-    DEFAULT_CACHE,
-    DEFAULT_MODEL,
-    Backbone,
-    alpha_qe,
-    dba,
-    extract,
-    l2n,
-    read_spec,
-    search,
-)
-
-from ris.embedder.concepts import read_classifier  # noqa: E402
-from ris.embedder.pooling import semantic_concat  # noqa: E402
-from ris.tools.evaluation import (  # noqa: E402
+from ris.embedder.concepts import read_classifier
+from ris.embedder.pooling import semantic_concat
+from ris.tools.checkout import DATASETS, DEFAULT_MODEL
+from ris.tools.descriptor_ops import alpha_qe, dba, l2n, search
+from ris.tools.evaluation import (
     read_candidates,
     read_queries,
     relevant_sets,
     score_rankings,
 )
+from ris.tools.kreciprocal import RerankSettings, rerank
+from ris.tools.pooled_features import DEFAULT_CACHE, Backbone, extract, read_spec
 
-DATASETS = ROOT.parent / "shared" / "datasets"
 GEOMETRIES = ("sq224", "crop")  # squash 224 (the served default) and the model's centre crop
 # Selection only considers variants with one backbone pass per image: the search latency goal
 # (p50 <= 1.25x today's) leaves no room for a second pass of the query image.

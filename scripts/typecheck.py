@@ -6,6 +6,9 @@ mapping as a tree of links under .cache/typecheck and points mypy at it; paths i
 the repository's own.
 
 Usage: python scripts/typecheck.py [extra mypy args]
+       python scripts/typecheck.py --links-only   # only build the tree and print its path: the
+                                                  # namespace where nothing installs ris (the
+                                                  # GPU check's machine, scripts/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def run(args: list[str], shown: dict[str, str]) -> int:
 def main() -> int:
     shown = link_tree(package_dirs())
     extra = sys.argv[1:]
+    if extra == ["--links-only"]:
+        print(TREE)
+        return 0
     namespace = run(["-p", "ris", *extra], shown)
     tools = run(["scripts", "tests", *extra], shown)
     return namespace or tools

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,6 @@ import pytest
 pytest_plugins = ["embedder_fixtures", "search_fixtures", "milvus_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 CALTECH = SHARED_DATASETS / "caltech101-ris"

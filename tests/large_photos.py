@@ -1,4 +1,4 @@
-"""Phone-sized test photos, made once per test session from Caltech photos (scripts/phone_photos.py:
+"""Phone-sized test photos, made once per test session from Caltech photos (ris.tools.phone_photos:
 upscaled to 12 MP with sensor-like noise, ~2.7 MB JPEGs), and a few other large images."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from phone_photos import phone_photo
 from PIL import Image
+
+from ris.tools.phone_photos import phone_photo
 
 CALTECH = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "caltech101-ris"
 SOURCES = ("airplanes/image_0001.jpg", "Leopards/image_0001.jpg", "Motorbikes/image_0001.jpg")

@@ -8,6 +8,7 @@ Registered from tests/conftest.py with ``pytest_plugins`` (names: ``search_fixtu
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pytest
 from ris.api import search_pb2, search_pb2_grpc
 from ris.search.config import SearchConfig
 from ris.search.server import SearchServer, start_server
+from ris.tools.harness import ServiceProcess, service_env
 
 # A few visually distinct Caltech-101 classes; PER_CLASS candidates each plus one query.
 CLASSES = ("Leopards", "Motorbikes", "airplanes", "accordion", "sunflower")
@@ -193,50 +195,18 @@ def offline_augmented(raw: np.ndarray, top_n: int, alpha: float) -> np.ndarray:
 
 @contextmanager
 def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0) -> Iterator[str]:
-    """``python -m ris.search`` as its own process (this worktree's code), configured by
-    ``env`` over os.environ; yields its address once it prints it; after the block, SIGTERM and
-    a clean exit (status 0) within 30 s, else it is killed."""
-    import os
-    import queue
-    import signal
-    import subprocess
-    import sys
-    import threading
-    import time
-
-    root = Path(__file__).resolve().parent.parent
-    full = dict(os.environ, RIS_SEARCH_PORT="0", PYTHONPATH=str(root), **env)
-    proc = subprocess.Popen(
+    """``python -m ris.search`` as its own process, configured by ``env`` over os.environ;
+    yields its address once it prints it; after the block, SIGTERM and a clean exit (status 0)
+    within 30 s, else it is killed."""
+    service = ServiceProcess(
+        "search service",
         [sys.executable, "-m", "ris.search"],
+        env=service_env({"RIS_SEARCH_PORT": "0", **env}),
         cwd=cwd,
-        env=full,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
     try:
-        address, deadline = "", time.monotonic() + start_timeout_s
-        while not address and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert proc.poll() is None, "search service exited early"
-                continue
-            if line.startswith("search service") and "listening on" in line:
-                address = line.rsplit(" ", 1)[1].strip()
-        assert address, f"search service did not start within {start_timeout_s:g} s"
-        yield address
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, "search service did not exit cleanly on SIGTERM"
+        service.start(start_timeout_s)
+        yield service.address
+        assert service.stop(timeout=30) == 0, "search service did not exit cleanly on SIGTERM"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        service.kill()

@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import bench_vector_store as bvs
 import numpy as np
 import pytest
-from vector_mixture import fit_mixture, nn_distance_quantiles
+
+from ris.search.indexing import nprobe_for
+from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
+from ris.tools.vector_mixture import fit_mixture, nn_distance_quantiles
+from ris.tools.vector_store_sizing import INDEXES, estimate, plan_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -125,7 +128,7 @@ def _check_vector_store(data: dict[str, Any], store: str) -> None:
     }
     nlist = rows[1]["build_params"]["nlist"]
     assert [r["params"] for r in rows if r["index"] == "IVF_FLAT"] == [  # + the service default
-        {"nprobe": p} for p in sorted({4, min(16, nlist), bvs.nprobe_for(nlist)})
+        {"nprobe": p} for p in sorted({4, min(16, nlist), nprobe_for(nlist)})
     ]
     assert data["vectors"] == "mixture"
     assert set(data["nn_distance_quantiles"]) == {"real", "mixture"}
@@ -169,7 +172,7 @@ def _base(count: int = 20, dim: int = 64) -> np.ndarray:
 
 def test_dataset_is_real_rows_then_noisy_unit_copies_regenerated_identically() -> None:
     base = _base()
-    data = bvs.Dataset(base, size=2500, noise=0.5, seed=3)
+    data = Dataset(base, size=2500, noise=0.5, seed=3)
     chunks = list(data.chunks())
     assert [len(ids) for ids, _ in chunks] == [1000, 1000, 500]
     ids, vectors = chunks[0]
@@ -181,17 +184,17 @@ def test_dataset_is_real_rows_then_noisy_unit_copies_regenerated_identically() -
     # noisy copies stay near a real vector (noise norm 0.5 -> cosine ~0.9), not uniform noise
     nearest = (chunks[2][1] @ base.T).max(axis=1)
     assert nearest.min() > 0.75
-    other_seed = bvs.Dataset(base, size=2500, noise=0.5, seed=4).chunk(1)[1]
+    other_seed = Dataset(base, size=2500, noise=0.5, seed=4).chunk(1)[1]
     assert not np.array_equal(other_seed, again)
 
 
 def test_exact_top_k_matches_brute_force_over_all_rows() -> None:
     base = _base()
-    data = bvs.Dataset(base, size=2300, noise=0.5, seed=1)
-    queries = bvs.make_queries(base[:3], 5, noise=0.3, seed=1)
+    data = Dataset(base, size=2300, noise=0.5, seed=1)
+    queries = make_queries(base[:3], 5, noise=0.3, seed=1)
     everything = np.concatenate([v for _, v in data.chunks()])
     expected = np.argsort(-(queries @ everything.T), axis=1)[:, :10]
-    np.testing.assert_array_equal(bvs.exact_top_k(data, queries, 10), expected)
+    np.testing.assert_array_equal(exact_top_k(data, queries, 10), expected)
 
 
 def test_mixture_rows_are_unit_seeded_and_as_crowded_as_the_real_ones() -> None:
@@ -203,11 +206,11 @@ def test_mixture_rows_are_unit_seeded_and_as_crowded_as_the_real_ones() -> None:
     real = np.concatenate([c + 0.4 * rng.standard_normal((60, 256)) for c in centres])
     real = (real / np.linalg.norm(real, axis=1, keepdims=True)).astype(np.float32)
     mixture = fit_mixture(real, dims=32, components=8, seed=0)
-    data = bvs.MixtureDataset(real, size=2100, mixture=mixture, seed=2)
+    data = MixtureDataset(real, size=2100, mixture=mixture, seed=2)
     ids, first = data.chunk(0)
     assert ids[0] == 0 and len(ids) == 1000
     np.testing.assert_array_equal(first[: len(real)], real)
-    _, again = bvs.MixtureDataset(real, 2100, mixture, seed=2).chunk(1)
+    _, again = MixtureDataset(real, 2100, mixture, seed=2).chunk(1)
     np.testing.assert_array_equal(data.chunk(1)[1], again)
     np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-5)
     got = nn_distance_quantiles(mixture.sample(len(real), np.random.default_rng(1)))
@@ -219,8 +222,8 @@ def test_mixture_rows_are_unit_seeded_and_as_crowded_as_the_real_ones() -> None:
 
 
 def test_memory_estimate_follows_the_index() -> None:
-    sq8 = bvs.estimate(1_000_000, 2048, ["server"], ["IVF_SQ8"])
-    flat = bvs.estimate(1_000_000, 2048, ["server"], ["FLAT"])
+    sq8 = estimate(1_000_000, 2048, ["server"], ["IVF_SQ8"])
+    flat = estimate(1_000_000, 2048, ["server"], ["FLAT"])
     assert sq8["loaded_index_gib"]["IVF_SQ8"] == pytest.approx(1.92, abs=0.02)
     assert flat["loaded_index_gib"]["FLAT"] == pytest.approx(7.64, abs=0.02)
     assert sq8["peak_memory_gib"] < 6.5 < flat["peak_memory_gib"] < 14
@@ -228,12 +231,12 @@ def test_memory_estimate_follows_the_index() -> None:
 
 def test_sizes_that_do_not_fit_are_refused_unless_forced() -> None:
     args = argparse.Namespace(
-        store_list=["lite", "server"], indexes=list(bvs.INDEXES), queries=200, search_seconds=120
+        store_list=["lite", "server"], indexes=list(INDEXES), queries=200, search_seconds=120
     )
-    est = bvs.estimate(1_000_000, 2048, args.store_list, args.indexes)
+    est = estimate(1_000_000, 2048, args.store_list, args.indexes)
     assert est["raw_vectors_gib"] == pytest.approx(7.63, abs=0.01)
     available = 10 * 2**30
-    run, refused = bvs.plan_sizes([10_000, 1_000_000], 2048, args, available, force=False)
+    run, refused = plan_sizes([10_000, 1_000_000], 2048, args, available, force=False)
     assert (run, refused) == ([10_000], [1_000_000])
-    run, refused = bvs.plan_sizes([10_000, 1_000_000], 2048, args, available, force=True)
+    run, refused = plan_sizes([10_000, 1_000_000], 2048, args, available, force=True)
     assert (run, refused) == ([10_000, 1_000_000], [])

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,16 +17,11 @@ import pytest
 from PIL import Image
 
 from ris.client import RisClient
+from ris.tools.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("Leopards", "Motorbikes", "accordion", "airplanes")
 PER_CLASS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ris(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

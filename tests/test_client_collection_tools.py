@@ -274,7 +274,7 @@ def test_sync_killed_mid_run_then_rerun_is_exact(
 def with_copies(ris: RisClient, caltech: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Six distinct photos, an exact copy of one (other id, same bytes) and a brightened copy
     of another (the copy-detection edit)."""
-    from copy_detection import make_copy
+    from ris.tools.copy_edits import make_copy
 
     name = "dedup_photos"
     photos = [caltech / "train" / c / "image_0001.jpg" for c in ("Leopards", "Motorbikes")]
@@ -537,7 +537,7 @@ def test_web_page_in_headless_chromium(
 def test_ris_serve_with_http_port(services: Services, tmp_path: Path) -> None:
     """`ris serve --http-port`: the page and API next to the gRPC service (a second search
     service on the module's embedder, so no second model load)."""
-    from test_cli_e2e import free_port
+    from ris.tools.harness import free_port
 
     port, http_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "ris.cli", "serve", "--port", str(port), "--http-port"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from ris.api import search_pb2, search_pb2_grpc
 from ris.client import AsyncRisClient, IngestItem, NotFound, RetryPolicy, RisClient, Unavailable
 from ris.client.config import ClientConfig
 from ris.client.retry import backoff_delays
+from ris.tools.harness import free_port
 
 FAST = RetryPolicy(max_attempts=6, initial_backoff=0.05, max_backoff=0.3, jitter=0.1)
 
@@ -70,12 +70,6 @@ class Recorder(search_pb2_grpc.SearchServiceServicer):
             failed=len(failures),
             failures=failures,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve(recorder: Recorder, port: int = 0) -> tuple[grpc.Server, int]:

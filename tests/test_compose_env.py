@@ -8,7 +8,6 @@ container's /models paths become this checkout's models/. Milvus is a real stand
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,21 +18,16 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from milvus_server import MilvusServerHandle
 from test_compose import load, service_env
 
 from ris.api import search_pb2, search_pb2_grpc
+from ris.tools.harness import free_port, stop_process
+from ris.tools.milvus_standalone import MilvusServerHandle
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
 
 pytestmark = pytest.mark.milvus_server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rewrite(env: dict[str, str], names: dict[str, str]) -> dict[str, str]:
@@ -76,12 +70,7 @@ def _start(
         _wait_serving(address, process, log)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +80,7 @@ def compose_stack(
     """Embedder + search service from the compose env; yields the search service address."""
     compose = load("docker-compose.yml")
     tmp = tmp_path_factory.mktemp("compose")
-    embedder_port, search_port = _free_port(), _free_port()
+    embedder_port, search_port = free_port(), free_port()
     embedder_env = _rewrite(
         service_env(compose, "embedder"),
         {"/models/resnet50.onnx": str(model_path), "/models/trt_cache": str(tmp / "trt")},

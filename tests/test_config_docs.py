@@ -21,16 +21,14 @@ def test_configuration_page_is_fresh() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
     import dataclasses
-
-    import gen_config_docs
 
     from ris.embedder.config import EmbedderConfig
     from ris.search.config import SearchConfig
+    from ris.tools.config_docs import field_comments
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     for cls in (EmbedderConfig, SearchConfig):
         for field in dataclasses.fields(cls):
             assert f"`--{field.name.replace('_', '-')}`" in text, field.name
-    assert gen_config_docs.field_comments(SearchConfig)["port"] == "0 = pick a free port"
+    assert field_comments(SearchConfig)["port"] == "0 = pick a free port"

@@ -208,13 +208,14 @@ def test_eval_through_the_services(
 
 
 # ---------------------------------------------------------------------------------------------
-# The offline study's descriptors and the copy-detection edits (scripts/, pure numpy and PIL).
+# The offline study's descriptors and the copy-detection edits (ris.tools, pure numpy and PIL).
 # ---------------------------------------------------------------------------------------------
 
 
 def test_gem_spans_average_to_max_pooling() -> None:
     import numpy as np
-    from retrieval_study import gem, rmac, rmac_regions
+
+    from ris.tools.pooled_features import gem, rmac, rmac_regions
 
     fm = np.random.default_rng(0).uniform(0.0, 2.0, size=(8, 7, 5))
     assert np.allclose(gem(fm, 1.0), fm.mean(axis=(1, 2)))
@@ -227,7 +228,8 @@ def test_gem_spans_average_to_max_pooling() -> None:
 
 def test_pca_whitening_matches_the_covariance_eigenbasis() -> None:
     import numpy as np
-    from retrieval_study import Whitening, l2n
+
+    from ris.tools.descriptor_ops import Whitening, l2n
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 64)) + rng.normal(size=64)  # fewer samples than dimensions
@@ -243,7 +245,8 @@ def test_pca_whitening_matches_the_covariance_eigenbasis() -> None:
 
 def test_query_expansion_and_dba_pull_towards_neighbours() -> None:
     import numpy as np
-    from retrieval_study import alpha_qe, dba, l2n, search
+
+    from ris.tools.descriptor_ops import alpha_qe, dba, l2n, search
 
     db = l2n(np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
     q = l2n(np.array([[1.0, 0.0, 0.05]]))
@@ -262,8 +265,9 @@ def test_copy_edits_are_deterministic_decodable_and_seeded() -> None:
     import io
 
     import numpy as np
-    from copy_detection import EDITS, make_copy
     from PIL import Image
+
+    from ris.tools.copy_edits import EDITS, make_copy
 
     buf = io.BytesIO()
     rng = np.random.default_rng(2)

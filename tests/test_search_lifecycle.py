@@ -28,14 +28,7 @@ from ris.api import search_pb2
 from ris.search.indexing import plan_index
 from ris.search.server import start_server
 from ris.search.store import CollectionMeta
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ris.tools.harness import free_port
 
 
 def test_module_entry_point_serves_and_stops_on_sigterm(embedder_server, tmp_path: Path) -> None:
@@ -65,7 +58,7 @@ def _code(call, request) -> grpc.StatusCode:
 def test_dead_embedder_is_unavailable_but_vectors_still_work(
     tmp_path: Path, photos: list[Photo]
 ) -> None:
-    dead = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = search_config(dead, str(tmp_path / "dead.db"), embed_timeout_s=5.0)
     with running_search(config) as server, search_client(server.address) as stub:
         assert _code(stub.CreateCollection, search_pb2.CreateCollectionRequest(name="c")) == (

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from milvus_server import MilvusServerHandle, TlsFiles, make_tls_files
 from search_fixtures import Photo, ingest, item_of, running_search, search_client
 
 from ris.api import search_pb2
@@ -18,6 +17,7 @@ from ris.search.config import SearchConfig
 from ris.search.errors import SearchError
 from ris.search.indexing import plan_index
 from ris.search.store import CollectionMeta, MilvusStore, Record
+from ris.tools.milvus_standalone import MilvusServerHandle, TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.milvus_server
 

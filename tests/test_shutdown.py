@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 from embedder_fixtures import encode, synthetic_image
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_cli_e2e import free_port
 
 from ris.api import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
 from ris.client import RisClient
+from ris.tools.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_S = 2.0

@@ -7,9 +7,10 @@ Runs scripts/eval_text_search.py against a server on 127.0.0.1 with 100 imagenet
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-import eval_text_search
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,19 +24,12 @@ def report(make_embedder, imagenet_sample, tmp_path_factory) -> dict:
         pytest.fail(f"{MINILM} missing: run python scripts/export_text_model.py first")
     out = tmp_path_factory.mktemp("text_eval") / "report.json"
     with make_embedder(text_models=str(MINILM), max_message_bytes=64 * 1024 * 1024) as server:
-        code = eval_text_search.main(
-            [
-                "--address",
-                server.address,
-                "--dataset",
-                str(imagenet_sample),
-                "--limit",
-                str(PHOTOS),
-                "--json",
-                str(out),
-            ]
-        )
-    assert code == 0
+        proc = subprocess.run(
+            [sys.executable, "scripts/eval_text_search.py", "--address", server.address,
+             "--dataset", str(imagenet_sample), "--limit", str(PHOTOS), "--json", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 
 

@@ -1,7 +1,8 @@
-"""The measuring phases of scripts/gpu_check.py, one process each: `gpu_check_phases.py NAME WORK`.
+"""The GPU check's measuring phases, one process each: `python -m ris.tools.gpu_check.phases
+NAME WORK`.
 
 Each phase reads WORK/plan.json, builds its sessions with the embedder's own code
-(ModelRuntime, DecodePool, the real server through bench_embedder.start_service) and writes
+(ModelRuntime, DecodePool, the real server through ris.tools.harness) and writes
 WORK/NAME.json after every step, so what it measured survives when the orchestrator has to
 kill it at its time limit. Nothing here imports onnxruntime before a phase starts: the
 orchestrator chooses the Python path (the carried onnxruntime-gpu) first.
@@ -24,11 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_common import machine_info, write_json  # noqa: E402
+from ris.tools.bench import write_json
+from ris.tools.machine import machine_info
 
 if TYPE_CHECKING:
     from ris.embedder.runtime import ModelRuntime
@@ -354,10 +352,8 @@ def phase_decode(plan: CheckPlan, rec: Record) -> None:
 
 def phase_service(plan: CheckPlan, rec: Record) -> None:
     """The real embedder server on loopback under load, then raw ORT again at its batch size."""
-    from bench_common import stop_process
-    from bench_embedder import start_service
-
     from ris.embedder.config import EmbedderConfig
+    from ris.tools.harness import start_configured_embedder
     from ris.tools.loadtest import LoadSpec, load_images, run_level
 
     top = max(c for c, _ in plan.service_levels)
@@ -380,13 +376,13 @@ def phase_service(plan: CheckPlan, rec: Record) -> None:
     )
     images = load_images([plan.photos], 256)
     started = time.perf_counter()
-    proc, address = start_service(config)
+    embedder = start_configured_embedder(config)
     rec.put("start_s", time.perf_counter() - started)
     levels: list[dict[str, Any]] = []
     try:
         for concurrency, batch in plan.service_levels:
             spec = LoadSpec(
-                target=address,
+                target=embedder.address,
                 call="embed",
                 concurrency=concurrency,
                 max_requests=plan.level_requests,
@@ -398,7 +394,7 @@ def phase_service(plan: CheckPlan, rec: Record) -> None:
             levels.append(asdict(run_level(spec, images)))
             rec.put("levels", levels)
     finally:
-        stop_process(proc, timeout=20)
+        embedder.stop(timeout=20)
     if not plan.raw_after:
         return
     runtime = _runtime(plan, plan.provider, plan.service_batch)

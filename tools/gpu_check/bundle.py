@@ -1,4 +1,4 @@
-"""What travels to the GPU machine for scripts/gpu_check.py, and how it gets there.
+"""What travels to the GPU machine for the GPU check (scripts/gpu_check.py), and how it gets there.
 
 One device call carries at most 64 MiB (the repository included), and the GPU check needs more:
 the onnxruntime-gpu wheel alone is 256 MB, the fp16 model 55 MB. So the bundle (wheels, model,

@@ -1,0 +1,262 @@
+"""Sustained load (search + ingest together) against real service processes, with RSS sampled.
+
+Drives ``concurrency`` workers for ``duration_s`` seconds (some ingest, the rest search) against
+a search service started by ris.tools.harness, samples each process's RSS from /proc/PID/status,
+then checks that every stored item is there exactly once. Every loop is bounded by a request
+count and a deadline. scripts/soak.py runs it by hand; tests/test_load_mixed.py runs it short.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from ris.api import search_pb2, search_pb2_grpc
+from ris.tools.harness import ServiceProcess
+from ris.tools.machine import machine_info, rss_mb
+from ris.tools.stats import percentiles_ms
+
+# -- the load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakReport:
+    duration_s: float
+    concurrency: int
+    ingest_workers: int
+    calls: dict[str, int]
+    errors: dict[str, int]
+    latency_ms: dict[str, dict[str, float]]
+    items_sent: int
+    items_stored: int
+    items_failed: int
+    count_after: int
+    duplicates: int
+    rss_mb: dict[str, list[tuple[float, float]]]
+    rss_growth_mb: dict[str, float]
+    loadavg_before: list[float]
+    loadavg_after: list[float]
+    machine: dict[str, Any]
+
+
+class _Results:
+    """Thread-safe tallies for the workers."""
+
+    def __init__(self, warmup_until: float) -> None:
+        self.lock = threading.Lock()
+        self.warmup_until = warmup_until
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.latency: dict[str, list[float]] = {"search": [], "ingest": []}
+        self.sent = self.stored = self.failed = 0
+        self.failed_ids: list[str] = []
+        self.sent_ids: list[str] = []
+
+    def record(self, kind: str, started: float, error: str = "") -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.calls[kind] += 1
+            if error:
+                self.errors[f"{kind}:{error}"] += 1
+            elif started >= self.warmup_until:
+                self.latency[kind].append(now - started)
+
+
+def _back_off(exc: grpc.RpcError, rng: random.Random) -> None:
+    """What a polite client does when told the service is full: wait a little, with jitter."""
+    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        time.sleep(rng.uniform(0.05, 0.2))
+
+
+def drive(
+    address: str,
+    collection: str,
+    images: list[bytes],
+    duration_s: float,
+    concurrency: int,
+    ingest_workers: int,
+    warmup_s: float = 10.0,
+    items_per_ingest: int = 4,
+    max_calls_per_worker: int = 100_000,
+    timeout_s: float = 120.0,
+) -> _Results:
+    """Run the mixed load; returns the tallies (bounded by ``duration_s`` and the call cap)."""
+    start = time.monotonic()
+    deadline = start + duration_s
+    results = _Results(start + warmup_s)
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = search_pb2_grpc.SearchServiceStub(channel)
+
+    def ingest_worker(w: int) -> None:
+        rng = random.Random(w)
+        for n in range(max_calls_per_worker):
+            if time.monotonic() >= deadline:
+                return
+            items = [
+                search_pb2.Item(
+                    id=f"w{w}-{n}-{k}",
+                    image=rng.choice(images),
+                    label=f"w{w}",
+                    metadata={"worker": str(w)},
+                )
+                for k in range(items_per_ingest)
+            ]
+            request = search_pb2.IngestRequest(collection=collection, items=items)
+            began = time.monotonic()
+            try:
+                summary = stub.Ingest(iter([request]), timeout=timeout_s)
+            except grpc.RpcError as exc:
+                results.record("ingest", began, exc.code().name)
+                _back_off(exc, rng)
+                with results.lock:
+                    results.sent += len(items)
+                    results.sent_ids += [i.id for i in items]
+                    results.failed += len(items)
+                    results.failed_ids += [i.id for i in items]
+                continue
+            results.record("ingest", began)
+            with results.lock:
+                results.sent += len(items)
+                results.sent_ids += [i.id for i in items]
+                results.stored += summary.stored
+                results.failed += summary.failed
+                results.failed_ids += [f.id for f in summary.failures]
+
+    def search_worker(w: int) -> None:
+        rng = random.Random(1000 + w)
+        for n in range(max_calls_per_worker):
+            if time.monotonic() >= deadline:
+                return
+            if n % 4 == 3:
+                vector = np.random.default_rng(n).standard_normal(2048).astype(np.float32)
+                query = search_pb2.Query(vector=search_pb2.Vector(values=vector.tolist()))
+            else:
+                query = search_pb2.Query(image=rng.choice(images))
+            request = search_pb2.SearchRequest(collection=collection, queries=[query], top_k=10)
+            began = time.monotonic()
+            try:
+                response = stub.Search(request, timeout=timeout_s)
+            except grpc.RpcError as exc:
+                results.record("search", began, exc.code().name)
+                _back_off(exc, rng)
+                continue
+            error = response.results[0].error.code if response.results[0].HasField("error") else 0
+            results.record("search", began, f"item-{error}" if error else "")
+
+    threads = [
+        threading.Thread(
+            target=ingest_worker if w < ingest_workers else search_worker, args=(w,), daemon=True
+        )
+        for w in range(concurrency)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, deadline - time.monotonic()) + timeout_s + 30)
+    channel.close()
+    return results
+
+
+def sample_rss(
+    pids: dict[str, int], stop: threading.Event, every_s: float, out: dict[str, list]
+) -> None:
+    """Append (seconds since start, RSS MB) per process every ``every_s`` until ``stop``."""
+    start = time.monotonic()
+    for _ in range(100_000):  # bounded; stop ends it long before
+        t = round(time.monotonic() - start, 1)
+        for name, pid in pids.items():
+            out.setdefault(name, []).append((t, round(rss_mb(pid), 1)))
+        if stop.wait(every_s):
+            return
+
+
+def rss_growth(series: list[tuple[float, float]], warmup_s: float) -> float:
+    """Median RSS of the last quarter minus median RSS of the first quarter after warm-up."""
+    after = [mb for t, mb in series if t >= warmup_s]
+    if len(after) < 4:
+        return 0.0
+    q = len(after) // 4
+    return float(np.median(after[-q:]) - np.median(after[:q]))
+
+
+def verify_stored(address: str, collection: str, expected_ids: set[str]) -> tuple[int, int]:
+    """(count, duplicates): Count, and how many ids Get returns more than once."""
+    channel = grpc.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
+    stub = search_pb2_grpc.SearchServiceStub(channel)
+    try:
+        count = stub.Count(search_pb2.CountRequest(collection=collection), timeout=60).count
+        seen: Counter[str] = Counter()
+        ids = sorted(expected_ids)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            got = stub.Get(
+                search_pb2.GetRequest(collection=collection, ids=chunk, limit=16384), timeout=60
+            )
+            seen.update(item.id for item in got.items)
+        return count, sum(n - 1 for n in seen.values() if n > 1)
+    finally:
+        channel.close()
+
+
+def soak(
+    search: ServiceProcess,
+    pids: dict[str, int],
+    images: list[bytes],
+    duration_s: float,
+    concurrency: int,
+    ingest_workers: int,
+    warmup_s: float = 10.0,
+    rss_every_s: float = 2.0,
+) -> SoakReport:
+    """Create a collection, drive the load while sampling RSS, verify what was stored."""
+    name = f"soak_{int(time.time())}"
+    channel = grpc.insecure_channel(search.address)
+    search_pb2_grpc.SearchServiceStub(channel).CreateCollection(
+        search_pb2.CreateCollectionRequest(name=name), timeout=120
+    )
+    channel.close()
+    series: dict[str, list] = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_rss, args=(pids, stop, rss_every_s, series))
+    load_before = list(os.getloadavg())
+    began = time.monotonic()
+    sampler.start()
+    try:
+        results = drive(
+            search.address, name, images, duration_s, concurrency, ingest_workers, warmup_s
+        )
+    finally:
+        stop.set()
+        sampler.join(timeout=30)
+    elapsed = time.monotonic() - began
+    load_after = list(os.getloadavg())
+    stored_ids = set(results.sent_ids) - set(results.failed_ids)
+    count, duplicates = verify_stored(search.address, name, stored_ids)
+    return SoakReport(
+        duration_s=round(elapsed, 1),
+        concurrency=concurrency,
+        ingest_workers=ingest_workers,
+        calls=dict(results.calls),
+        errors=dict(results.errors),
+        latency_ms={k: percentiles_ms(v) for k, v in results.latency.items()},
+        items_sent=results.sent,
+        items_stored=results.stored,
+        items_failed=results.failed,
+        count_after=count,
+        duplicates=duplicates,
+        rss_mb=series,
+        rss_growth_mb={k: round(rss_growth(v, warmup_s), 1) for k, v in series.items()},
+        loadavg_before=load_before,
+        loadavg_after=load_after,
+        machine=machine_info(),
+    )
