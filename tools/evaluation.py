@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from ris.client.client import RisClient
 from ris.client.connection_args import add_connection_arguments, config_from_args
 from ris.client.errors import NotFound, RisError
 from ris.client.types import CollectionInfo, IngestItem
+from ris.tools.stats import percentiles_ms
 
 DEFAULT_COLLECTION = "ris_eval"
 
@@ -311,15 +310,16 @@ def evaluate(
         [q.label for _, q in ok], [c.id for c in candidates], [c.label for c in candidates]
     )
     scores = score_rankings([r for r, _ in ok], relevant, k=top_k)
+    latency = percentiles_ms([ms / 1000.0 for ms in latencies], (50, 90))
     return EvalReport(
         map_at_10_towhee=scores.map_at_10_towhee,
         ap_at_10=scores.ap_at_10,
         hit_ratio=scores.hit_ratio,
         recall_at_1=scores.recall_at_1,
         recall_at_10=scores.recall_at_10,
-        latency_ms_p50=_percentile(latencies, 50),
-        latency_ms_p90=_percentile(latencies, 90),
-        latency_ms_mean=statistics.fmean(latencies) if latencies else 0.0,
+        latency_ms_p50=latency.get("p50", 0.0),
+        latency_ms_p90=latency.get("p90", 0.0),
+        latency_ms_mean=latency.get("mean", 0.0),
         top_k=top_k,
         n_candidates=len(candidates),
         n_queries=len(queries),
@@ -334,10 +334,6 @@ def evaluate(
             "dropped": drop,
         },
     )
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
 
 
 def _collection_dict(info: CollectionInfo) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ris.client.connection_args import add_connection_arguments, config_from_arg
 from ris.client.errors import RisError
 from ris.client.stub_channel import open_stub_channel
 from ris.client.types import QueryLike
+from ris.tools.stats import percentiles_ms
 
 CALLS = ("embed", "search", "model-info")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -164,19 +165,6 @@ def _call_factory(
     raise ValueError(f"call must be one of {CALLS}, not {spec.call!r}")
 
 
-def _percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {}
-    ms = np.asarray(latencies) * 1000.0
-    return {
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "p99": float(np.percentile(ms, 99)),
-        "mean": float(ms.mean()),
-        "max": float(ms.max()),
-    }
-
-
 def run_level(
     spec: LoadSpec, images: list[bytes], channel: grpc.Channel | None = None
 ) -> LoadReport:
@@ -271,7 +259,7 @@ def _measure(call: Callable[[int], int], spec: LoadSpec) -> LoadReport:
         seconds=seconds,
         qps=ok / seconds,
         images_per_s=(ok * images_per_request - tally.item_errors) / seconds,
-        latency_ms=_percentiles(tally.latencies),
+        latency_ms=percentiles_ms(tally.latencies),
     )
 
 
