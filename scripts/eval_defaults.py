@@ -2,7 +2,8 @@
 and query expansion on and off in one session, so the comparison is fair.
 
 Starts an embedder (``--resize-mode``) and, per (augmentation, expansion) setting, a search
-service over one Milvus Lite directory; runs ``ris eval`` on Caltech (ingest once per
+service over one Milvus Lite directory; everything goes through RisClient. Runs ``ris eval`` on
+Caltech (ingest once per
 augmentation setting, then re-use the collection), and text search over imagenet-sample (class
 names and the eval descriptions, through the search service's text queries). Writes one JSON per
 run to --out; the run with every default is ``*_default.json``.
@@ -23,9 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
-from ris.api import search_pb2, search_pb2_grpc
+from ris.client import ByText, IngestItem, RisClient
 from ris.embedder.config import EmbedderConfig
 from ris.embedder.server import start_server as start_embedder
 from ris.search.config import SearchConfig
@@ -76,53 +75,32 @@ def _text_sets() -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
     return rows, sets
 
 
-def ingest_text_gallery(
-    stub: search_pb2_grpc.SearchServiceStub, rows: list[dict], name: str
-) -> None:
+def ingest_text_gallery(ris: RisClient, rows: list[dict], name: str) -> None:
     """imagenet-sample (one photo per class), id = class index, unless already stored."""
-    stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name, exist_ok=True))
-    if stub.Count(search_pb2.CountRequest(collection=name)).count == len(rows):
+    ris.create_collection(name, exist_ok=True)
+    if ris.count(name) == len(rows):
         return
     data = DATASETS / "imagenet-sample"
-
-    def messages():
-        for start in range(0, len(rows), 16):
-            items = [
-                search_pb2.Item(
-                    id=r["class_index"], image=(data / r["path"]).read_bytes(), label=r["name"]
-                )
-                for r in rows[start : start + 16]
-            ]
-            yield search_pb2.IngestRequest(collection=name if start == 0 else "", items=items)
-
-    summary = stub.Ingest(messages(), timeout=1800)
+    items = [IngestItem(id=r["class_index"], path=data / r["path"], label=r["name"]) for r in rows]
+    summary = ris.ingest(name, items)
     if summary.failed:
         raise RuntimeError(f"text gallery: {summary.failed} items failed")
 
 
-def run_text(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
+def run_text(ris: RisClient, gallery: str) -> dict:
     """Recall@k of each text set: the class's photo among the top k."""
     rows, sets = _text_sets()
-    ingest_text_gallery(stub, rows, gallery)
+    ingest_text_gallery(ris, rows, gallery)
     report: dict = {"images": len(rows)}
     for name, queries in sets.items():
         hits = {k: 0 for k in KS}
         low = 0
-        for start in range(0, len(queries), 64):
-            chunk = queries[start : start + 64]
-            reply = stub.Search(
-                search_pb2.SearchRequest(
-                    collection=gallery,
-                    queries=[search_pb2.Query(text=q) for q, _ in chunk],
-                    top_k=max(KS),
-                ),
-                timeout=600,
-            )
-            for (_, cls), result in zip(chunk, reply.results, strict=True):
-                ranked = [h.id for h in result.hits]
-                low += result.low_confidence
-                for k in KS:
-                    hits[k] += str(cls) in ranked[:k]
+        results = ris.search_batch(gallery, [ByText(q) for q, _ in queries], top_k=max(KS))
+        for (_, cls), result in zip(queries, results, strict=True):
+            ranked = [h.id for h in result.hits]
+            low += result.low_confidence
+            for k in KS:
+                hits[k] += str(cls) in ranked[:k]
         report[name] = {
             "queries": len(queries),
             **{f"R@{k}": round(hits[k] / len(queries), 4) for k in KS},
@@ -131,7 +109,7 @@ def run_text(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
     return report
 
 
-def run_imagenet_queries(stub: search_pb2_grpc.SearchServiceStub, gallery: str) -> dict:
+def run_imagenet_queries(ris: RisClient, gallery: str) -> dict:
     """The Towhee protocol's ImageNet side: imagenet-queries photos against the imagenet-sample
     gallery (already ingested by run_text, id = class index), one relevant each."""
     data = DATASETS / "imagenet-queries"
@@ -140,20 +118,11 @@ def run_imagenet_queries(stub: search_pb2_grpc.SearchServiceStub, gallery: str) 
     with (data / "queries.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     hits = {k: 0 for k in KS}
-    for start in range(0, len(rows), 16):
-        chunk = rows[start : start + 16]
-        reply = stub.Search(
-            search_pb2.SearchRequest(
-                collection=gallery,
-                queries=[search_pb2.Query(image=(data / r["path"]).read_bytes()) for r in chunk],
-                top_k=max(KS),
-            ),
-            timeout=600,
-        )
-        for row, result in zip(chunk, reply.results, strict=True):
-            ranked = [h.id for h in result.hits]
-            for k in KS:
-                hits[k] += class_of[row["wnid"]] in ranked[:k]
+    results = ris.search_batch(gallery, [data / r["path"] for r in rows], top_k=max(KS))
+    for row, result in zip(rows, results, strict=True):
+        ranked = [h.id for h in result.hits]
+        for k in KS:
+            hits[k] += class_of[row["wnid"]] in ranked[:k]
     return {"queries": len(rows), **{f"R@{k}": round(hits[k] / len(rows), 4) for k in KS}}
 
 
@@ -238,11 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "seconds": round(time.perf_counter() - started, 1),
                 }
                 if not args.no_text:
-                    with grpc.insecure_channel(address) as channel:
-                        stub = search_pb2_grpc.SearchServiceStub(channel)
-                        text = run_text(stub, f"eval_imagenet_dba{aug}")
+                    with RisClient(address=address, timeout=600, ingest_timeout=1800) as ris:
+                        text = run_text(ris, f"eval_imagenet_dba{aug}")
                         entry["imagenet_queries"] = run_imagenet_queries(
-                            stub, f"eval_imagenet_dba{aug}"
+                            ris, f"eval_imagenet_dba{aug}"
                         )
                     (args.out / f"text_search_{label}.json").write_text(
                         json.dumps({"resize_mode": args.resize_mode, **text}, indent=2) + "\n"

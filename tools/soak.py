@@ -19,10 +19,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ris.api import search_pb2, search_pb2_grpc
+from ris.client import IngestItem, RetryPolicy, RisClient
+from ris.client.errors import RisError
+from ris.client.types import QueryLike
 from ris.tools.harness import ServiceProcess
 from ris.tools.machine import machine_info, rss_mb
 from ris.tools.stats import percentiles_ms
+
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # -- the load ------------------------------------------------------------------------------------
 
@@ -70,10 +74,21 @@ class _Results:
                 self.latency[kind].append(now - started)
 
 
-def _back_off(exc: grpc.RpcError, rng: random.Random) -> None:
+def _back_off(code: str, rng: random.Random) -> None:
     """What a polite client does when told the service is full: wait a little, with jitter."""
-    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if code == "RESOURCE_EXHAUSTED":
         time.sleep(rng.uniform(0.05, 0.2))
+
+
+def _code_name(error: RisError) -> str:
+    return error.code.name if error.code else "UNKNOWN"
+
+
+def _client(address: str, timeout_s: float) -> RisClient:
+    """RisClient with no retry: the tallies show what the service answered."""
+    return RisClient(
+        address=address, timeout=timeout_s, ingest_timeout=timeout_s, retry=RetryPolicy(1)
+    )
 
 
 def drive(
@@ -92,8 +107,7 @@ def drive(
     start = time.monotonic()
     deadline = start + duration_s
     results = _Results(start + warmup_s)
-    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
-    stub = search_pb2_grpc.SearchServiceStub(channel)
+    ris = _client(address, timeout_s)
 
     def ingest_worker(w: int) -> None:
         rng = random.Random(w)
@@ -101,28 +115,21 @@ def drive(
             if time.monotonic() >= deadline:
                 return
             items = [
-                search_pb2.Item(
+                IngestItem(
                     id=f"w{w}-{n}-{k}",
-                    image=rng.choice(images),
+                    data=rng.choice(images),
                     label=f"w{w}",
                     metadata={"worker": str(w)},
                 )
                 for k in range(items_per_ingest)
             ]
-            request = search_pb2.IngestRequest(collection=collection, items=items)
             began = time.monotonic()
-            try:
-                summary = stub.Ingest(iter([request]), timeout=timeout_s)
-            except grpc.RpcError as exc:
-                results.record("ingest", began, exc.code().name)
-                _back_off(exc, rng)
-                with results.lock:
-                    results.sent += len(items)
-                    results.sent_ids += [i.id for i in items]
-                    results.failed += len(items)
-                    results.failed_ids += [i.id for i in items]
-                continue
-            results.record("ingest", began)
+            summary = ris.ingest(collection, items, items_per_call=items_per_ingest)
+            # One call: when it failed as a whole, every item carries the call's status.
+            failed_call = summary.stored == 0 and len(summary.failures) == len(items)
+            code = _STATUS_NAMES.get(summary.failures[0].code, "UNKNOWN") if failed_call else ""
+            results.record("ingest", began, code)
+            _back_off(code, rng)
             with results.lock:
                 results.sent += len(items)
                 results.sent_ids += [i.id for i in items]
@@ -135,21 +142,20 @@ def drive(
         for n in range(max_calls_per_worker):
             if time.monotonic() >= deadline:
                 return
+            query: QueryLike
             if n % 4 == 3:
-                vector = np.random.default_rng(n).standard_normal(2048).astype(np.float32)
-                query = search_pb2.Query(vector=search_pb2.Vector(values=vector.tolist()))
+                query = np.random.default_rng(n).standard_normal(2048).astype(np.float32)
             else:
-                query = search_pb2.Query(image=rng.choice(images))
-            request = search_pb2.SearchRequest(collection=collection, queries=[query], top_k=10)
+                query = rng.choice(images)
             began = time.monotonic()
             try:
-                response = stub.Search(request, timeout=timeout_s)
-            except grpc.RpcError as exc:
-                results.record("search", began, exc.code().name)
-                _back_off(exc, rng)
+                [result] = ris.search_batch(collection, [query], top_k=10)
+            except RisError as error:
+                results.record("search", began, _code_name(error))
+                _back_off(_code_name(error), rng)
                 continue
-            error = response.results[0].error.code if response.results[0].HasField("error") else 0
-            results.record("search", began, f"item-{error}" if error else "")
+            code = result.error.code if result.error is not None else 0
+            results.record("search", began, f"item-{code}" if code else "")
 
     threads = [
         threading.Thread(
@@ -161,7 +167,7 @@ def drive(
         t.start()
     for t in threads:
         t.join(timeout=max(1.0, deadline - time.monotonic()) + timeout_s + 30)
-    channel.close()
+    ris.close()
     return results
 
 
@@ -189,23 +195,14 @@ def rss_growth(series: list[tuple[float, float]], warmup_s: float) -> float:
 
 def verify_stored(address: str, collection: str, expected_ids: set[str]) -> tuple[int, int]:
     """(count, duplicates): Count, and how many ids Get returns more than once."""
-    channel = grpc.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 64 << 20)]
-    )
-    stub = search_pb2_grpc.SearchServiceStub(channel)
-    try:
-        count = stub.Count(search_pb2.CountRequest(collection=collection), timeout=60).count
+    with _client(address, 60.0) as ris:
+        count = ris.count(collection)
         seen: Counter[str] = Counter()
         ids = sorted(expected_ids)
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            got = stub.Get(
-                search_pb2.GetRequest(collection=collection, ids=chunk, limit=16384), timeout=60
-            )
-            seen.update(item.id for item in got.items)
+            seen.update(item.id for item in ris.get(collection, chunk, limit=16384))
         return count, sum(n - 1 for n in seen.values() if n > 1)
-    finally:
-        channel.close()
 
 
 def soak(
@@ -220,11 +217,8 @@ def soak(
 ) -> SoakReport:
     """Create a collection, drive the load while sampling RSS, verify what was stored."""
     name = f"soak_{int(time.time())}"
-    channel = grpc.insecure_channel(search.address)
-    search_pb2_grpc.SearchServiceStub(channel).CreateCollection(
-        search_pb2.CreateCollectionRequest(name=name), timeout=120
-    )
-    channel.close()
+    with _client(search.address, 120.0) as ris:
+        ris.create_collection(name)
     series: dict[str, list] = {}
     stop = threading.Event()
     sampler = threading.Thread(target=sample_rss, args=(pids, stop, rss_every_s, series))
