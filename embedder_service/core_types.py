@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from ris.common.status import status_int
 from ris.embedder.preprocessing import PreprocessSpec
 
-INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+INVALID_ARGUMENT = status_int(grpc.StatusCode.INVALID_ARGUMENT)
+INTERNAL = status_int(grpc.StatusCode.INTERNAL)
 
 
 class ServiceError(Exception):

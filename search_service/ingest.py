@@ -34,6 +34,7 @@ import grpc
 
 from ris.api import search_pb2
 from ris.common import deadlines
+from ris.common.status import status_int
 from ris.search.augmentation import BLEND_CHUNK, Augmenter
 from ris.search.batching import EmbedLimits, Grouper
 from ris.search.config import SearchConfig
@@ -79,10 +80,6 @@ class _Pending:
     uri: str
 
 
-def _code(status: grpc.StatusCode) -> int:
-    return int(status.value[0])
-
-
 class Ingestor:
     """Runs one Ingest call; create one per call."""
 
@@ -113,7 +110,7 @@ class Ingestor:
 
     def _oversize(self, pending: _Pending, reason: str) -> None:
         """An image no embedder call can carry fails alone; its neighbours go on."""
-        code = _code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        code = status_int(grpc.StatusCode.RESOURCE_EXHAUSTED)
         self._fail(pending.item.id, pending.position, code, f"item {pending.item.id!r}: {reason}")
 
     # -- input side (runs on gRPC's sending thread) ----------------------------------------
@@ -149,9 +146,9 @@ class Ingestor:
                     else:
                         raise InvalidArgument("item has neither image bytes nor a uri")
                 except InvalidArgument as exc:
-                    self._fail(item.id, pos, _code(grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+                    self._fail(item.id, pos, status_int(grpc.StatusCode.INVALID_ARGUMENT), str(exc))
                 except SourceError as exc:
-                    self._fail(item.id, pos, _code(exc.code), str(exc))
+                    self._fail(item.id, pos, status_int(exc.code), str(exc))
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -204,7 +201,7 @@ class Ingestor:
         if input_error:
             raise input_error[0]
         broken = self._broken
-        code = _code(broken.code if broken else grpc.StatusCode.UNAVAILABLE)
+        code = status_int(broken.code if broken else grpc.StatusCode.UNAVAILABLE)
         reason = f"not stored: {broken}" if broken else "not embedded"
         with items_lock:
             left = [p for batch in pending for p in batch]  # answered by nobody
@@ -217,7 +214,7 @@ class Ingestor:
                 self._blend(meta)
             except SearchError as exc:  # the stream is over: the staged items fail, not the call
                 for p in self._take_staged():
-                    self._fail(p.item.id, p.position, _code(exc.code), f"not stored: {exc}")
+                    self._fail(p.item.id, p.position, status_int(exc.code), f"not stored: {exc}")
             finally:
                 self.summary.milvus_seconds += time.perf_counter() - start
         for p in left:
@@ -342,7 +339,7 @@ class Ingestor:
                     pending.appendleft(lost)  # reported failed by run(), with the rest
                     raise
                 for p in lost:
-                    self._fail(p.item.id, p.position, _code(exc.code), str(exc))
+                    self._fail(p.item.id, p.position, status_int(exc.code), str(exc))
                 continue
             finally:
                 self.summary.milvus_seconds += time.perf_counter() - start

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from ris.api import common_pb2, search_pb2
+from ris.common.status import status_int
 from ris.search.augmentation import Augmenter
 from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
 from ris.search.config import SearchConfig
@@ -440,7 +441,7 @@ def _finite(row: list[Hit]) -> list[Hit]:
 
 
 def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:
-    result.error.CopyFrom(common_pb2.ItemError(code=int(code.value[0]), message=message))
+    result.error.CopyFrom(common_pb2.ItemError(code=status_int(code), message=message))
 
 
 def _hit(h: Hit) -> search_pb2.Hit:
