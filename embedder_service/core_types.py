@@ -14,15 +14,6 @@ INVALID_ARGUMENT = status_int(grpc.StatusCode.INVALID_ARGUMENT)
 INTERNAL = status_int(grpc.StatusCode.INTERNAL)
 
 
-class ServiceError(Exception):
-    """A whole call fails with this gRPC status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True)
 class ItemResult:
     id: str

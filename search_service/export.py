@@ -13,7 +13,7 @@ import binascii
 import json
 
 from ris.api import search_pb2
-from ris.search.errors import InvalidArgument
+from ris.common.errors import InvalidArgument
 from ris.search.operations import filter_expr
 from ris.search.store import MAX_ID_BYTES, MilvusStore, Row
 

@@ -34,19 +34,19 @@ import grpc
 
 from ris.api import search_pb2
 from ris.common import deadlines
+from ris.common.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
 from ris.common.status import status_int
 from ris.search.augmentation import BLEND_CHUNK, Augmenter
 from ris.search.batching import EmbedLimits, Grouper
 from ris.search.config import SearchConfig
 from ris.search.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
-from ris.search.errors import (
-    CallOver,
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    SearchError,
-    Unavailable,
-)
 from ris.search.metrics import SearchMetrics
 from ris.search.paths import SourceError, read_image_file
 from ris.search.store import CollectionMeta, MilvusStore, Record, check_record_fields
@@ -98,7 +98,7 @@ class Ingestor:
         self.metrics = metrics
         self.summary = IngestSummary()
         self._lock = threading.Lock()
-        self._broken: SearchError | None = None  # a dependency failed mid-stream
+        self._broken: ServiceError | None = None  # a dependency failed mid-stream
         # Augmented collections: embedded items waiting to be blended and written (then they
         # count as stored).
         self._staged: dict[str, Record] = {}
@@ -212,7 +212,7 @@ class Ingestor:
             start = time.perf_counter()
             try:
                 self._blend(meta)
-            except SearchError as exc:  # the stream is over: the staged items fail, not the call
+            except ServiceError as exc:  # the stream is over: the staged items fail, not the call
                 for p in self._take_staged():
                     self._fail(p.item.id, p.position, status_int(exc.code), f"not stored: {exc}")
             finally:
@@ -301,7 +301,7 @@ class Ingestor:
             if answer is None:
                 return
             if deadlines.call_over():  # cancelled or past its deadline: store nothing more
-                raise CallOver(f"ingest stopped after {self.summary.stored} stored items")
+                raise Cancelled(f"ingest stopped after {self.summary.stored} stored items")
             batch = pending.popleft()
             window.release()
             if answer.model.dim != meta.dim or (
@@ -331,7 +331,7 @@ class Ingestor:
                     self._stage(meta, records, stored_items)
                     continue  # counted as stored when blended
                 self.store.upsert(meta, list(records.values()))
-            except (Unavailable, SearchError) as exc:
+            except (Unavailable, ServiceError) as exc:
                 # An augmented batch joined the stage before anything could fail, so the stage
                 # holds it and every other item not yet written.
                 lost = self._take_staged() if meta.augmented else stored_items

@@ -13,18 +13,18 @@ import grpc
 import numpy as np
 
 from ris.api import common_pb2, search_pb2
-from ris.common.status import status_int
-from ris.search.augmentation import Augmenter
-from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
-from ris.search.config import SearchConfig
-from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
-from ris.search.errors import (
+from ris.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
 )
+from ris.common.status import status_int
+from ris.search.augmentation import Augmenter
+from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
+from ris.search.config import SearchConfig
+from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
 from ris.search.filters import build_filter
 from ris.search.indexing import plan_index
 from ris.search.metrics import SearchMetrics

@@ -35,16 +35,16 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ris.common import deadlines
-from ris.search.config import SearchConfig
-from ris.search.errors import (
+from ris.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    SearchError,
+    ServiceError,
     Unavailable,
 )
+from ris.search.config import SearchConfig
 from ris.search.filters import build_filter, check_metadata_key, combine, quote
 from ris.search.indexing import (
     METRICS,
@@ -305,7 +305,7 @@ class MilvusStore:
         """Run one Milvus call, turning its failures into typed errors."""
         try:
             return fn()
-        except SearchError:
+        except ServiceError:
             raise
         except (MilvusException, grpc.RpcError, OSError) as exc:
             if "not loaded" in str(exc).lower():
@@ -320,7 +320,7 @@ class MilvusStore:
                 raise NotFound("collection not found (dropped meanwhile)") from exc
             if _is_unavailable(exc):
                 raise Unavailable(f"Milvus unavailable: {exc}") from exc
-            raise SearchError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
+            raise ServiceError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
 
     # -- collections ------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ import pytest
 from search_fixtures import CLASSES, PER_CLASS, Photo, ingest, item_of, offline_augmented
 
 from ris.api import search_pb2
+from ris.common.errors import InvalidArgument
 from ris.search.augmentation import blend, with_self
 from ris.search.config import ConfigError, SearchConfig, from_env
-from ris.search.errors import InvalidArgument
 from ris.search.operations import augmentation_settings
 from ris.search.server import SearchServer
 from ris.search.store import RAW_SUFFIX

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ris.common.errors import InvalidArgument
 from ris.search.config import ConfigError, SearchConfig, from_env, parse_args
-from ris.search.errors import InvalidArgument
 from ris.search.filters import build_filter, combine, quote
 from ris.search.indexing import (
     index_size_warning,

@@ -31,8 +31,8 @@ from ris.client import RisClient
 from ris.client.config import ClientConfig, RetryPolicy
 from ris.client.errors import PermissionDenied, Unauthenticated, Unavailable
 from ris.client.types import ById, IngestItem
+from ris.common.errors import ServiceError
 from ris.search.config import ConfigError, SearchConfig, parse_args
-from ris.search.errors import SearchError
 from ris.search.server import SearchServer
 
 READ = "search-reader-5be81f0c"
@@ -343,7 +343,7 @@ def test_milvus_password_never_in_errors_or_logs(caplog):
         dataclasses.replace(base, milvus_user="root", milvus_password=PASSWORD),
         dataclasses.replace(base, milvus_token=f"root:{PASSWORD}"),
     ):
-        with pytest.raises(SearchError) as info:
+        with pytest.raises(ServiceError) as info:
             SearchServer(config)
         assert "Milvus unavailable" in str(info.value)
         assert_no_secret(str(info.value))
@@ -409,7 +409,7 @@ def test_wrong_milvus_password_stays_secret_on_a_real_server(milvus_secure_serve
         milvus_password=PASSWORD,
         milvus_timeout_s=10.0,
     )
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(ServiceError) as info:
         SearchServer(config)
     logging.getLogger("test").exception("startup failed", exc_info=info.value)
     assert_no_secret(str(info.value) + caplog.text)
