@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ris.common.errors import InvalidArgument
-from ris.search.config import ConfigError, SearchConfig, from_env, parse_args
+from ris.search.config import ConfigError, SearchConfig, from_args, from_env
 from ris.search.filters import build_filter, combine, quote
 from ris.search.indexing import (
     index_size_warning,
@@ -137,10 +137,10 @@ def test_config_env_then_flags() -> None:
     assert cfg.milvus_secure and cfg.metrics_port == 0 and cfg.port == 6000
     assert cfg.embedder_addresses == ["127.0.0.1:1", "127.0.0.1:2"]
     assert cfg.allowed_roots == [Path("/data/a"), Path("/data/b")]
-    flagged = parse_args(["--port", "7000", "--milvus-db-name", "ris"], env=env)
+    flagged = from_args(["--port", "7000", "--milvus-db-name", "ris"], env=env)
     assert (flagged.port, flagged.milvus_db_name, flagged.milvus_secure) == (7000, "ris", True)
     with pytest.raises(ConfigError):
-        parse_args(["--port", "99999"], env={})
+        from_args(["--port", "99999"], env={})
     with pytest.raises(ConfigError):
         from_env({"RIS_MILVUS_SECURE": "perhaps"})
 
