@@ -49,7 +49,8 @@ from ris.search.config import SearchConfig
 from ris.search.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
 from ris.search.metrics import SearchMetrics
 from ris.search.paths import SourceError, read_image_file
-from ris.search.store import CollectionMeta, MilvusStore, Record, check_record_fields
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record, check_record_fields
 
 log = logging.getLogger(__name__)
 WINDOW = 4  # embed batches in flight per Ingest call

@@ -30,7 +30,8 @@ from ris.search.indexing import plan_index
 from ris.search.metrics import SearchMetrics
 from ris.search.query_expansion import MAX_ALPHA, expand, resolve
 from ris.search.query_expansion import METRICS as EXPANSION_METRICS
-from ris.search.store import RAW_SUFFIX, CollectionMeta, Hit, MilvusStore, validate_name
+from ris.search.store import MilvusStore
+from ris.search.store_schema import RAW_SUFFIX, CollectionMeta, Hit, validate_name
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10

@@ -17,7 +17,8 @@ from ris.api import search_pb2
 from ris.common.errors import ServiceError
 from ris.search.config import SearchConfig
 from ris.search.indexing import plan_index
-from ris.search.store import CollectionMeta, MilvusStore, Record
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record
 
 pytestmark = pytest.mark.milvus_server
 

@@ -15,7 +15,8 @@ from ris.common.errors import AlreadyExists, NotFound
 from ris.search.config import SearchConfig
 from ris.search.filters import build_filter
 from ris.search.indexing import plan_index
-from ris.search.store import CollectionMeta, MilvusStore, Record
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record
 
 DIM = 16
 NASTY = [

@@ -21,11 +21,11 @@ from ris.search.indexing import (
     search_params,
 )
 from ris.search.paths import SourceError, read_image_file, resolve
-from ris.search.store import (
+from ris.search.store_connection import client_kwargs
+from ris.search.store_schema import (
     MAX_WRITE_BYTES,
     Record,
     check_record_fields,
-    client_kwargs,
     validate_name,
     write_batches,
 )
@@ -248,7 +248,7 @@ def test_lite_unimplemented_filter_drops_only_that_record() -> None:
     import logging
     import sys
 
-    from ris.search.store import _LITE_FILTER
+    from ris.search.store_connection import _LITE_FILTER
 
     def record(exc: BaseException, msg: str) -> logging.LogRecord:
         try:
