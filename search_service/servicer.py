@@ -1,4 +1,4 @@
-"""gRPC <-> Services: message plumbing and the one place errors become status codes."""
+"""gRPC <-> Services: message plumbing; failures become status codes once (common/errors.py)."""
 
 from __future__ import annotations
 
