@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from ris.api import common_pb2
+from ris.common.imaging import EXIF_ORIENTATION, needed_size, to_rgb, upright_size
 
 log = logging.getLogger(__name__)
 FACTOR = 2  # each side kept at >= 2x what the model needs
 QUALITY = 90  # JPEG quality of the shrunk upload
-_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,6 @@ class Geometry:
             return None  # a server that does not say: nothing is shrunk
         return cls(p.resize_mode, int(p.crop_size), int(p.resize_shorter or p.crop_size))
 
-    def needed(self, width: int, height: int) -> tuple[int, int]:
-        """The smallest (width, height) of an upright image from which the model's input is made
-        without upsampling."""
-        if self.resize_mode == "squash":
-            return self.crop_size, self.crop_size
-        scale = self.resize_shorter / min(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-
 
 def shrink(data: bytes, geometry: Geometry) -> bytes:
     """A smaller JPEG of the same upright picture, or ``data`` when shrinking would not help."""
@@ -57,18 +49,17 @@ def shrink(data: bytes, geometry: Geometry) -> bytes:
         image: Image.Image = Image.open(io.BytesIO(data))
         if image.mode.startswith(("I", "F")):  # 16-bit / float: leave it to the server
             return data
-        orientation = image.getexif().get(0x0112, 1)
-        width, height = image.size
-        upright = (height, width) if orientation in _ROTATED else (width, height)
-        need_w, need_h = geometry.needed(*upright)
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        upright = upright_size(*image.size, orientation)
+        need_w, need_h = needed_size(geometry, *upright)
         scale = max(FACTOR * need_w / upright[0], FACTOR * need_h / upright[1])
         if scale > 0.5:  # less than halving: not worth a re-encode
             return data
         target = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
-        stored = (target[1], target[0]) if orientation in _ROTATED else target
+        stored = upright_size(*target, orientation)  # a transpose undoes itself
         image.draft("RGB", stored)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= target
         image = ImageOps.exif_transpose(image) or image
-        image = _rgb(image).resize(target, Image.Resampling.BILINEAR)
+        image = to_rgb(image).resize(target, Image.Resampling.BILINEAR)  # as the server does
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
@@ -83,12 +74,3 @@ def shrinker(geometry: Geometry | None) -> Callable[[bytes], bytes] | None:
         log.warning("not shrinking: the service does not report its model's geometry")
         return None
     return lambda data: shrink(data, geometry)
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    """RGB, transparency composited onto white as the server does."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")

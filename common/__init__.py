@@ -1,4 +1,5 @@
-"""Server-side pieces both services share: TLS, authentication, secrets.
+"""Pieces both services share: TLS, authentication, secrets, admission, errors.
 
-Never imported by the client.
+The client imports only the pure modules here (status.py, imaging.py); never grpc_server.py
+(health, metrics) nor anything else that needs the server extras.
 """

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import grpc
 
 from ris.common import deadlines
+from ris.common.errors import Cancelled, DeadlineExceeded
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -91,16 +92,12 @@ class AdmissionLimits:
         return self.workers + self.stream_slots + self.queue + RESERVE_THREADS
 
 
-class StreamIdle(Exception):
-    """The client sent no message for the idle limit; the call ends with ``code``."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+class StreamIdle(DeadlineExceeded):
+    """The client sent no message for the idle limit; the call ends with DEADLINE_EXCEEDED."""
 
 
-class CallEnded(Exception):
+class CallEnded(Cancelled):
     """The call ended while its handler waited for the next message of its stream."""
-
-    code = grpc.StatusCode.CANCELLED
 
 
 class _Queue:

@@ -106,11 +106,3 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.msg, record.args = cleaned, None
     if record.exc_info and record.exc_info[1] is not None:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-
-
-class RedactingFilter(logging.Filter):
-    """For handlers outside this process's record factory (e.g. a copied record): redact again."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _redact_record(record)
-        return True

@@ -80,10 +80,6 @@ class DynamicBatcher:
             self._queue.append(item)
             self._cond.notify()
 
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._queue)
-
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting; images already queued are still run, then the thread ends."""
         with self._cond:

@@ -1,8 +1,8 @@
 """The embedder without the network: admission, decode pool, per-model batchers, per-item results.
 
 The gRPC servicer is a thin layer over `EmbedderCore.submit`; tests can call it directly.
-Whole-call failures are `ServiceError` with a gRPC status code; per-image failures are
-`ItemResult`s with an error code, so one bad image never fails its neighbours.
+Whole-call failures are `ServiceError`s (common/errors.py) with a gRPC status code; per-image
+failures are `ItemResult`s with an error code, so one bad image never fails its neighbours.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from concurrent.futures import Future, wait
 from functools import partial
 from pathlib import Path
 
-import grpc
-
+from ris.common.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from ris.embedder.batcher import BatcherClosed, DeadlineDropped, DynamicBatcher, settle
 from ris.embedder.config import ConfigError, EmbedderConfig
-from ris.embedder.core_types import (
-    INTERNAL,
-    INVALID_ARGUMENT,
-    ItemResult,
-    ModelDescription,
-    ServiceError,
-)
+from ris.embedder.core_types import INTERNAL, INVALID_ARGUMENT, ItemResult, ModelDescription
 from ris.embedder.decoding import DecodePool
 from ris.embedder.metrics import EmbedderMetrics
 from ris.embedder.model_metadata import embedding_version, file_version
@@ -133,22 +132,20 @@ class PendingEmbed:
         _, not_done = wait(self.futures, timeout)
         if not_done:
             self.cancel()
-            raise ServiceError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while embedding"
-            )
+            raise DeadlineExceeded("deadline exceeded while embedding")
         results = []
         for item_id, future in zip(self.ids, self.futures, strict=True):
             if future.cancelled():
-                raise ServiceError(grpc.StatusCode.CANCELLED, "request cancelled")
+                raise Cancelled("request cancelled")
             error = future.exception()
             if error is None:
                 results.append(ItemResult(item_id, vector=future.result()))
             elif isinstance(error, DeadlineDropped):
                 self.cancel()
-                raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+                raise DeadlineExceeded(str(error))
             elif isinstance(error, BatcherClosed):
                 self.cancel()
-                raise ServiceError(grpc.StatusCode.UNAVAILABLE, str(error))
+                raise Unavailable(str(error))
             elif isinstance(error, ImageDecodeError):
                 results.append(ItemResult(item_id, None, INVALID_ARGUMENT, str(error)))
             else:
@@ -203,8 +200,7 @@ class EmbedderCore:
         if not name and self.text_models:
             return next(iter(self.text_models.values()))
         served = sorted(self.text_models)
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise InvalidArgument(
             f"unknown text model {name!r}; text models served: {served}"
             if name
             else "no text model is served (start the embedder with --text-model)",
@@ -215,11 +211,10 @@ class EmbedderCore:
     ) -> tuple[TextWorker, list[ItemResult]]:
         """Embed texts; per-item errors for empty or too-long texts, whole-call for the rest."""
         if self.draining:
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down")
+            raise Unavailable("embedder is shutting down")
         limit = self.config.max_images_per_request
         if len(texts) > limit:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise InvalidArgument(
                 f"too many texts in one request: {len(texts)} > max_images_per_request {limit}",
             )
         worker = self.text_model(model)
@@ -246,10 +241,7 @@ class EmbedderCore:
         for worker in self.models.values():
             if name in (worker.name, worker.version):
                 return worker
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"unknown model {name!r}; served: {sorted(self.models)}",
-        )
+        raise InvalidArgument(f"unknown model {name!r}; served: {sorted(self.models)}")
 
     def submit(
         self,
@@ -260,19 +252,17 @@ class EmbedderCore:
     ) -> PendingEmbed:
         """Admit and start a request's images. Raises ServiceError when it cannot be taken."""
         if self.draining:
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down")
+            raise Unavailable("embedder is shutting down")
         limit = self.config.max_images_per_request
         if len(images) > limit:
-            raise ServiceError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise InvalidArgument(
                 f"too many images in one request: {len(images)} > max_images_per_request {limit}",
             )
         worker = self.model(model)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self.admission.acquire(len(images), timeout if wait_for_capacity else 0.0):
             self.metrics.rejected.inc()
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise ResourceExhausted(
                 f"embedder queue full ({self.admission.pending} of "
                 f"{self.admission.capacity} images pending); retry with backoff",
             )

@@ -7,19 +7,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from ris.common.status import status_int
 from ris.embedder.preprocessing import PreprocessSpec
 
-INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-INTERNAL = grpc.StatusCode.INTERNAL.value[0]
-
-
-class ServiceError(Exception):
-    """A whole call fails with this gRPC status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+INVALID_ARGUMENT = status_int(grpc.StatusCode.INVALID_ARGUMENT)
+INTERNAL = status_int(grpc.StatusCode.INTERNAL)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ lost, which retrieves better; see docs/results/retrieval_study.json).
 
 Decoding costs what the model needs, not what the photo holds: a JPEG is decoded at 1/2, 1/4 or
 1/8 scale (libjpeg's scaled IDCT, Pillow's ``draft``) when that still leaves at least the size
-the geometry needs (each side, EXIF orientation accounted for), and a large image of any format is
-shrunk by whole-pixel box averaging (``reduce``) down to >= ``REDUCING_GAP`` x the crop before the
-final resample. Images under 2x the needed size (the 300 px data-set photos) decode exactly as
-before; a 12 MP photo's model input stays within the tolerance tests/test_preprocessing.py checks.
+the geometry needs (each side, EXIF orientation accounted for; common/imaging.py, which the
+client's upload shrinking shares), and a large image of any format is shrunk by whole-pixel box
+averaging (``reduce``) down to >= ``REDUCING_GAP`` x the crop before the final resample. Images
+under 2x the needed size (the 300 px data-set photos) decode exactly as before; a 12 MP photo's
+model input stays within the tolerance tests/test_preprocessing.py checks.
 Formats: whatever this Pillow reads (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, ...); HEIC/HEIF gets a
 clear per-item error (see ``_unsupported``).
 """
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ris.common.imaging import EXIF_ORIENTATION, needed_size, to_rgb, upright_size
+
 # 50 megapixels: larger than any phone photo in common use, small enough that a
 # decoded RGB frame (150 MB) cannot exhaust a server. Callers may pass their own.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -39,14 +42,11 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-_ALPHA_BACKGROUND = (255, 255, 255)
 # How an image becomes crop x crop: see the module docstring.
 RESIZE_MODES = ("shorter_crop", "squash")
 # Large images are box-reduced to at least this many times the crop before the last resample,
 # which then still averages several pixels per output pixel (Pillow's reducing_gap).
 REDUCING_GAP = 3.0
-_ORIENTATION = 0x0112
-_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the picture
 # ISO-BMFF brands of HEIC/HEIF stills, which this Pillow cannot decode (AVIF it can).
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
@@ -110,28 +110,18 @@ def _unsupported(data: bytes) -> str:
     return "not an image: unrecognised or unsupported format"
 
 
-def needed_size(spec: PreprocessSpec, width: int, height: int) -> tuple[int, int]:
-    """The smallest (width, height) of an upright ``width`` x ``height`` image from which
-    ``spec``'s geometry makes its input without upsampling."""
-    if spec.resize_mode == "squash":
-        return spec.crop_size, spec.crop_size
-    scale = spec.resize_shorter / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def _draft(image: Image.Image, spec: PreprocessSpec) -> None:
     """JPEG: decode at the smallest 1/2^k scale that keeps >= what ``spec`` needs."""
     if image.format != "JPEG":
         return
     try:
-        orientation = image.getexif().get(_ORIENTATION, 1)
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block: decode at full size, orientation as it comes
         orientation = 1
-    width, height = image.size
-    swapped = orientation in _SWAPS_SIDES
-    upright = (height, width) if swapped else (width, height)
-    need_w, need_h = needed_size(spec, *upright)
-    image.draft(image.mode, (need_h, need_w) if swapped else (need_w, need_h))
+    need = needed_size(spec, *upright_size(*image.size, orientation))
+    image.draft(
+        image.mode, upright_size(*need, orientation)
+    )  # stored sides: a transpose undoes itself
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -158,29 +148,6 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB; alpha is composited onto white."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I") or mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        if mode.startswith("I;16") or array.max(initial=0) > 255:
-            array = array / 257.0
-        elif mode == "F" and array.max(initial=0) <= 1.0:
-            array = array * 255.0
-        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def decode_image(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, spec: PreprocessSpec | None = None
 ) -> Image.Image:
@@ -203,7 +170,7 @@ def decode_image(
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         upright = image
     try:
-        return _to_rgb(upright if upright is not None else image)
+        return to_rgb(upright if upright is not None else image)
     except (ValueError, OSError) as exc:
         raise ImageDecodeError(f"unsupported colour mode {image.mode}: {exc}") from exc
 
@@ -224,7 +191,7 @@ def preprocess(image: Image.Image, spec: PreprocessSpec, exact: bool = False) ->
     from every pixel (no box reduction first: the reference for the tolerance tests).
     """
     if image.mode != "RGB":
-        image = _to_rgb(image)
+        image = to_rgb(image)
     crop = spec.crop_size
     resample = _RESAMPLE[spec.interpolation]
     gap = None if exact else REDUCING_GAP

@@ -12,14 +12,13 @@ from typing import Any
 import grpc
 
 from ris.api import common_pb2, embedder_pb2, embedder_pb2_grpc
-from ris.common.admission import CallEnded, StreamIdle
+from ris.common.errors import Cancelled, ServiceError, Unavailable, abort_with
 from ris.embedder.core import (
     EmbedderCore,
     ItemResult,
     ModelDescription,
     ModelWorker,
     PendingEmbed,
-    ServiceError,
 )
 from ris.embedder.text_worker import TextWorker
 
@@ -115,7 +114,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             response = to_response(pending.worker, pending.result(_remaining(deadline)))
         except ServiceError as exc:
             self._finish("Embed", exc.code, started)
-            context.abort(exc.code, exc.message)
+            abort_with(context, exc, "Embed")
         self._finish("Embed", OK, started)
         return response
 
@@ -148,13 +147,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                     return
                 if isinstance(entry, ServiceError):
                     self.metrics.requests.labels("EmbedStream", entry.code.name).inc()
-                    context.abort(entry.code, entry.message)
+                    abort_with(context, entry, "EmbedStream")
                 started, pending = entry
                 try:
                     results = self._results(pending, deadline, context)
                 except ServiceError as exc:
                     self.metrics.requests.labels("EmbedStream", exc.code.name).inc()
-                    context.abort(exc.code, exc.message)
+                    abort_with(context, exc, "EmbedStream")
                 in_flight.remove(pending)
                 self.metrics.request_seconds.labels("EmbedStream").observe(
                     time.perf_counter() - started
@@ -192,7 +191,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 return pending.result(0)  # done; or past the deadline: DEADLINE_EXCEEDED
             if not context.is_active():
                 pending.cancel()
-                raise ServiceError(grpc.StatusCode.CANCELLED, "call ended while embedding")
+                raise Cancelled("call ended while embedding")
 
     def _read_stream(
         self,
@@ -218,7 +217,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 if stop.is_set():
                     return
                 if self.core.draining:
-                    put(ServiceError(grpc.StatusCode.UNAVAILABLE, "embedder is shutting down"))
+                    put(Unavailable("embedder is shutting down"))
                     return
                 started = time.perf_counter()
                 pending = self.core.submit(
@@ -229,12 +228,10 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                     pending.cancel()
                     return
             put(None)
-        except ServiceError as exc:
+        except ServiceError as exc:  # the stream limits' StreamIdle, CallEnded too (admission.py)
             put(exc)
-        except (StreamIdle, CallEnded) as exc:  # the caller stopped (common/admission.py)
-            put(ServiceError(exc.code, str(exc)))
         except Exception as exc:  # the request stream broke (client cancelled, server stopping)
-            put(ServiceError(grpc.StatusCode.CANCELLED, f"request stream failed: {exc}"))
+            put(Cancelled(f"request stream failed: {exc}"))
 
     def EmbedText(self, request, context):
         started = time.perf_counter()
@@ -242,7 +239,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             worker, results = self.core.embed_text(list(request.texts), request.model)
         except ServiceError as exc:
             self._finish("EmbedText", exc.code, started)
-            context.abort(exc.code, exc.message)
+            abort_with(context, exc, "EmbedText")
         self._finish("EmbedText", OK, started)
         return to_response(worker, results)
 

@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 from ris.api import search_pb2, search_pb2_grpc
 from ris.client.channel import open_channel
 from ris.client.config import ClientConfig
+from ris.common.status import status_int
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -72,7 +73,7 @@ class GatewayError(Exception):
 
 
 def error_body(code: grpc.StatusCode, message: str) -> dict[str, object]:
-    return {"error": {"code": int(code.value[0]), "status": code.name, "message": message}}
+    return {"error": {"code": status_int(code), "status": code.name, "message": message}}
 
 
 def to_json(message: Message) -> dict[str, Any]:

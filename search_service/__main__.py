@@ -7,13 +7,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ris.search.config import ConfigError, parse_args
+from ris.search.config import ConfigError, from_args
 from ris.search.server import PortInUseError, start_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config = parse_args(argv)
+        config = from_args(argv)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ris.search.store import CollectionMeta, MilvusStore, Record, Row
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record, Row
 
 REVERSE_K = 16  # raw neighbours of a changed vector checked for holding it as a neighbour
 BLEND_CHUNK = 1024  # staged items per blend (memory: 8 KiB each at 2048-d)

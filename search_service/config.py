@@ -281,7 +281,7 @@ def from_env(env: Mapping[str, str] | None = None) -> SearchConfig:
     return dataclasses.replace(SearchConfig(), **values)  # type: ignore[arg-type]
 
 
-def parse_args(
+def from_args(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> SearchConfig:
     """Flags (``--milvus-uri`` ...) override env, which overrides defaults."""

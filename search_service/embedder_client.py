@@ -23,12 +23,12 @@ import numpy as np
 from ris.api import embedder_pb2, embedder_pb2_grpc
 from ris.common import deadlines
 from ris.common.channels import outgoing_channel
-from ris.search.errors import (
+from ris.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
-    SearchError,
+    ServiceError,
     Unavailable,
 )
 
@@ -100,7 +100,7 @@ class EmbedBatch:
     results: list[Embedded]
 
 
-def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
+def translate(exc: grpc.RpcError, what: str = "embedder") -> ServiceError:
     """A failed embedder call as the error our caller should see."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
@@ -119,7 +119,7 @@ def translate(exc: grpc.RpcError, what: str = "embedder") -> SearchError:
         grpc.StatusCode.PERMISSION_DENIED,
     ):
         return FailedPrecondition(message)
-    return SearchError(message)  # INTERNAL: logged with a request id, not returned
+    return ServiceError(message)  # INTERNAL: logged with a request id, not returned
 
 
 def check_model(
@@ -140,7 +140,7 @@ def check_model(
 
 def _batch(response: embedder_pb2.EmbedResponse, expected: int) -> EmbedBatch:
     if len(response.results) != expected:
-        raise SearchError(f"embedder answered {len(response.results)} results for {expected}")
+        raise ServiceError(f"embedder answered {len(response.results)} results for {expected}")
     results = []
     for r in response.results:
         if r.HasField("error") and r.error.code:

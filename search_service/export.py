@@ -13,9 +13,10 @@ import binascii
 import json
 
 from ris.api import search_pb2
-from ris.search.errors import InvalidArgument
+from ris.common.errors import InvalidArgument
 from ris.search.operations import filter_expr
-from ris.search.store import MAX_ID_BYTES, MilvusStore, Row
+from ris.search.store import MilvusStore
+from ris.search.store_schema import MAX_ID_BYTES, Row
 
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 1024

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ris.search.errors import InvalidArgument
+from ris.common.errors import InvalidArgument
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_FILTER_VALUES = 16384

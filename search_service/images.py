@@ -5,9 +5,9 @@ can show hits without a browser (or anyone) reading the server's disk freely."""
 from __future__ import annotations
 
 from ris.api import search_pb2
+from ris.common.errors import NotFound
 from ris.search.config import SearchConfig
-from ris.search.errors import NotFound, SearchError
-from ris.search.paths import SourceError, read_image_file
+from ris.search.paths import read_image_file
 from ris.search.store import MilvusStore
 
 _SIGNATURES = (
@@ -40,10 +40,5 @@ def item_image(
         raise NotFound(f"no item with id {req.id!r} in {meta.name!r}")
     if not rows[0].uri:
         raise NotFound(f"item {req.id!r} has no uri to read its image from")
-    try:
-        data = read_image_file(rows[0].uri, config.allowed_roots, config.max_file_bytes)
-    except SourceError as exc:
-        error = SearchError(str(exc))
-        error.code = exc.code
-        raise error from None
+    data = read_image_file(rows[0].uri, config.allowed_roots, config.max_file_bytes)
     return search_pb2.ItemImage(data=data, content_type=content_type(data))

@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ris.search.errors import InvalidArgument
+from ris.common.errors import InvalidArgument
 
 INDEX_TYPES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW")
 METRICS = ("COSINE", "IP", "L2")

@@ -34,21 +34,23 @@ import grpc
 
 from ris.api import search_pb2
 from ris.common import deadlines
+from ris.common.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from ris.common.status import status_int
 from ris.search.augmentation import BLEND_CHUNK, Augmenter
 from ris.search.batching import EmbedLimits, Grouper
 from ris.search.config import SearchConfig
 from ris.search.embedder_client import EmbedBatch, EmbedderClient, ModelRef, check_model
-from ris.search.errors import (
-    CallOver,
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    SearchError,
-    Unavailable,
-)
 from ris.search.metrics import SearchMetrics
 from ris.search.paths import SourceError, read_image_file
-from ris.search.store import CollectionMeta, MilvusStore, Record, check_record_fields
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record, check_record_fields
 
 log = logging.getLogger(__name__)
 WINDOW = 4  # embed batches in flight per Ingest call
@@ -79,10 +81,6 @@ class _Pending:
     uri: str
 
 
-def _code(status: grpc.StatusCode) -> int:
-    return int(status.value[0])
-
-
 class Ingestor:
     """Runs one Ingest call; create one per call."""
 
@@ -101,7 +99,7 @@ class Ingestor:
         self.metrics = metrics
         self.summary = IngestSummary()
         self._lock = threading.Lock()
-        self._broken: SearchError | None = None  # a dependency failed mid-stream
+        self._broken: ServiceError | None = None  # a dependency failed mid-stream
         # Augmented collections: embedded items waiting to be blended and written (then they
         # count as stored).
         self._staged: dict[str, Record] = {}
@@ -113,7 +111,7 @@ class Ingestor:
 
     def _oversize(self, pending: _Pending, reason: str) -> None:
         """An image no embedder call can carry fails alone; its neighbours go on."""
-        code = _code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        code = status_int(grpc.StatusCode.RESOURCE_EXHAUSTED)
         self._fail(pending.item.id, pending.position, code, f"item {pending.item.id!r}: {reason}")
 
     # -- input side (runs on gRPC's sending thread) ----------------------------------------
@@ -149,9 +147,9 @@ class Ingestor:
                     else:
                         raise InvalidArgument("item has neither image bytes nor a uri")
                 except InvalidArgument as exc:
-                    self._fail(item.id, pos, _code(grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+                    self._fail(item.id, pos, status_int(grpc.StatusCode.INVALID_ARGUMENT), str(exc))
                 except SourceError as exc:
-                    self._fail(item.id, pos, _code(exc.code), str(exc))
+                    self._fail(item.id, pos, status_int(exc.code), str(exc))
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -204,7 +202,7 @@ class Ingestor:
         if input_error:
             raise input_error[0]
         broken = self._broken
-        code = _code(broken.code if broken else grpc.StatusCode.UNAVAILABLE)
+        code = status_int(broken.code if broken else grpc.StatusCode.UNAVAILABLE)
         reason = f"not stored: {broken}" if broken else "not embedded"
         with items_lock:
             left = [p for batch in pending for p in batch]  # answered by nobody
@@ -215,9 +213,9 @@ class Ingestor:
             start = time.perf_counter()
             try:
                 self._blend(meta)
-            except SearchError as exc:  # the stream is over: the staged items fail, not the call
+            except ServiceError as exc:  # the stream is over: the staged items fail, not the call
                 for p in self._take_staged():
-                    self._fail(p.item.id, p.position, _code(exc.code), f"not stored: {exc}")
+                    self._fail(p.item.id, p.position, status_int(exc.code), f"not stored: {exc}")
             finally:
                 self.summary.milvus_seconds += time.perf_counter() - start
         for p in left:
@@ -304,7 +302,7 @@ class Ingestor:
             if answer is None:
                 return
             if deadlines.call_over():  # cancelled or past its deadline: store nothing more
-                raise CallOver(f"ingest stopped after {self.summary.stored} stored items")
+                raise Cancelled(f"ingest stopped after {self.summary.stored} stored items")
             batch = pending.popleft()
             window.release()
             if answer.model.dim != meta.dim or (
@@ -334,7 +332,7 @@ class Ingestor:
                     self._stage(meta, records, stored_items)
                     continue  # counted as stored when blended
                 self.store.upsert(meta, list(records.values()))
-            except (Unavailable, SearchError) as exc:
+            except (Unavailable, ServiceError) as exc:
                 # An augmented batch joined the stage before anything could fail, so the stage
                 # holds it and every other item not yet written.
                 lost = self._take_staged() if meta.augmented else stored_items
@@ -342,7 +340,7 @@ class Ingestor:
                     pending.appendleft(lost)  # reported failed by run(), with the rest
                     raise
                 for p in lost:
-                    self._fail(p.item.id, p.position, _code(exc.code), str(exc))
+                    self._fail(p.item.id, p.position, status_int(exc.code), str(exc))
                 continue
             finally:
                 self.summary.milvus_seconds += time.perf_counter() - start

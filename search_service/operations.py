@@ -13,23 +13,25 @@ import grpc
 import numpy as np
 
 from ris.api import common_pb2, search_pb2
-from ris.search.augmentation import Augmenter
-from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
-from ris.search.config import SearchConfig
-from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
-from ris.search.errors import (
+from ris.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
 )
+from ris.common.status import status_int
+from ris.search.augmentation import Augmenter
+from ris.search.batching import IMAGE_OVERHEAD, MESSAGE_OVERHEAD, EmbedLimits, split
+from ris.search.config import SearchConfig
+from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
 from ris.search.filters import build_filter
 from ris.search.indexing import plan_index
 from ris.search.metrics import SearchMetrics
 from ris.search.query_expansion import MAX_ALPHA, expand, resolve
 from ris.search.query_expansion import METRICS as EXPANSION_METRICS
-from ris.search.store import RAW_SUFFIX, CollectionMeta, Hit, MilvusStore, validate_name
+from ris.search.store import MilvusStore
+from ris.search.store_schema import RAW_SUFFIX, CollectionMeta, Hit, validate_name
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10
@@ -440,7 +442,7 @@ def _finite(row: list[Hit]) -> list[Hit]:
 
 
 def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) -> None:
-    result.error.CopyFrom(common_pb2.ItemError(code=int(code.value[0]), message=message))
+    result.error.CopyFrom(common_pb2.ItemError(code=status_int(code), message=message))
 
 
 def _hit(h: Hit) -> search_pb2.Hit:

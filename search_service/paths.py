@@ -13,38 +13,37 @@ from pathlib import Path
 
 import grpc
 
+from ris.common.errors import ServiceError
+
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
-class SourceError(Exception):
-    """One item's image could not be read; ``code`` is the gRPC status for its ItemError."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class SourceError(ServiceError):
+    """One item's image could not be read; ``code`` is the gRPC status for its ItemError (or,
+    for GetItemImage, for the call)."""
 
 
 def resolve(uri: str, roots: Sequence[Path]) -> Path:
     """The real path ``uri`` names, if it lies inside one of ``roots``."""
     if not roots:
         raise SourceError(
-            grpc.StatusCode.PERMISSION_DENIED,
             "server-side paths are disabled (no allowed roots configured)",
+            grpc.StatusCode.PERMISSION_DENIED,
         )
     text = uri[len("file://") :] if uri.startswith("file://") else uri
     if _SCHEME.match(text) and not os.path.isabs(text):
         raise SourceError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"remote URIs are not fetched: {uri[:100]}"
+            f"remote URIs are not fetched: {uri[:100]}", grpc.StatusCode.INVALID_ARGUMENT
         )
     if not os.path.isabs(text):
-        raise SourceError(grpc.StatusCode.INVALID_ARGUMENT, f"path must be absolute: {uri[:200]}")
+        raise SourceError(f"path must be absolute: {uri[:200]}", grpc.StatusCode.INVALID_ARGUMENT)
     if "\x00" in text:
-        raise SourceError(grpc.StatusCode.INVALID_ARGUMENT, "path contains a NUL byte")
+        raise SourceError("path contains a NUL byte", grpc.StatusCode.INVALID_ARGUMENT)
     real = Path(os.path.realpath(text))
     for root in roots:
         if real.is_relative_to(os.path.realpath(root)):
             return real
-    raise SourceError(grpc.StatusCode.PERMISSION_DENIED, f"path outside the allowed roots: {uri}")
+    raise SourceError(f"path outside the allowed roots: {uri}", grpc.StatusCode.PERMISSION_DENIED)
 
 
 def read_image_file(uri: str, roots: Sequence[Path], max_bytes: int) -> bytes:
@@ -53,13 +52,13 @@ def read_image_file(uri: str, roots: Sequence[Path], max_bytes: int) -> bytes:
     try:
         if not path.is_file():
             if not path.exists():
-                raise SourceError(grpc.StatusCode.NOT_FOUND, f"no such file: {uri}")
-            raise SourceError(grpc.StatusCode.INVALID_ARGUMENT, f"not a regular file: {uri}")
+                raise SourceError(f"no such file: {uri}", grpc.StatusCode.NOT_FOUND)
+            raise SourceError(f"not a regular file: {uri}", grpc.StatusCode.INVALID_ARGUMENT)
         size = path.stat().st_size
         if size > max_bytes:
             raise SourceError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"file too large: {size} > {max_bytes} bytes"
+                f"file too large: {size} > {max_bytes} bytes", grpc.StatusCode.INVALID_ARGUMENT
             )
         return path.read_bytes()
     except OSError as exc:
-        raise SourceError(grpc.StatusCode.PERMISSION_DENIED, f"cannot read {uri}: {exc}") from exc
+        raise SourceError(f"cannot read {uri}: {exc}", grpc.StatusCode.PERMISSION_DENIED) from exc

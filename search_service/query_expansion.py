@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ris.api import search_pb2
+from ris.common.errors import InvalidArgument
 from ris.search.config import SearchConfig
-from ris.search.errors import InvalidArgument
 
 MAX_TOP_N = 64
 MAX_ALPHA = 100.0  # sim^100 is already ~0 for any but the closest neighbour; more only overflows

@@ -7,12 +7,12 @@ import logging
 
 from ris.api import search_pb2, search_pb2_grpc
 from ris.common.auth import AuthInterceptor, method_scopes
+from ris.common.errors import ServiceError
 from ris.common.grpc_server import GrpcServer, PortInUseError
 from ris.common.secrets import redact, register_secrets
 from ris.common.tls import TlsConfigError, warn_if_open
 from ris.search.config import ConfigError, SearchConfig
 from ris.search.embedder_client import EmbedderClient
-from ris.search.errors import SearchError
 from ris.search.metrics import SearchMetrics
 from ris.search.operations import Services
 from ris.search.servicer import SearchServicer
@@ -60,8 +60,8 @@ class SearchServer:
         )
         try:
             self.store = MilvusStore(milvus_config)
-        except SearchError as exc:  # the message may quote the driver: never the password
-            raise type(exc)(redact(str(exc))) from None
+        except ServiceError as exc:  # the message may quote the driver: never the password
+            raise type(exc)(redact(str(exc)), exc.code) from None
         self.embedder = EmbedderClient(
             config.embedder_addresses,
             config.embed_timeout_s,

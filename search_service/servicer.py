@@ -1,19 +1,17 @@
-"""gRPC <-> Services: message plumbing and the one place errors become status codes."""
+"""gRPC <-> Services: message plumbing; failures become status codes once (common/errors.py)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 
 from ris.api import common_pb2, search_pb2, search_pb2_grpc
-from ris.common.admission import CallEnded, StreamIdle
-from ris.search.errors import SearchError
+from ris.common.errors import abort_with, status_of
 from ris.search.export import list_items
 from ris.search.images import item_image
 from ris.search.ingest import Ingestor
@@ -34,35 +32,19 @@ def rpc(method: F) -> F:
         code = grpc.StatusCode.OK
         try:
             return method(self, request, context)
-        except SearchError as exc:
-            code = exc.code
-            if code == grpc.StatusCode.INTERNAL:  # a dependency's message stays in the log
-                context.abort(code, _logged_internal(name, exc))
-            if code == grpc.StatusCode.UNAVAILABLE:
-                log.warning("%s failed: %s", name, exc)
-            context.abort(code, str(exc))
-        except (StreamIdle, CallEnded) as exc:  # the client stopped (common/admission.py)
-            code = exc.code
-            context.abort(code, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortedError":
                 raise  # context.abort's own exception, or a cancelled client stream
-            code = grpc.StatusCode.INTERNAL
-            context.abort(code, _logged_internal(name, exc))
+            code = status_of(exc)  # a ServiceError's code (the stream limits' too), or INTERNAL
+            if code == grpc.StatusCode.UNAVAILABLE:
+                log.warning("%s failed: %s", name, exc)
+            abort_with(context, exc, name)
         finally:
             metrics = self.services.metrics
             metrics.requests.labels(name, code.name).inc()
             metrics.request_seconds.labels(name).observe(time.perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _logged_internal(method: str, exc: BaseException) -> str:
-    """Log an internal failure in full under a new request id; the message for the caller,
-    which carries the id and nothing of the failure (it may quote Milvus or a stack)."""
-    request_id = uuid.uuid4().hex[:12]
-    log.error("%s failed [request %s]: %s", method, request_id, exc, exc_info=exc)
-    return f"internal error (request id {request_id}; details in the service log)"
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):

@@ -1,4 +1,9 @@
-"""Everything Milvus: schema, collection properties, upsert, search, query, delete, count.
+"""The reads and writes on Milvus: collections, upsert, search, get, page, delete, count.
+
+``MilvusStore`` holds one connection (store_connection.py) and runs every call through
+``_guard``, which turns the driver's failures into typed ServiceErrors; what a collection and
+a row look like (fields, limits, properties) is store_schema.py's. The service's RPCs over the
+store and the embedder are operations.py's, not this module's.
 
 Works on Milvus Lite (a local ``*.db`` path) and on Milvus 2.3+ servers through ``MilvusClient``.
 
@@ -7,178 +12,60 @@ Consistency: collections are created with ``Strong`` consistency and every read 
 (Ingest returns only after its upserts are acknowledged, hence fresh items are searchable when it
 returns). Strong costs a wait for the query nodes to catch up (milliseconds on standalone); the
 default ``Bounded`` would let a search miss rows written in the last few seconds.
-
-The model that fills a collection (name, version, dim) and the index choice are stored as
-collection properties (``ris.*``), which both Lite and Milvus 2.3+ keep.
-
-An augmented collection (database-side augmentation, see augmentation.py) has a companion
-``<name>__raw``: the same rows with the raw embeddings (Milvus 2.3 allows one vector field per
-collection). The main one stores the blended vectors, plus each item's neighbour list.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ris.common import deadlines
-from ris.search.config import SearchConfig
-from ris.search.errors import (
+from ris.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    SearchError,
+    ServiceError,
     Unavailable,
 )
-from ris.search.filters import build_filter, check_metadata_key, combine, quote
-from ris.search.indexing import (
-    METRICS,
-    IndexPlan,
-    index_size_warning,
-    plan_index,
-    search_params,
-)
+from ris.search.config import SearchConfig
+from ris.search.filters import build_filter, combine, quote
+from ris.search.indexing import index_size_warning, search_params
 from ris.search.lite_limit import LiteSizeWatch
+from ris.search.store_connection import close_client, lite_path, open_client
+from ris.search.store_schema import (
+    MAX_QUERY_LIMIT,
+    OUTPUT_FIELDS,
+    RAW_SUFFIX,
+    VECTOR_FIELD,
+    CollectionMeta,
+    Hit,
+    Record,
+    Row,
+    check_new_collection,
+    collection_properties,
+    from_rows,
+    meta_from,
+    milvus_schema,
+    read_fields,
+    str_map,
+    to_row,
+    validate_name,
+    vector_dims,
+    vector_index,
+    write_batches,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-VECTOR_FIELD = "embedding"
-AUGMENTATION_FIELD = "augmentation"  # augmented collections: {"neighbours": [ids], "sims": [..]}
-RAW_SUFFIX = "__raw"  # companion collection of raw embeddings
-MAX_ID_BYTES = 512
-MAX_LABEL_BYTES = 1024
-MAX_URI_BYTES = 4096
-MAX_METADATA_BYTES = 60_000  # Milvus JSON fields hold up to 64 KiB
-MAX_WRITE_BYTES = 16 * 1024 * 1024  # per upsert call, well under the 64 MB gRPC message limit
-MAX_QUERY_LIMIT = 16384  # Milvus' offset+limit ceiling
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_OUTPUT = ("id", "label", "uri", "metadata")
-
-
-@dataclass(frozen=True)
-class CollectionMeta:
-    """What a collection is: its vectors (dim, metric, index) and the model that fills it."""
-
-    name: str
-    dim: int
-    metric: str
-    index: IndexPlan
-    model_name: str = ""
-    model_version: str = ""
-    description: str = ""
-    augment_top_n: int = 0  # 0 = raw embeddings stored; else neighbours blended into each item
-    augment_alpha: float = 3.0
-
-    @property
-    def augmented(self) -> bool:
-        return self.augment_top_n > 0
-
-    @property
-    def raw_name(self) -> str:
-        return self.name + RAW_SUFFIX
-
-    def raw(self) -> CollectionMeta:
-        """The raw companion of an augmented collection, as a collection of its own."""
-        return dataclasses.replace(self, name=self.raw_name, augment_top_n=0)
-
-
-@dataclass
-class Record:
-    """One row to write (``augmentation`` only for augmented collections)."""
-
-    id: str
-    vector: Sequence[float] | np.ndarray
-    label: str = ""
-    uri: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    augmentation: dict[str, Any] | None = None
-
-
-@dataclass
-class Row:
-    """One stored row as read back (``vector`` only when asked for)."""
-
-    id: str
-    label: str
-    uri: str
-    metadata: dict[str, str]
-    vector: list[float] | None = None
-    augmentation: dict[str, Any] | None = None
-
-
-@dataclass
-class Hit:
-    id: str
-    score: float  # higher is better: similarity for COSINE/IP, negative distance for L2
-    label: str
-    uri: str
-    metadata: dict[str, str]
-
-
-def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise InvalidArgument(
-            f"collection name {name!r} invalid: letters, digits, underscores; "
-            "starts with a letter or _; at most 255 characters"
-        )
-    return name
-
-
-def check_record_fields(item_id: str, label: str, uri: str, metadata: dict[str, str]) -> None:
-    """Raise InvalidArgument when a row would not fit the schema."""
-    if not item_id:
-        raise InvalidArgument("id is empty")
-    if len(item_id.encode()) > MAX_ID_BYTES:
-        raise InvalidArgument(f"id longer than {MAX_ID_BYTES} bytes")
-    if len(label.encode()) > MAX_LABEL_BYTES:
-        raise InvalidArgument(f"label longer than {MAX_LABEL_BYTES} bytes")
-    if len(uri.encode()) > MAX_URI_BYTES:
-        raise InvalidArgument(f"uri longer than {MAX_URI_BYTES} bytes")
-    for key in metadata:
-        check_metadata_key(key)
-    if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
-        raise InvalidArgument(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
-
-
-def client_kwargs(cfg: SearchConfig) -> dict[str, Any]:
-    """MilvusClient arguments for the configured target: Lite path, URI, or host/port with TLS.
-
-    ``milvus_ca_cert`` implies TLS (``server_pem_path``: the CA/server certificate to trust);
-    ``milvus_server_name`` overrides the name checked against the certificate (SNI).
-    Token wins over user/password when both are given (that is pymilvus' rule too).
-    """
-    kwargs: dict[str, Any] = {"uri": cfg.milvus_target(), "timeout": cfg.milvus_timeout_s}
-    if cfg.is_milvus_lite:
-        return kwargs
-    kwargs.update(
-        user=cfg.milvus_user,
-        password=cfg.milvus_password,
-        token=cfg.milvus_token,
-        db_name=cfg.milvus_db_name,
-    )
-    if cfg.milvus_secure or cfg.milvus_ca_cert or cfg.milvus_target().startswith("https://"):
-        kwargs["secure"] = True
-    if cfg.milvus_ca_cert:
-        kwargs["server_pem_path"] = cfg.milvus_ca_cert
-    if cfg.milvus_server_name:
-        kwargs["server_name"] = cfg.milvus_server_name
-    return kwargs
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -199,55 +86,12 @@ def _is_collection_gone(exc: BaseException) -> bool:
     )
 
 
-def _rows_bytes(record: Record, dim: int) -> int:
-    meta = sum(len(k) + len(v) + 8 for k, v in record.metadata.items())
-    extra = len(json.dumps(record.augmentation)) if record.augmentation else 0
-    return 4 * dim + len(record.id) + len(record.label) + len(record.uri) + meta + extra + 64
-
-
-def write_batches(
-    records: Sequence[Record], dim: int, limit: int = MAX_WRITE_BYTES
-) -> Iterator[list[Record]]:
-    """Split rows into upsert calls of at most ``limit`` bytes (estimated)."""
-    batch: list[Record] = []
-    size = 0
-    for rec in records:
-        rec_size = _rows_bytes(rec, dim)
-        if batch and size + rec_size > limit:
-            yield batch
-            batch, size = [], 0
-        batch.append(rec)
-        size += rec_size
-    if batch:
-        yield batch
-
-
-class _LiteUnimplementedFilter(logging.Filter):
-    """Drop the traceback Milvus Lite's in-process gRPC server logs for AllocTimestamp.
-
-    pymilvus 3 asks for a timestamp while it waits for a new collection's index; Milvus Lite 3.2
-    does not implement that call, pymilvus falls back, and nothing is wrong, but grpc logs an
-    ERROR with a traceback that reads like a failure. Only that exact record is dropped.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not (
-            isinstance(exc, NotImplementedError)
-            and "Method not implemented" in str(exc)
-            and record.getMessage().startswith("Exception calling application")
-        )
-
-
-_LITE_FILTER = _LiteUnimplementedFilter()
-
-
 class MilvusStore:
     """A connection to one Milvus (Lite or server) and the operations the service needs."""
 
     def __init__(self, config: SearchConfig) -> None:
         self._config = config
-        self._lite_path = config.milvus_target() if config.is_milvus_lite else ""
+        self._lite_path = lite_path(config)
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
@@ -257,7 +101,7 @@ class MilvusStore:
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if self._lite_path else contextlib.nullcontext()
         )
-        self._client = self._guard(self._connect)
+        self._client = self._guard(lambda: open_client(config))
         self._lite_watch = LiteSizeWatch(config.lite_warn_rows if self._lite_path else 0)
 
     @property
@@ -266,23 +110,9 @@ class MilvusStore:
 
     # -- connection -------------------------------------------------------------------------
 
-    def _connect(self) -> MilvusClient:
-        if self._lite_path:
-            Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
-            logging.getLogger("grpc._server").addFilter(_LITE_FILTER)  # idempotent
-        # dedicated: this store owns its connection, so close() really closes it
-        return MilvusClient(**client_kwargs(self._config), dedicated=True)
-
     def close(self) -> None:
         """Close the client; for Lite also stop its in-process server so the dir is released."""
-        try:
-            self._client.close()
-        except Exception:  # closing must not mask the reason for stopping
-            log.exception("closing the Milvus client failed")
-        if self._lite_path:
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(self._lite_path)
+        close_client(self._client, self._lite_path)
 
     def _timeout(self) -> float:
         """milvus_timeout_s, capped by what is left of the calling request's deadline."""
@@ -305,7 +135,7 @@ class MilvusStore:
         """Run one Milvus call, turning its failures into typed errors."""
         try:
             return fn()
-        except SearchError:
+        except ServiceError:
             raise
         except (MilvusException, grpc.RpcError, OSError) as exc:
             if "not loaded" in str(exc).lower():
@@ -320,7 +150,7 @@ class MilvusStore:
                 raise NotFound("collection not found (dropped meanwhile)") from exc
             if _is_unavailable(exc):
                 raise Unavailable(f"Milvus unavailable: {exc}") from exc
-            raise SearchError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
+            raise ServiceError(f"Milvus error: {exc}") from exc  # INTERNAL: logged, not returned
 
     # -- collections ------------------------------------------------------------------------
 
@@ -334,28 +164,10 @@ class MilvusStore:
 
     def create_collection(self, meta: CollectionMeta) -> None:
         """Schema, index and properties in one go; the index exists before any insert."""
-        validate_name(meta.name)
-        if meta.name.endswith(RAW_SUFFIX):
-            raise InvalidArgument(f"collection names ending in {RAW_SUFFIX!r} are reserved")
-        if meta.augmented and len(meta.raw_name) > 255:
-            raise InvalidArgument("augmented collections' names are at most 250 characters")
-        if meta.metric not in METRICS:
-            raise InvalidArgument(f"metric must be one of {METRICS}")
-        if meta.dim < 1 or meta.dim > 32768:
-            raise InvalidArgument(f"dim {meta.dim} out of range")
-        schema = _schema(meta)
-        index = _vector_index(meta)
-        properties = {
-            "ris.model_name": meta.model_name,
-            "ris.model_version": meta.model_version,
-            "ris.dim": str(meta.dim),
-            "ris.metric": meta.metric,
-            "ris.index_type": meta.index.index_type,
-            "ris.index_params": json.dumps(meta.index.params, sort_keys=True),
-            "ris.description": meta.description,
-            "ris.augment_top_n": str(meta.augment_top_n),
-            "ris.augment_alpha": repr(float(meta.augment_alpha)),
-        }
+        check_new_collection(meta)
+        schema = milvus_schema(meta)
+        index = vector_index(meta)
+        properties = collection_properties(meta)
         with self._lock:
             if self.exists(meta.name):
                 raise AlreadyExists(f"collection {meta.name!r} already exists")
@@ -384,8 +196,8 @@ class MilvusStore:
         self._guard(
             lambda: self._client.create_collection(
                 meta.raw_name,
-                schema=_schema(meta.raw()),
-                index_params=_vector_index(meta),
+                schema=milvus_schema(meta.raw()),
+                index_params=vector_index(meta),
                 consistency_level="Strong",
                 properties={"ris.raw_of": meta.name},
             )
@@ -399,39 +211,11 @@ class MilvusStore:
         if name.endswith(RAW_SUFFIX) or not self.exists(name):
             raise NotFound(f"collection {name!r} not found")
         desc = self._guard(lambda: self._client.describe_collection(name))
-        props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
-        dims = [int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == VECTOR_FIELD]
-        if not dims:
+        if not vector_dims(desc):
             raise FailedPrecondition(
                 f"collection {name!r} has no {VECTOR_FIELD!r} field: not made by this service"
             )
-        dim = dims[0]
-        metric = props.get("ris.metric", "")
-        if metric not in METRICS:
-            metric = self._index_metric(name)
-        try:
-            params = json.loads(props.get("ris.index_params", "{}"))
-            plan = plan_index(props.get("ris.index_type", "AUTOINDEX"), params, "AUTOINDEX")
-        except (ValueError, InvalidArgument):
-            plan = IndexPlan("AUTOINDEX", {}, {})
-        try:
-            top_n = int(props.get("ris.augment_top_n", "0"))
-            alpha = float(props.get("ris.augment_alpha", "3.0"))
-        except ValueError:
-            top_n, alpha = 0, 3.0
-        if top_n and not any(f["name"] == AUGMENTATION_FIELD for f in desc["fields"]):
-            top_n = 0  # properties edited by hand: without the field it cannot be augmented
-        return CollectionMeta(
-            name=name,
-            dim=dim,
-            metric=metric,
-            index=plan,
-            model_name=props.get("ris.model_name", ""),
-            model_version=props.get("ris.model_version", ""),
-            description=props.get("ris.description", desc.get("description", "")),
-            augment_top_n=max(0, top_n),
-            augment_alpha=alpha,
-        )
+        return meta_from(name, desc, lambda: self._index_metric(name))
 
     def _index_metric(self, name: str) -> str:
         """Fallback for collections made elsewhere: read the metric from the index."""
@@ -477,7 +261,7 @@ class MilvusStore:
         """Insert or replace rows by id; returns how many were written."""
         written = 0
         for batch in write_batches(records, meta.dim):
-            rows = [_row(r, meta.augmented) for r in batch]
+            rows = [to_row(r, meta.augmented) for r in batch]
             self._upsert(meta.name, rows)
             written += len(rows)
         if not meta.name.endswith(RAW_SUFFIX):
@@ -564,7 +348,7 @@ class MilvusStore:
         vectors: Sequence[Sequence[float] | np.ndarray],
         top_k: int,
         expr: str = "",
-        output_fields: Sequence[str] = _OUTPUT,
+        output_fields: Sequence[str] = OUTPUT_FIELDS,
     ) -> list[list[Hit]]:
         """Top-k per vector, best first; scores are higher-is-better for every metric."""
         if not vectors:
@@ -597,7 +381,7 @@ class MilvusStore:
                         score=sign * float(h["distance"]),
                         label=str(ent.get("label", "")),
                         uri=str(ent.get("uri", "")),
-                        metadata=_str_map(ent.get("metadata")),
+                        metadata=str_map(ent.get("metadata")),
                     )
                 )
             row_hits.sort(key=lambda x: x.score, reverse=True)
@@ -618,11 +402,9 @@ class MilvusStore:
         if not where and limit < 1:
             return []
         self.ensure_loaded(name)
-        fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
-        if include_augmentation:
-            fields.append(AUGMENTATION_FIELD)
+        fields = read_fields(include_vectors, include_augmentation)
         res = self._query(name, where, fields, limit=min(limit, MAX_QUERY_LIMIT))
-        rows = _rows(res, include_vectors, include_augmentation)
+        rows = from_rows(res, include_vectors, include_augmentation)
         if ids:
             order = {v: i for i, v in enumerate(ids)}
             rows.sort(key=lambda r: order.get(r.id, len(order)))
@@ -638,9 +420,9 @@ class MilvusStore:
         smallest ids (without it, any ``limit`` matches); Milvus 2.3 does so either way."""
         where = combine(f"id > {quote(after)}", expr)  # ids are never empty: "" is the start
         self.ensure_loaded(name)
-        fields = [*_OUTPUT, VECTOR_FIELD] if include_vectors else list(_OUTPUT)
+        fields = read_fields(include_vectors, augmentation=False)
         res = self._query(name, where, fields, limit=min(limit, MAX_QUERY_LIMIT), iterator="True")
-        rows = _rows(res, include_vectors, augmentation=False)
+        rows = from_rows(res, include_vectors, augmentation=False)
         rows.sort(key=lambda r: r.id.encode())
         return rows
 
@@ -661,62 +443,3 @@ class MilvusStore:
         self.ensure_loaded(name)
         res = self._query(name, expr, ["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
-
-
-def _schema(meta: CollectionMeta) -> Any:
-    schema = MilvusClient.create_schema(
-        auto_id=False, enable_dynamic_field=False, description=meta.description
-    )
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
-    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=meta.dim)
-    schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL_BYTES)
-    schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
-    schema.add_field("metadata", DataType.JSON)
-    if meta.augmented:
-        schema.add_field(AUGMENTATION_FIELD, DataType.JSON)
-    return schema
-
-
-def _vector_index(meta: CollectionMeta) -> Any:
-    index = MilvusClient.prepare_index_params()
-    index.add_index(
-        field_name=VECTOR_FIELD,
-        index_type=meta.index.index_type,
-        metric_type=meta.metric,
-        params=dict(meta.index.build_params),
-    )
-    return index
-
-
-def _row(record: Record, augmented: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": record.id,
-        VECTOR_FIELD: np.asarray(record.vector, dtype=np.float32).tolist(),
-        "label": record.label,
-        "uri": record.uri,
-        "metadata": dict(record.metadata),
-    }
-    if augmented:
-        row[AUGMENTATION_FIELD] = record.augmentation or {}
-    return row
-
-
-def _rows(result: Sequence[dict[str, Any]], vectors: bool, augmentation: bool) -> list[Row]:
-    """Query results as Rows (vectors / augmentation only when they were asked for)."""
-    return [
-        Row(
-            id=str(r["id"]),
-            label=str(r.get("label", "")),
-            uri=str(r.get("uri", "")),
-            metadata=_str_map(r.get("metadata")),
-            vector=[float(x) for x in r[VECTOR_FIELD]] if vectors else None,
-            augmentation=r.get(AUGMENTATION_FIELD) if augmentation else None,
-        )
-        for r in result
-    ]
-
-
-def _str_map(value: object) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}

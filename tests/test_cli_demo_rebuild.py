@@ -10,7 +10,7 @@ from pathlib import Path
 from ris.client import RisClient
 from ris.search.indexing import plan_index
 from ris.search.server import SearchServer
-from ris.search.store import CollectionMeta
+from ris.search.store_schema import CollectionMeta
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,8 @@ import pytest
 from large_photos import caltech_photo, phone_jpegs
 from PIL import Image, features
 
-from ris.embedder.preprocessing import (
-    ImageDecodeError,
-    PreprocessSpec,
-    decode_image,
-    needed_size,
-    prepare,
-)
+from ris.common.imaging import needed_size
+from ris.embedder.preprocessing import ImageDecodeError, PreprocessSpec, decode_image, prepare
 
 SQUASH = PreprocessSpec(resize_mode="squash")
 CROP = PreprocessSpec(resize_mode="shorter_crop")

@@ -14,12 +14,12 @@ import pytest
 from search_fixtures import CLASSES, PER_CLASS, Photo, ingest, item_of, offline_augmented
 
 from ris.api import search_pb2
+from ris.common.errors import InvalidArgument
 from ris.search.augmentation import blend, with_self
 from ris.search.config import ConfigError, SearchConfig, from_env
-from ris.search.errors import InvalidArgument
 from ris.search.operations import augmentation_settings
 from ris.search.server import SearchServer
-from ris.search.store import RAW_SUFFIX
+from ris.search.store_schema import RAW_SUFFIX
 
 DBA = search_pb2.DatabaseAugmentation
 PLAIN = search_pb2.QueryExpansion(enabled=False)
@@ -269,7 +269,8 @@ def test_blending_batch_by_batch_and_after_deletes_matches_offline(tmp_path) -> 
     blend equals the exhaustive offline one."""
     from ris.search.augmentation import Augmenter
     from ris.search.indexing import plan_index
-    from ris.search.store import CollectionMeta, MilvusStore, Record
+    from ris.search.store import MilvusStore
+    from ris.search.store_schema import CollectionMeta, Record
 
     store = MilvusStore(SearchConfig(milvus_uri=str(tmp_path / "dba.db")))
     try:

@@ -27,7 +27,7 @@ from search_fixtures import (
 from ris.api import search_pb2
 from ris.search.indexing import plan_index
 from ris.search.server import start_server
-from ris.search.store import CollectionMeta
+from ris.search.store_schema import CollectionMeta
 from ris.tools.harness import free_port
 
 

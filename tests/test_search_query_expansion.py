@@ -12,8 +12,8 @@ import pytest
 from search_fixtures import CLASSES, PER_CLASS, ingest, item_of, offline_augmented
 
 from ris.api import embedder_pb2, search_pb2
+from ris.common.errors import InvalidArgument
 from ris.search.config import ConfigError, SearchConfig, from_env
-from ris.search.errors import InvalidArgument
 from ris.search.query_expansion import OFF, ExpansionSettings, expand, resolve
 
 QE = search_pb2.QueryExpansion

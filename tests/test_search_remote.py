@@ -13,10 +13,11 @@ import pytest
 from search_fixtures import Photo, ingest, item_of, running_search, search_client
 
 from ris.api import search_pb2
+from ris.common.errors import ServiceError
 from ris.search.config import SearchConfig
-from ris.search.errors import SearchError
 from ris.search.indexing import plan_index
-from ris.search.store import CollectionMeta, MilvusStore, Record
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record
 from ris.tools.milvus_standalone import MilvusServerHandle, TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.milvus_server
@@ -65,7 +66,7 @@ def test_wrong_credentials_or_ca_are_refused(
     else:  # a certificate from another CA: the TLS handshake must fail
         other = make_tls_files(tmp_path / "other", tls.server_name)
         config = _hosted(server, tls, milvus_ca_cert=str(other.ca), milvus_timeout_s=3.0)
-    with pytest.raises(SearchError):
+    with pytest.raises(ServiceError):
         MilvusStore(config).close()
 
 

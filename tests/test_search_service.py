@@ -20,7 +20,7 @@ from search_fixtures import CLASSES, PER_CLASS, Photo, ingest, item_of
 from ris.api import search_pb2
 from ris.search.indexing import plan_index
 from ris.search.server import SearchServer
-from ris.search.store import CollectionMeta
+from ris.search.store_schema import CollectionMeta
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ris.common.errors import AlreadyExists, NotFound
 from ris.search.config import SearchConfig
-from ris.search.errors import AlreadyExists, NotFound
 from ris.search.filters import build_filter
 from ris.search.indexing import plan_index
-from ris.search.store import CollectionMeta, MilvusStore, Record
+from ris.search.store import MilvusStore
+from ris.search.store_schema import CollectionMeta, Record
 
 DIM = 16
 NASTY = [
@@ -172,7 +173,7 @@ def test_filter_values_match_exactly(
 
 def test_foreign_collections_are_refused(store: MilvusStore) -> None:
     """A collection made by someone else (no ``embedding`` field) is reported, not crashed on."""
-    from ris.search.errors import FailedPrecondition
+    from ris.common.errors import FailedPrecondition
 
     name = f"foreign_{uuid.uuid4().hex[:8]}"
     store._client.create_collection(name, dimension=4, vector_field_name="vec")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ris.search.config import ConfigError, SearchConfig, from_env, parse_args
-from ris.search.errors import InvalidArgument
+from ris.common.errors import InvalidArgument
+from ris.search.config import ConfigError, SearchConfig, from_args, from_env
 from ris.search.filters import build_filter, combine, quote
 from ris.search.indexing import (
     index_size_warning,
@@ -21,11 +21,11 @@ from ris.search.indexing import (
     search_params,
 )
 from ris.search.paths import SourceError, read_image_file, resolve
-from ris.search.store import (
+from ris.search.store_connection import client_kwargs
+from ris.search.store_schema import (
     MAX_WRITE_BYTES,
     Record,
     check_record_fields,
-    client_kwargs,
     validate_name,
     write_batches,
 )
@@ -137,10 +137,10 @@ def test_config_env_then_flags() -> None:
     assert cfg.milvus_secure and cfg.metrics_port == 0 and cfg.port == 6000
     assert cfg.embedder_addresses == ["127.0.0.1:1", "127.0.0.1:2"]
     assert cfg.allowed_roots == [Path("/data/a"), Path("/data/b")]
-    flagged = parse_args(["--port", "7000", "--milvus-db-name", "ris"], env=env)
+    flagged = from_args(["--port", "7000", "--milvus-db-name", "ris"], env=env)
     assert (flagged.port, flagged.milvus_db_name, flagged.milvus_secure) == (7000, "ris", True)
     with pytest.raises(ConfigError):
-        parse_args(["--port", "99999"], env={})
+        from_args(["--port", "99999"], env={})
     with pytest.raises(ConfigError):
         from_env({"RIS_MILVUS_SECURE": "perhaps"})
 
@@ -248,7 +248,7 @@ def test_lite_unimplemented_filter_drops_only_that_record() -> None:
     import logging
     import sys
 
-    from ris.search.store import _LITE_FILTER
+    from ris.search.store_connection import _LITE_FILTER
 
     def record(exc: BaseException, msg: str) -> logging.LogRecord:
         try:

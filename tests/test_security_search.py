@@ -31,8 +31,8 @@ from ris.client import RisClient
 from ris.client.config import ClientConfig, RetryPolicy
 from ris.client.errors import PermissionDenied, Unauthenticated, Unavailable
 from ris.client.types import ById, IngestItem
-from ris.search.config import ConfigError, SearchConfig, parse_args
-from ris.search.errors import SearchError
+from ris.common.errors import ServiceError
+from ris.search.config import ConfigError, SearchConfig, from_args
 from ris.search.server import SearchServer
 
 READ = "search-reader-5be81f0c"
@@ -314,18 +314,18 @@ def test_secret_settings_come_from_files_and_stay_out_of_repr(tmp_path):
         "RIS_SEARCH_WRITE_TOKENS": WRITE,
         "RIS_EMBEDDER_TOKEN": EMBEDDER,
     }
-    config = parse_args([], env=env)
+    config = from_args([], env=env)
     assert config.secrets().milvus_password == PASSWORD
     assert config.tokens() == ([READ], [WRITE])
     assert config.secrets().embedder_token == EMBEDDER
     assert_no_secret(repr(config) + repr(config.secrets()))
-    assert_no_secret(repr(parse_args(["--milvus-password", PASSWORD], env={})))
+    assert_no_secret(repr(from_args(["--milvus-password", PASSWORD], env={})))
     with pytest.raises(ConfigError, match="cannot read") as info:
-        parse_args([], env={"RIS_SEARCH_WRITE_TOKENS_FILE": str(tmp_path / "absent")})
+        from_args([], env={"RIS_SEARCH_WRITE_TOKENS_FILE": str(tmp_path / "absent")})
     with pytest.raises(ConfigError, match="shorter than"):
-        parse_args([], env={"RIS_SEARCH_READ_TOKENS": "abc"})
+        from_args([], env={"RIS_SEARCH_READ_TOKENS": "abc"})
     with pytest.raises(ConfigError, match="tls_cert and tls_key"):
-        parse_args([], env={"RIS_SEARCH_TLS_KEY": str(tmp_path / "pw")})
+        from_args([], env={"RIS_SEARCH_TLS_KEY": str(tmp_path / "pw")})
     assert_no_secret(str(info.value))
 
 
@@ -343,7 +343,7 @@ def test_milvus_password_never_in_errors_or_logs(caplog):
         dataclasses.replace(base, milvus_user="root", milvus_password=PASSWORD),
         dataclasses.replace(base, milvus_token=f"root:{PASSWORD}"),
     ):
-        with pytest.raises(SearchError) as info:
+        with pytest.raises(ServiceError) as info:
             SearchServer(config)
         assert "Milvus unavailable" in str(info.value)
         assert_no_secret(str(info.value))
@@ -409,7 +409,7 @@ def test_wrong_milvus_password_stays_secret_on_a_real_server(milvus_secure_serve
         milvus_password=PASSWORD,
         milvus_timeout_s=10.0,
     )
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(ServiceError) as info:
         SearchServer(config)
     logging.getLogger("test").exception("startup failed", exc_info=info.value)
     assert_no_secret(str(info.value) + caplog.text)

@@ -17,7 +17,7 @@ import pytest
 from search_fixtures import Photo, ingest, item_of
 
 from ris.api import embedder_pb2, search_pb2
-from ris.search.errors import NotFound
+from ris.common.errors import NotFound
 
 DIM = 2048
 
