@@ -22,6 +22,7 @@ from ris.api import search_pb2
 from ris.client.convert import ingest_request, to_item
 from ris.client.limits import RESOURCE_EXHAUSTED, Limits
 from ris.client.types import IngestFailure, IngestItem, IngestSummary
+from ris.common.status import status_int
 
 DEFAULT_CHUNK_SIZE = 32
 DEFAULT_ITEMS_PER_CALL = 512
@@ -120,7 +121,7 @@ class CallStream:
                 message = to_item(item, self.transform)
                 reason = self._too_big(item, len(message.image) if self.transform else None)
         except OSError as error:
-            code = grpc.StatusCode.NOT_FOUND.value[0]
+            code = status_int(grpc.StatusCode.NOT_FOUND)
             self.local_failures.append(IngestFailure(item.id, position, code, str(error)))
             return None
         if reason is not None:

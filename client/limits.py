@@ -17,11 +17,12 @@ import grpc
 from ris.api import search_pb2
 from ris.client.shrink import Geometry
 from ris.client.types import ItemError, QueryResult
+from ris.common.status import status_int
 
 DEFAULT_MAX_QUERIES = 256  # the service's own default (search_service/operations.py)
 # Framing of a request message around its items (collection name, tags, lengths), generously.
 MESSAGE_OVERHEAD = 4096
-RESOURCE_EXHAUSTED = int(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+RESOURCE_EXHAUSTED = status_int(grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @dataclass(frozen=True)

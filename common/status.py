@@ -11,3 +11,11 @@ import grpc
 def status_int(code: grpc.StatusCode) -> int:
     """The code's number (INVALID_ARGUMENT -> 3), as in ``common_pb2.ItemError.code``."""
     return int(code.value[0])
+
+
+_NAMES = {int(code.value[0]): code.name for code in grpc.StatusCode}
+
+
+def status_name(number: int) -> str:
+    """The name of a code's number (3 -> INVALID_ARGUMENT); UNKNOWN for one grpc does not know."""
+    return _NAMES.get(number, "UNKNOWN")

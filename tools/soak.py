@@ -16,17 +16,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import numpy as np
 
 from ris.client import IngestItem, RetryPolicy, RisClient
 from ris.client.errors import RisError
 from ris.client.types import QueryLike
+from ris.common.status import status_name
 from ris.tools.harness import ServiceProcess
 from ris.tools.machine import machine_info, rss_mb
 from ris.tools.stats import percentiles_ms
-
-_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # -- the load ------------------------------------------------------------------------------------
 
@@ -127,7 +125,7 @@ def drive(
             summary = ris.ingest(collection, items, items_per_call=items_per_ingest)
             # One call: when it failed as a whole, every item carries the call's status.
             failed_call = summary.stored == 0 and len(summary.failures) == len(items)
-            code = _STATUS_NAMES.get(summary.failures[0].code, "UNKNOWN") if failed_call else ""
+            code = status_name(summary.failures[0].code) if failed_call else ""
             results.record("ingest", began, code)
             _back_off(code, rng)
             with results.lock:
