@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import tempfile
 import time
@@ -46,8 +47,13 @@ from ris.search.indexing import nlist_for, nprobe_for
 from ris.tools.bench import existing, release_lite, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, IMAGENET
 from ris.tools.loadtest import load_images
-from ris.tools.machine import describe_machine, machine_info, memory_available_bytes
-from ris.tools.milvus_standalone import milvus_server_uri
+from ris.tools.machine import (
+    describe_machine,
+    machine_info,
+    memory_available_bytes,
+    tree_rss_mb,
+)
+from ris.tools.milvus_standalone import start_milvus_server
 from ris.tools.stats import percentiles_ms
 from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
 from ris.tools.vector_mixture import fit_mixture, nn_distance_quantiles
@@ -100,17 +106,22 @@ def real_embeddings(
 
 
 @contextmanager
-def open_store(kind: str, work: Path) -> Iterator[Any]:
-    """A MilvusClient on Milvus Lite (in this process) or on a fresh milvus-server (loopback)."""
+def open_store(kind: str, work: Path) -> Iterator[tuple[Any, int]]:
+    """A MilvusClient on Milvus Lite (in this process) or on a fresh milvus-server (loopback),
+    and the pid whose process tree holds the store's memory (this one for Lite)."""
     from pymilvus import MilvusClient
 
     with ExitStack() as stack:
-        uri = str(work / "lite.db")
+        uri, pid = str(work / "lite.db"), os.getpid()
         if kind == "server":
-            uri = stack.enter_context(milvus_server_uri(work))
+            data = work / "milvus-server"
+            data.mkdir(parents=True, exist_ok=True)
+            handle = start_milvus_server(data)
+            stack.callback(handle.stop)
+            uri, pid = handle.uri, handle.process.pid
         client = MilvusClient(uri=uri, timeout=600)
         try:
-            yield client
+            yield client, pid
         finally:
             client.close()
             release_lite(uri)
@@ -258,7 +269,7 @@ def run_store(
     """Every size and index on one store; one collection per size, its index rebuilt per type.
     Each result goes to ``on_row`` as soon as it is measured (long runs keep partial results)."""
     work = tempfile.TemporaryDirectory(prefix=f"ris-bench-vs-{kind}-", dir=args.work_dir)
-    with work as tmp, open_store(kind, Path(tmp)) as client:
+    with work as tmp, open_store(kind, Path(tmp)) as (client, store_pid):
         for size in sizes:
             data: Dataset | MixtureDataset = (
                 MixtureDataset(base, size, args.mixture, args.seed)
@@ -280,6 +291,8 @@ def run_store(
                 build, timing = build_index(
                     client, name, index, size, args.max_build_seconds, data.dim
                 )
+                # The loaded index's memory as the OS sees it (Lite: this whole process).
+                timing["store_rss_mb"] = round(tree_rss_mb(store_pid), 1)
                 for params in search_params_for(index, size, args):
                     result = measure_search(
                         client, name, queries, truth, params, args.top_k, args.search_seconds
@@ -301,7 +314,7 @@ def run_store(
 
 HEADER = (
     f"{'store':<6} {'rows':>8} {'index':<8} {'search':<11} {'insert s':>8} {'build+load s':>12} "
-    f"{'p50 ms':>7} {'p99 ms':>7} {'recall@k':>8}"
+    f"{'p50 ms':>7} {'p99 ms':>7} {'recall@k':>8} {'store RSS MB':>12}"
 )
 
 
@@ -310,7 +323,8 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"{r['store']:<6} {r['rows']:>8} {r['index']:<8} {params:<11} "
         f"{r['insert_s'] + r['flush_s']:>8.1f} {r['build_s'] + r['load_s']:>12.1f} "
-        f"{r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {r['recall']:>8.3f}"
+        f"{r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {r['recall']:>8.3f} "
+        f"{r['store_rss_mb']:>12.0f}"
     )
 
 

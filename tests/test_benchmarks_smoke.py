@@ -136,6 +136,7 @@ def _check_vector_store(data: dict[str, Any], store: str) -> None:
     for r in rows:
         assert r["rows"] == 300 and r["queries"] == 8
         assert r["latency_ms"]["p50"] > 0 and 0 <= r["recall"] <= 1
+        assert r["store_rss_mb"] > 50  # the store's process tree, measured after loading
     flat = next(r for r in rows if r["index"] == "FLAT")
     assert flat["recall"] == 1.0  # Milvus' exact search agrees with numpy's ground truth
     (verdict,) = data["verdict"]

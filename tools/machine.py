@@ -78,3 +78,24 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants (a server that runs its work in children, like
+    milvus-server's launcher), from /proc; 0 when it is gone."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += rss_mb(current)
+        todo.extend(children.get(current, []))
+    return total
