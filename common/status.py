@@ -13,7 +13,7 @@ def status_int(code: grpc.StatusCode) -> int:
     return int(code.value[0])
 
 
-_NAMES = {int(code.value[0]): code.name for code in grpc.StatusCode}
+_NAMES = {status_int(code): code.name for code in grpc.StatusCode}
 
 
 def status_name(number: int) -> str:

@@ -53,7 +53,7 @@ from ris.tools.machine import (
     memory_available_bytes,
     tree_rss_mb,
 )
-from ris.tools.milvus_standalone import start_milvus_server
+from ris.tools.milvus_standalone import milvus_server
 from ris.tools.stats import percentiles_ms
 from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
 from ris.tools.vector_mixture import fit_mixture, nn_distance_quantiles
@@ -114,10 +114,7 @@ def open_store(kind: str, work: Path) -> Iterator[tuple[Any, int]]:
     with ExitStack() as stack:
         uri, pid = str(work / "lite.db"), os.getpid()
         if kind == "server":
-            data = work / "milvus-server"
-            data.mkdir(parents=True, exist_ok=True)
-            handle = start_milvus_server(data)
-            stack.callback(handle.stop)
+            handle = stack.enter_context(milvus_server(work))
             uri, pid = handle.uri, handle.process.pid
         client = MilvusClient(uri=uri, timeout=600)
         try:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ris.api import embedder_pb2, embedder_pb2_grpc
 from ris.client.client import RisClient
-from ris.client.config import ClientConfig
+from ris.client.config import ClientConfig, RetryPolicy
 from ris.client.connection_args import add_connection_arguments, config_from_args
 from ris.client.errors import RisError
 from ris.client.stub_channel import open_stub_channel
@@ -148,9 +148,10 @@ def _call_factory(
 
         return embed
     if spec.call == "search":
-        # Through the client library, as users call it (its request builder, limits, retries).
+        # Through the client library, as users call it (its request builder and limits), over
+        # the level's channel, which carries TLS, the token and any retries: no RIS_* here.
         ris = RisClient(
-            ClientConfig.from_env(address=spec.target, timeout=spec.timeout_s, retries=1),
+            ClientConfig(address=spec.target, timeout=spec.timeout_s, retry=RetryPolicy(1)),
             channel=channel,
         )
 

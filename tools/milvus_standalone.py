@@ -223,15 +223,22 @@ def start_milvus_server(
 
 
 @contextlib.contextmanager
-def milvus_server_uri(work: Path) -> Iterator[str]:
-    """A fresh Milvus standalone with its data under ``work``, stopped afterwards; its URI."""
+def milvus_server(work: Path) -> Iterator[MilvusServerHandle]:
+    """A fresh Milvus standalone with its data under ``work``, stopped afterwards."""
     data = work / "milvus-server"
     data.mkdir(parents=True, exist_ok=True)
     handle = start_milvus_server(data)
     try:
-        yield handle.uri
+        yield handle
     finally:
         handle.stop()
+
+
+@contextlib.contextmanager
+def milvus_server_uri(work: Path) -> Iterator[str]:
+    """The same, for callers that only need its URI."""
+    with milvus_server(work) as handle:
+        yield handle.uri
 
 
 def restart_milvus_server(
