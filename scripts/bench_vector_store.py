@@ -164,7 +164,7 @@ def build_index(
 
     params: dict[str, int] = {}
     if index.startswith("IVF"):
-        params = {"nlist": nlist_for(size)}
+        params = {"nlist": nlist_for(size, dim)}
         if index == "IVF_PQ":
             params.update(m=dim // PQ_DIMS_PER_CODE, nbits=8)
     elif index == "HNSW":
@@ -193,11 +193,13 @@ def build_index(
     return params, {"build_s": build_s, "load_s": load_s, "index_info": info}
 
 
-def search_params_for(index: str, size: int, args: argparse.Namespace) -> list[dict[str, int]]:
+def search_params_for(
+    index: str, size: int, dim: int, args: argparse.Namespace
+) -> list[dict[str, int]]:
     """The sweep: nothing for FLAT; for IVF the nprobe values (<= nlist) and the search
     service's default for that nlist (indexing.nprobe_for); ef values (>= k) for HNSW."""
     if index.startswith("IVF"):
-        nlist = nlist_for(size)
+        nlist = nlist_for(size, dim)
         probes = {min(p, nlist) for p in args.nprobe} | {nprobe_for(nlist)}
         return [{"nprobe": p} for p in sorted(probes)]
     if index == "HNSW":
@@ -290,7 +292,7 @@ def run_store(
                 )
                 # The loaded index's memory as the OS sees it (Lite: this whole process).
                 timing["store_rss_mb"] = round(tree_rss_mb(store_pid), 1)
-                for params in search_params_for(index, size, args):
+                for params in search_params_for(index, size, data.dim, args):
                     result = measure_search(
                         client, name, queries, truth, params, args.top_k, args.search_seconds
                     )

@@ -8,7 +8,11 @@ Defaults, and why:
 * ``HNSW``: ``M=16, efConstruction=200`` unless given. Graph quality does not depend on the row
   count, so the defaults fit 1k and 10M rows alike; search ``ef = max(64, 2*top_k)``.
 * ``IVF_FLAT`` / ``IVF_SQ8``: ``nlist`` should follow the data: ``4*sqrt(n)`` clusters, clamped to
-  16..16384. Give ``nlist`` directly or ``expected_rows`` (default 10,000 -> nlist 400). A fixed
+  16..16384, where n is the rows of one *segment*, not of the collection: Milvus seals segments
+  of ``dataCoord.segment.maxSize`` (512 MB: ~65k rows of 2048-d float32) and trains one IVF index
+  per segment, searching nprobe clusters in each. So n = min(rows, segment rows): nlist 1024 at
+  2048-d from ~65k rows up (4000 at 1M would train 4x longer and leave ~16 rows per cluster).
+  Give ``nlist`` directly or ``expected_rows`` (default 10,000 -> nlist 400). A fixed
   ``nlist=2048`` on 1,000 vectors would leave most clusters empty. Search
   ``nprobe = min(nlist/8, 4*sqrt(nlist))``, at least 8: 12% of the clusters on small indexes
   (recall near 99% on ResNet features), a falling share on large ones, where the clusters are
@@ -29,6 +33,8 @@ from ris.common.errors import InvalidArgument
 INDEX_TYPES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW")
 METRICS = ("COSINE", "IP", "L2")
 DEFAULT_EXPECTED_ROWS = 10_000
+# Milvus 2.3-2.5 dataCoord.segment.maxSize default, MB.
+SEGMENT_MAX_MB = 512
 # Accepted range of each parameter: Milvus takes 32-bit values and its own limits (HNSW M
 # 2..2048); beyond these a collection is created fine and then every search fails.
 PARAM_RANGES = {
@@ -57,9 +63,17 @@ class IndexPlan:
     params: dict[str, str]
 
 
-def nlist_for(rows: int) -> int:
-    """IVF cluster count for ``rows`` vectors: 4*sqrt(n), clamped to 16..16384."""
-    return max(16, min(16384, round(4 * math.sqrt(max(rows, 1)))))
+def segment_rows(dim: int, segment_max_mb: int = SEGMENT_MAX_MB) -> int:
+    """Rows of ``dim``-d float32 vectors (plus an int64 id and a little per row) in one sealed
+    Milvus segment: the unit each IVF index is trained on."""
+    return segment_max_mb * 2**20 // (dim * 4 + 64)
+
+
+def nlist_for(rows: int, dim: int | None = None) -> int:
+    """IVF cluster count: 4*sqrt(n), clamped to 16..16384, where n is ``rows`` or, given the
+    dimension, at most one segment's rows (Milvus indexes each segment on its own)."""
+    n = min(rows, segment_rows(dim)) if dim else rows
+    return max(16, min(16384, round(4 * math.sqrt(max(n, 1)))))
 
 
 def nprobe_for(nlist: int) -> int:
@@ -67,11 +81,11 @@ def nprobe_for(nlist: int) -> int:
     return min(nlist, max(8, min(nlist // 8, math.ceil(4 * math.sqrt(nlist)))))
 
 
-def index_size_warning(plan: IndexPlan, rows: int) -> str | None:
+def index_size_warning(plan: IndexPlan, rows: int, dim: int | None = None) -> str | None:
     """A warning when an IVF index was sized for far fewer rows than the collection holds
     (nlist is fixed at creation; 4*sqrt(rows) is at least twice it), saying how to fix it."""
     nlist = plan.build_params.get("nlist", 0)
-    want = nlist_for(rows)
+    want = nlist_for(rows, dim)
     if not plan.index_type.startswith("IVF") or not nlist or want < 2 * nlist:
         return None
     return (
@@ -82,8 +96,11 @@ def index_size_warning(plan: IndexPlan, rows: int) -> str | None:
     )
 
 
-def plan_index(index_type: str, params: Mapping[str, str], default_type: str) -> IndexPlan:
-    """Validate a requested index and fill in sized defaults."""
+def plan_index(
+    index_type: str, params: Mapping[str, str], default_type: str, dim: int | None = None
+) -> IndexPlan:
+    """Validate a requested index and fill in sized defaults (``dim`` caps IVF's nlist at one
+    segment's rows; without it nlist follows ``expected_rows`` alone, the rule before)."""
     kind = (index_type or default_type).upper()
     if kind not in INDEX_TYPES:
         raise InvalidArgument(f"index_type {index_type!r} not supported; use one of {INDEX_TYPES}")
@@ -109,7 +126,7 @@ def plan_index(index_type: str, params: Mapping[str, str], default_type: str) ->
         build = {"M": values.get("M", 16), "efConstruction": values.get("efConstruction", 200)}
     elif kind.startswith("IVF"):
         rows = values.get("expected_rows", DEFAULT_EXPECTED_ROWS)
-        build = {"nlist": values.get("nlist", nlist_for(rows))}
+        build = {"nlist": values.get("nlist", nlist_for(rows, dim))}
     return IndexPlan(kind, build, {k: str(v) for k, v in params.items()})
 
 

@@ -132,6 +132,8 @@ class Services:
                 f"model {model.name!r} is a text model: a collection holds image embeddings "
                 "(text queries use the text model that maps into the image model's space)"
             )
+        if plan.index_type.startswith("IVF"):  # validated above; now sized per segment of dim
+            plan = plan_index(plan.index_type, dict(req.index_params), plan.index_type, model.dim)
         meta = CollectionMeta(
             name=req.name,
             dim=model.dim,

@@ -271,7 +271,7 @@ class MilvusStore:
     def size_warnings(self, meta: CollectionMeta, count: int) -> list[str]:
         """Warnings about a collection of ``count`` rows: Lite past its limit (lite_limit.py),
         an IVF index sized for far fewer rows (indexing.py)."""
-        index = index_size_warning(meta.index, count)
+        index = index_size_warning(meta.index, count, meta.dim)
         return self._lite_watch.warnings(meta.name, count) + ([index] if index else [])
 
     def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -202,6 +202,7 @@ def collection_properties(meta: CollectionMeta) -> dict[str, str]:
         "ris.metric": meta.metric,
         "ris.index_type": meta.index.index_type,
         "ris.index_params": json.dumps(meta.index.params, sort_keys=True),
+        "ris.index_build": json.dumps(meta.index.build_params, sort_keys=True),
         "ris.description": meta.description,
         "ris.augment_top_n": str(meta.augment_top_n),
         "ris.augment_alpha": repr(float(meta.augment_alpha)),
@@ -211,6 +212,17 @@ def collection_properties(meta: CollectionMeta) -> dict[str, str]:
 def vector_dims(description: dict[str, Any]) -> list[int]:
     """The dims of ``VECTOR_FIELD`` in a ``describe_collection`` answer (none: not ours)."""
     return [int(f["params"]["dim"]) for f in description["fields"] if f["name"] == VECTOR_FIELD]
+
+
+def _as_built(plan: IndexPlan, recorded: str) -> IndexPlan:
+    """``plan`` with the parameters the index was built with, when the collection recorded
+    them (a later sizing rule must not change how it is searched); else ``plan`` as re-planned
+    (collections made before the property, or a property edited into nonsense)."""
+    try:
+        built = {str(k): int(v) for k, v in json.loads(recorded).items()}
+    except (ValueError, TypeError, AttributeError):
+        return plan
+    return IndexPlan(plan.index_type, built, plan.params) if built else plan
 
 
 def meta_from(
@@ -228,6 +240,7 @@ def meta_from(
         plan = plan_index(props.get("ris.index_type", "AUTOINDEX"), params, "AUTOINDEX")
     except (ValueError, InvalidArgument):
         plan = IndexPlan("AUTOINDEX", {}, {})
+    plan = _as_built(plan, props.get("ris.index_build", "{}"))
     try:
         top_n = int(props.get("ris.augment_top_n", "0"))
         alpha = float(props.get("ris.augment_alpha", "3.0"))

@@ -90,6 +90,19 @@ def test_index_choice_is_stored_and_sized(search_stub) -> None:
         assert info.index_params["nlist"] == "126"  # 4 * sqrt(1000), not a fixed 2048
     finally:
         search_stub.DropCollection(search_pb2.DropCollectionRequest(name=name))
+    big = search_stub.CreateCollection(
+        search_pb2.CreateCollectionRequest(
+            name=name, index_type="IVF_SQ8", index_params={"expected_rows": "1000000"}
+        )
+    )
+    try:  # 4 * sqrt(one 512 MB segment of 2048-d rows), not 4 * sqrt(1M) = 4000
+        assert big.index_params["nlist"] == "1020"
+        described = search_stub.DescribeCollection(
+            search_pb2.DescribeCollectionRequest(name=name)
+        )
+        assert described.index_params["nlist"] == "1020"  # read back as built
+    finally:
+        search_stub.DropCollection(search_pb2.DropCollectionRequest(name=name))
 
 
 @pytest.mark.parametrize(

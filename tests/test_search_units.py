@@ -16,6 +16,7 @@ from ris.search.filters import build_filter, combine, quote
 from ris.search.indexing import (
     index_size_warning,
     nlist_for,
+    segment_rows,
     nprobe_for,
     plan_index,
     search_params,
@@ -24,8 +25,11 @@ from ris.search.paths import SourceError, read_image_file, resolve
 from ris.search.store_connection import client_kwargs
 from ris.search.store_schema import (
     MAX_WRITE_BYTES,
+    CollectionMeta,
     Record,
     check_record_fields,
+    collection_properties,
+    meta_from,
     validate_name,
     write_batches,
 )
@@ -88,6 +92,35 @@ def test_ivf_nlist_follows_the_data() -> None:
     assert search_params(plan, 10) == {"nprobe": 15}
     explicit = plan_index("IVF_SQ8", {"nlist": "64", "nprobe": "64"}, "AUTOINDEX")
     assert search_params(explicit, 10) == {"nprobe": 64}
+
+
+def test_ivf_nlist_follows_one_segment_not_the_whole_collection() -> None:
+    # Milvus trains an IVF index per sealed segment (512 MB: ~65k rows at 2048-d).
+    assert 64_000 < segment_rows(2048) < 65_536 and segment_rows(512) > 3 * segment_rows(2048)
+    assert nlist_for(1_000, 2048) == 126  # below one segment: as before
+    assert nlist_for(1_000_000, 2048) == nlist_for(10**8, 2048) == 1020
+    plan = plan_index("IVF_SQ8", {"expected_rows": "1000000"}, "AUTOINDEX", dim=2048)
+    assert plan.build_params == {"nlist": 1020} and search_params(plan, 10) == {"nprobe": 127}
+    assert plan_index("IVF_SQ8", {"nlist": "4096"}, "AUTOINDEX", dim=2048).build_params == {
+        "nlist": 4096  # given: kept
+    }
+    warning = index_size_warning(plan_index("IVF_FLAT", {}, "AUTOINDEX"), 10**6, dim=2048)
+    assert warning and "(nlist 1020)" in warning
+    assert index_size_warning(plan, 10**7, dim=2048) is None
+
+
+def test_a_collection_reads_back_the_index_it_was_built_with() -> None:
+    """The built nlist is a property: a later sizing rule must not change how an existing
+    collection is searched; collections from before that property re-plan by the old rule."""
+    plan = plan_index("IVF_FLAT", {"expected_rows": "1000000"}, "AUTOINDEX", dim=2048)
+    props = collection_properties(CollectionMeta("c", 2048, "COSINE", plan))
+    fields = [{"name": "embedding", "params": {"dim": 2048}}]
+    described = {"fields": fields, "properties": props}
+    assert meta_from("c", described, lambda: "COSINE").index.build_params == {"nlist": 1020}
+    del props["ris.index_build"]
+    assert meta_from("c", described, lambda: "COSINE").index.build_params == {"nlist": 4000}
+    props["ris.index_build"] = "[1, 2]"  # hand-edited nonsense: re-planned
+    assert meta_from("c", described, lambda: "COSINE").index.build_params == {"nlist": 4000}
 
 
 def test_ivf_nprobe_scales_with_nlist_and_outgrown_indexes_are_flagged() -> None:

@@ -10,7 +10,7 @@ import argparse
 import math
 from typing import Any
 
-from ris.search.indexing import nlist_for
+from ris.search.indexing import nlist_for, segment_rows
 
 INDEXES = ("FLAT", "IVF_FLAT", "HNSW")  # the default sweep
 ALL_INDEXES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
@@ -42,8 +42,10 @@ def estimate(
     """Peak memory, disk and a rough duration for one size (stores run one after the other;
     each index is dropped and released before the next, so the peak is the largest one)."""
     raw = size * dim * 4
-    nlist = nlist_for(size)
-    ivf = 25 * 2 * min(size, 256 * nlist) * nlist * dim / IVF_FLOPS
+    # One k-means per sealed segment, each on at most 256 points per cluster.
+    nlist = nlist_for(size, dim)
+    segment = min(size, segment_rows(dim))
+    ivf = 25 * 2 * (size / segment) * min(segment, 256 * nlist) * nlist * dim / IVF_FLOPS
     build = {
         "FLAT": 0.0,
         "IVF_FLAT": ivf,
