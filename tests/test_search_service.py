@@ -97,9 +97,7 @@ def test_index_choice_is_stored_and_sized(search_stub) -> None:
     )
     try:  # 4 * sqrt(one 512 MB segment of 2048-d rows), not 4 * sqrt(1M) = 4000
         assert big.index_params["nlist"] == "1020"
-        described = search_stub.DescribeCollection(
-            search_pb2.DescribeCollectionRequest(name=name)
-        )
+        described = search_stub.DescribeCollection(search_pb2.DescribeCollectionRequest(name=name))
         assert described.index_params["nlist"] == "1020"  # read back as built
     finally:
         search_stub.DropCollection(search_pb2.DropCollectionRequest(name=name))

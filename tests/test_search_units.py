@@ -16,10 +16,10 @@ from ris.search.filters import build_filter, combine, quote
 from ris.search.indexing import (
     index_size_warning,
     nlist_for,
-    segment_rows,
     nprobe_for,
     plan_index,
     search_params,
+    segment_rows,
 )
 from ris.search.paths import SourceError, read_image_file, resolve
 from ris.search.store_connection import client_kwargs
