@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ import numpy as np
 from ris.embedder.concepts import read_classifier
 from ris.embedder.pooling import semantic_concat
 from ris.tools.checkout import DATASETS, DEFAULT_MODEL
-from ris.tools.descriptor_ops import alpha_qe, dba, l2n, search
+from ris.tools.descriptor_ops import Whitening, alpha_qe, dba, l2n, search
 from ris.tools.evaluation import (
     read_candidates,
     read_queries,
@@ -75,6 +75,14 @@ class Variant:
     rerank_k: int = 0  # 0 = no re-ranking; else re-rank the top rerank_k
     rerank_k1: int = 6
     rerank_lambda: float = 0.3
+    # Compact storage: "" (float32), "fp16", "sq8" (per-dimension 8-bit, as IVF_SQ8 stores);
+    # pca_dim > 0 projects onto that many PCA axes (whitened with pca_power) fitted on the
+    # collection itself (pca_fit "self", no labels) or on the other benchmark's gallery
+    # ("independent": what an embedder could ship).
+    storage: str = ""
+    pca_dim: int = 0
+    pca_fit: str = "independent"
+    pca_power: float = 0.0
 
     @property
     def name(self) -> str:
@@ -88,6 +96,11 @@ class Variant:
             parts.append(f"+ αQE{self.qe}")
         if self.rerank_k:
             parts.append(f"+ kR(K={self.rerank_k}, k1={self.rerank_k1}, λ={self.rerank_lambda:g})")
+        if self.pca_dim:
+            kind = "PCAw" if self.pca_power else "PCA"
+            parts.append(f"@ {kind}{self.pca_dim} fit on {self.pca_fit}")
+        if self.storage:
+            parts.append(f"stored {self.storage}")
         return " ".join(parts)
 
     @property
@@ -98,7 +111,11 @@ class Variant:
 
     @property
     def dim(self) -> int:
-        return 2048 + (1000 if self.semantic_weight else 0)
+        return self.pca_dim or 2048 + (1000 if self.semantic_weight else 0)
+
+    @property
+    def bytes_per_value(self) -> int:
+        return {"": 4, "fp16": 2, "sq8": 1}[self.storage]
 
 
 @dataclass
@@ -111,6 +128,8 @@ class Dataset:
     gallery_labels: list[str]
     query_labels: list[str]
     query_fold: np.ndarray  # [Q] fold index
+    # The other benchmark's gallery outputs: an independent set to fit projections on.
+    independent: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def caltech_folds(labels: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
@@ -188,7 +207,26 @@ def load_datasets(
             index_folds(len(qrows), N_FOLDS, SEED),
         ),
     ]
+    sets[0].independent, sets[1].independent = i_gal, c_gal
     return sets, ms
+
+
+def sq8(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``x`` stored as IVF_SQ8 stores it: each dimension cut into 256 even steps between the
+    reference's min and max (faiss' QT_8bit), decoded at the step's centre."""
+    low, high = reference.min(axis=0), reference.max(axis=0)
+    span = np.maximum(high - low, 1e-12)
+    codes = np.clip(np.floor((x - low) / span * 256.0), 0, 255)
+    return low + (codes + 0.5) / 256.0 * span
+
+
+def stored(db: np.ndarray, storage: str) -> np.ndarray:
+    """What a search compares the query against, for a storage format."""
+    if storage == "fp16":
+        return db.astype(np.float16).astype(np.float64)
+    if storage == "sq8":
+        return sq8(db, db)
+    return db
 
 
 def embed(outputs: dict[str, dict[str, np.ndarray]], v: Variant) -> np.ndarray:
@@ -202,8 +240,13 @@ def embed(outputs: dict[str, dict[str, np.ndarray]], v: Variant) -> np.ndarray:
 def rankings(ds: Dataset, v: Variant) -> tuple[np.ndarray, float]:
     """[Q, K] gallery indices for every query, and the post-processing ms per query."""
     db, q = embed(ds.gallery, v), embed(ds.queries, v)
+    if v.pca_dim:
+        fit = db if v.pca_fit == "self" else embed(ds.independent or {}, v)
+        project = Whitening.fit(fit, v.pca_dim, v.pca_power)
+        db, q = project(db), project(q)
     if v.dba:
-        db = dba(db, v.dba, v.alpha)
+        db = dba(stored(db, v.storage), v.dba, v.alpha)  # neighbours read from the raw twin
+    db = stored(db, v.storage)
     started = time.perf_counter()
     if v.qe:
         q = alpha_qe(db, q, v.qe, v.alpha)
@@ -281,6 +324,22 @@ def build_grid() -> list[Variant]:
     return vs
 
 
+def compact_grid() -> list[Variant]:
+    """The served default (squash 224, GeM, DBA 3, αQE 1) stored compactly: float16, SQ8,
+    PCA / PCA-whitened 256 and 512 axes fitted on the collection or on an independent set."""
+    base = Variant(dba=3, qe=1)
+    vs = [base, replace(base, storage="fp16"), replace(base, storage="sq8")]
+    for dim in (512, 256):
+        for fit in ("independent", "self"):
+            for power in (0.0, 0.5):
+                vs.append(replace(base, pca_dim=dim, pca_fit=fit, pca_power=power))
+        vs.append(replace(base, pca_dim=dim, storage="sq8"))
+    return vs
+
+
+GRIDS = {"defaults": build_grid, "compact": compact_grid}
+
+
 def evaluate(sets: list[Dataset], variants: list[Variant]) -> list[dict]:
     rows = []
     for v in variants:
@@ -293,7 +352,7 @@ def evaluate(sets: list[Dataset], variants: list[Variant]) -> list[dict]:
                 "config": asdict(v),
                 "dim": v.dim,
                 "backbone_passes": v.passes,
-                "bytes_per_item": v.dim * 4 * (2 if v.dba else 1),
+                "bytes_per_item": v.dim * v.bytes_per_value * (2 if v.dba else 1),
                 "post_ms_per_query": round(c_ms, 2),
                 "caltech": fold_scores(caltech, c_idx),
                 "imagenet": fold_scores(imagenet, i_idx),
@@ -337,6 +396,34 @@ def with_summaries(rows: list[dict]) -> None:
         for bench, metric in (("caltech", "map_at_10_towhee"), ("imagenet", "recall_at_1")):
             r[f"{bench}_{metric}"] = summary([p[metric] for p in r[bench]])
             r[f"{bench}_{metric}"]["all"] = round(fold_metric(r, bench, metric, range(N_FOLDS)), 4)
+
+
+def compact_markdown(rows: list[dict]) -> str:
+    """Each compact variant against the first row (float32), fold by fold: a format pays if
+    it costs nothing on every held-out fold, not only on all queries at once."""
+    base = rows[0]
+    lines = [
+        f"Against `{base['variant']}` (float32, 2048-d), per fold (Caltech: 20 queries per "
+        "fold against all 1,000 candidates; ImageNet: 9-10 queries against the 500 photos); "
+        "Δ = variant - float32 on the same fold, mean ± std [min-max] over the 5 folds:",
+        "",
+        "| variant | dim | bytes/item (with raw twin) | Caltech mAP@10 all | Δ per fold "
+        "| ImageNet R@1 all | Δ per fold |",
+        "|---|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        cells = [r["variant"], str(r["dim"]), str(r["bytes_per_item"])]
+        for bench, metric in (("caltech", "map_at_10_towhee"), ("imagenet", "recall_at_1")):
+            delta = summary(
+                [p[metric] - b[metric] for p, b in zip(r[bench], base[bench], strict=True)]
+            )
+            cells.append(f"{r[f'{bench}_{metric}']['all']:.3f}")
+            cells.append(
+                f"{delta['mean']:+.3f} ± {delta['std']:.3f} [{delta['min']:+.2f}, "
+                f"{delta['max']:+.2f}]"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict], picks: list[dict], backbone_ms: dict[str, float]) -> str:
@@ -390,15 +477,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--grid", choices=sorted(GRIDS), default="defaults", help="which variants to score"
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
 
     sets, backbone_ms = load_datasets(args.model, args.cache_dir, args.threads)
-    rows = evaluate(sets, build_grid())
+    rows = evaluate(sets, GRIDS[args.grid]())
     with_summaries(rows)
     picks = cross_validate(rows)
-    table = markdown(rows, picks, backbone_ms)
+    table = (
+        markdown(rows, picks, backbone_ms) if args.grid == "defaults" else compact_markdown(rows)
+    )
     print(table)
     result = {
         "geometries": list(GEOMETRIES),
