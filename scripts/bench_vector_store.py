@@ -31,7 +31,6 @@ bounded: see docs/benchmarks.md, "1M vectors".
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from ris.tools.machine import (
     tree_rss_mb,
 )
 from ris.tools.milvus_standalone import milvus_server
+from ris.tools.real_embeddings import real_embeddings
 from ris.tools.stats import percentiles_ms
 from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
 from ris.tools.vector_mixture import fit_mixture, nn_distance_quantiles
@@ -68,38 +68,6 @@ from ris.tools.vector_store_sizing import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- real embeddings ---------------------------------------------------------------------------
-
-
-def real_embeddings(
-    images: list[bytes], model: Path, provider: str, cache_dir: Path
-) -> tuple[np.ndarray, str]:
-    """L2-normalised embeddings of the photos by the served model; cached by content + model."""
-    from ris.embedder.model_metadata import read_model_metadata
-
-    version = read_model_metadata(model).version
-    digest = hashlib.sha256()
-    for data in images:
-        digest.update(hashlib.sha256(data).digest())
-    path = cache_dir / f"embeddings-{version}-{digest.hexdigest()[:16]}-{len(images)}.npy"
-    if path.exists():
-        return np.load(path), str(path)
-    from ris.embedder.config import EmbedderConfig
-    from ris.embedder.preprocessing import prepare
-    from ris.embedder.runtime import ModelRuntime
-
-    runtime = ModelRuntime(model, EmbedderConfig(model_paths=[model], provider=provider))
-    spec = runtime.metadata.preprocessing
-    out = []
-    for start in range(0, len(images), 16):
-        batch = np.stack([prepare(d, spec) for d in images[start : start + 16]])
-        out.append(runtime.infer(batch))
-    vectors = np.concatenate(out).astype(np.float32)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors, str(path)
 
 
 # -- stores ------------------------------------------------------------------------------------

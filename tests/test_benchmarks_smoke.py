@@ -162,6 +162,26 @@ def test_bench_vector_store_server(caltech: Path, model_path: Path, tmp_path: Pa
     _check_vector_store(data, "server")
 
 
+@pytest.mark.milvus_server
+def test_bench_service_scale(model_path: Path, tmp_path: Path) -> None:
+    """The whole service on a prefilled augmented collection beside a small one, alternating."""
+    pytest.importorskip("milvus", reason="PyPI milvus (milvus-server) not installed")
+    args = ["--rows", "1500", "--rounds", "2", "--ingest", "3", "--queries", "3",
+            "--fit-photos", "16", "--model", str(model_path),
+            "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path)]  # fmt: skip
+    data = run_script("bench_service_scale.py", args, tmp_path)
+    assert data["complete"] is True and data["prefill"]["rows"] == 1500
+    rounds = data["rounds"]
+    assert [(r["round"], r["collection"]) for r in rounds] == [
+        (0, "scale_large"), (0, "scale_small"), (1, "scale_small"), (1, "scale_large"),
+    ]  # fmt: skip
+    assert [r["rows"] for r in rounds] == [1503, 3, 6, 1506]  # prefill + every photo stored
+    for r in rounds:
+        assert r["ingest"]["images"] == 3 and r["search"]["latency_ms"]["n"] == 3
+        assert r["search_rss_mb"] > 0 and r["milvus_rss_mb"] > 0
+    assert data["scale_large"]["search_p50_ms"] > 0
+
+
 # -- units of the vector-store bench -----------------------------------------------------------
 
 
