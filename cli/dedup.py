@@ -9,14 +9,16 @@ Raw embeddings, not an augmented collection's stored blends: a blend leans towar
 neighbours, so two different photos of one cluster score closer than they look, and a copy's
 score is pulled down by whatever else sits near the original.
 
-Scores are the collection metric's (COSINE: cosine similarity, the default collections'). The
-default threshold, 0.91, was chosen on the copy-detection edits of imagenet-sample among
-Caltech photos (docs/results/quality.md, "Near duplicates"): the lowest threshold at which 90 %
-of all pairs found are (original, copy) pairs, every other pair counted wrong; recall 0.47
-there, higher for mild edits (flip, brightness, colour, JPEG), low for rotations and crops. Copy
-detection among unrelated photos can go down to 0.80 (precision 0.996, recall 0.85 on labelled
-pairs), at the cost of pairing different photos of one kind of thing. Pairs at >= 0.9999 (the
-same pixels, or nearly) are reported as exact.
+Scores are the collection metric's (COSINE: cosine similarity, the default collections'), and in a
+space with a semantic part (the default gem_softmax) the hits' visual score, the cosine of the GeM
+parts (``Hit.similarity``): there the full score also counts the class, which would pair different
+photos of one kind of thing. The default threshold, 0.91, was chosen on the copy-detection edits of
+imagenet-sample among Caltech photos (docs/results/quality.md, "Near duplicates"): the lowest
+threshold at which 90 % of all pairs found are (original, copy) pairs, every other pair counted
+wrong; recall 0.47 there, higher for mild edits (flip, brightness, colour, JPEG), low for rotations
+and crops. Copy detection among unrelated photos can go down to 0.80 (precision 0.996, recall 0.85
+on labelled pairs), at the cost of pairing different photos of one kind of thing. Pairs at >=
+0.9999 (the same pixels, or nearly) are reported as exact.
 """
 
 from __future__ import annotations
@@ -89,7 +91,6 @@ def duplicate_pairs(
                     collection,
                     queries,
                     top_k=neighbours + 1,  # + the item itself
-                    min_score=threshold,
                     expansion=False,
                     space="raw",
                 )
@@ -98,9 +99,9 @@ def duplicate_pairs(
             )
             for item, result in zip(items, results, strict=True):
                 for hit in result.hits:
-                    if hit.id != item.id:
+                    if hit.id != item.id and hit.similarity >= threshold:
                         a, b = sorted((item.id, hit.id))
-                        yield DuplicatePair(a, b, round(hit.score, 6))
+                        yield DuplicatePair(a, b, round(hit.similarity, 6))
             bar.update(len(page.items))
             if not page.next_page_token:
                 return
@@ -205,7 +206,6 @@ class DuplicateScreen:
                 self.collection,
                 queries,
                 top_k=2,  # the item itself when it is re-sent under its own id
-                min_score=self.threshold,
                 expansion=False,
                 space="raw",
             )
@@ -214,9 +214,9 @@ class DuplicateScreen:
         )
         match: dict[int, ScreenedDuplicate] = {}
         for item, result in zip(searchable, results, strict=True):
-            others = [h for h in result.hits if h.id != item.id]
+            others = [h for h in result.hits if h.id != item.id and h.similarity >= self.threshold]
             if others:
-                match[id(item)] = ScreenedDuplicate(item.id, others[0].id, others[0].score)
+                match[id(item)] = ScreenedDuplicate(item.id, others[0].id, others[0].similarity)
         for item in chunk:
             dup = match.get(id(item))
             if dup is None:

@@ -28,7 +28,10 @@ def print_results(shown: Sequence[ShownQuery]) -> None:
         if query.result.error is not None:
             print(f"  failed: {query.result.error.message}")
         for rank, hit in enumerate(query.result.hits, start=1):
-            print(f"  {rank:>3}  {hit.score:8.4f}  {hit.label or '-':<20} {hit.id}  {hit.uri}")
+            mark = "  (near duplicate)" if hit.near_duplicate else ""
+            print(
+                f"  {rank:>3}  {hit.score:8.4f}  {hit.label or '-':<20} {hit.id}  {hit.uri}{mark}"
+            )
 
 
 def describe_line(info: CollectionInfo) -> str:

@@ -289,6 +289,8 @@ def hit(message: search_pb2.Hit) -> Hit:
         label=message.label,
         uri=message.uri,
         metadata=dict(message.metadata),
+        near_duplicate=message.near_duplicate,
+        visual_score=message.visual_score if message.HasField("visual_score") else None,
     )
 
 

@@ -18,6 +18,14 @@ class Hit:
     label: str = ""
     uri: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    near_duplicate: bool = False  # ranked first as a near duplicate of the query (see proto)
+    # Spaces with a semantic part: how alike the photos look (cosine of the visual parts).
+    visual_score: float | None = None
+
+    @property
+    def similarity(self) -> float:
+        """What a near-duplicate threshold compares: the visual score where there is one."""
+        return self.score if self.visual_score is None else self.visual_score
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ class ModelWorker:
             pooling=self.runtime.pooling,
             max_batch_size=config.max_batch_size,
             semantic_weight=self.runtime.semantic_weight,
+            visual_dims=int(meta.dim) if self.runtime.semantic_weight else 0,
             max_images_per_request=config.max_images_per_request,
             max_image_pixels=config.max_image_pixels,
             max_request_bytes=config.max_message_bytes,

@@ -43,3 +43,4 @@ class ModelDescription:
     max_request_bytes: int = 0  # largest request message accepted (config.max_message_bytes)
     target_space: str = ""  # text models: the image model whose space their vectors are in
     semantic_weight: float = 0.0  # image models with gem_softmax pooling: the softmax part's w
+    visual_dims: int = 0  # gem_softmax: the leading dims that are GeM (0 = all of it)

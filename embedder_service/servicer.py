@@ -75,6 +75,7 @@ def to_model_info(d: ModelDescription) -> common_pb2.ModelInfo:
         pooling=d.pooling,
         target_space=d.target_space,
         max_request_bytes=d.max_request_bytes,
+        visual_dims=d.visual_dims,
     )
     if p is not None:
         info.preprocessing.CopyFrom(

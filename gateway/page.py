@@ -36,6 +36,7 @@ PAGE = """<!doctype html>
   .hit img { max-width: 100%; max-height: 150px; }
   .hit .meta { padding: 8px 10px; font-size: 13px; word-break: break-all; }
   .hit .score { font-weight: 600; color: #1d4ed8; }
+  .hit .dup { font-size: 0.8em; color: #b45309; }
 </style>
 </head>
 <body>
@@ -146,7 +147,14 @@ function render(name, result) {
     const id = document.createElement("div");
     id.className = "id";
     id.textContent = hit.id;
-    meta.append(score, label, id);
+    meta.append(score, label);
+    if (hit.near_duplicate) {
+      const badge = document.createElement("span");
+      badge.className = "dup";
+      badge.textContent = " near duplicate";
+      meta.append(badge);
+    }
+    meta.append(id);
     card.append(box, meta);
     grid.appendChild(card);
     showImage(box, name, hit.id);

@@ -70,6 +70,7 @@ class ModelRef:
     max_images_per_request: int = 0
     max_request_bytes: int = 0  # the embedder's message limit; 0 = not reported
     modality: str = ""  # "text" for a text model; images otherwise
+    visual_dims: int = 0  # leading dims that are the visual part (0 = all: no semantic part)
 
     @classmethod
     def of(cls, info: Any) -> ModelRef:
@@ -81,6 +82,7 @@ class ModelRef:
             info.max_images_per_request,
             info.max_request_bytes,
             info.modality,
+            info.visual_dims,
         )
 
 

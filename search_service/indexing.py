@@ -2,9 +2,10 @@
 
 Defaults, and why:
 
-* ``AUTOINDEX`` (the default): Milvus picks and tunes the index itself (HNSW on standalone 2.3+,
-  brute force on Milvus Lite). The index is created before any insert, so the row count is not
-  known yet; letting the server size it is the safe choice for both backends.
+* ``AUTOINDEX`` (the default): Milvus picks and tunes the index itself (HNSW on standalone 2.3+;
+  on Milvus Lite the store builds FLAT, see ``store_schema.built_index_type``). The index is
+  created before any insert, so the row count is not known yet; letting the server size it is
+  the safe choice.
 * ``HNSW``: ``M=16, efConstruction=200`` unless given. Graph quality does not depend on the row
   count, so the defaults fit 1k and 10M rows alike; search ``ef = max(64, 2*top_k)``.
 * ``IVF_FLAT`` / ``IVF_SQ8``: ``nlist`` should follow the data: ``4*sqrt(n)`` clusters, clamped to

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,6 +28,7 @@ from ris.search.embedder_client import EmbedderClient, ModelRef, check_model
 from ris.search.filters import build_filter
 from ris.search.indexing import plan_index
 from ris.search.metrics import SearchMetrics
+from ris.search.near_duplicates import promote
 from ris.search.query_expansion import MAX_ALPHA, expand, resolve
 from ris.search.query_expansion import METRICS as EXPANSION_METRICS
 from ris.search.store import MilvusStore
@@ -144,6 +145,7 @@ class Services:
             description=req.description,
             augment_top_n=top_n,
             augment_alpha=alpha,
+            visual_dims=model.visual_dims,
         )
         self.store.create_collection(meta)
         return collection_info(self.store.describe(req.name), 0)
@@ -333,7 +335,13 @@ class Services:
                 ]
                 queries = self._expanded(space.name, queries, neighbours, expansion.alpha)
             extra = 1 if selves else 0
-            hits = self.store.search(space, queries, min(top_k + extra, MAX_TOP_K + 1), expr)
+            depth = top_k + extra
+            guarded = [i for i in order if kinds[i] != "text"] if self._guards(space) else []
+            if guarded:
+                depth = max(depth, self.config.near_duplicate_depth)
+            hits = self.store.search(space, queries, min(depth, MAX_TOP_K + 1), expr)
+            if guarded:
+                hits = self._near_duplicates_first(space, order, hits, guarded, vectors)
             for i, row in zip(order, hits, strict=True):
                 if i in selves:
                     row = [h for h in row if h.id != selves[i]]
@@ -344,6 +352,41 @@ class Services:
         response.milvus_seconds = time.perf_counter() - milvus_start
         self.metrics.stage_seconds.labels("search", "milvus").observe(response.milvus_seconds)
         return response
+
+    def _guards(self, space: CollectionMeta) -> bool:
+        """Whether searches of ``space`` rank near duplicates first (near_duplicates.py)."""
+        return (
+            space.visual_dims > 0
+            and self.config.near_duplicate_threshold > 0
+            and space.metric in EXPANSION_METRICS
+        )
+
+    def _near_duplicates_first(
+        self,
+        space: CollectionMeta,
+        order: list[int],
+        hits: list[list[Hit]],
+        guarded: list[int],
+        vectors: Mapping[int, np.ndarray],
+    ) -> list[list[Hit]]:
+        """Each guarded query's top near_duplicate_depth hits with its near duplicates first,
+        by their raw embeddings' visual part (one read for every query of the call)."""
+        depth = self.config.near_duplicate_depth
+        wanted = set(guarded)
+        ids = sorted({h.id for i, row in zip(order, hits, strict=True) if i in wanted
+                      for h in row[:depth]})  # fmt: skip
+        if space.augmented:
+            stored = self.store.raw_vectors(space, ids)
+        else:
+            rows = self.store.get_all(space.name, ids, include_vectors=True)
+            stored = {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+        threshold = self.config.near_duplicate_threshold
+        return [
+            promote(row[:depth], vectors[i], stored, space.visual_dims, threshold) + row[depth:]
+            if i in wanted
+            else row
+            for i, row in zip(order, hits, strict=True)
+        ]
 
     def _stored_queries(self, meta: CollectionMeta, ids: set[str]) -> dict[str, np.ndarray]:
         """Id queries' vectors: the items' raw embeddings (an augmented collection's blends are
@@ -448,6 +491,14 @@ def _error(result: search_pb2.QueryResult, code: grpc.StatusCode, message: str) 
 
 
 def _hit(h: Hit) -> search_pb2.Hit:
-    return search_pb2.Hit(
-        id=h.id, score=h.score + 0.0, label=h.label, uri=h.uri, metadata=h.metadata
+    hit = search_pb2.Hit(
+        id=h.id,
+        score=h.score + 0.0,
+        label=h.label,
+        uri=h.uri,
+        metadata=h.metadata,
+        near_duplicate=h.near_duplicate,
     )
+    if h.visual_score is not None:
+        hit.visual_score = h.visual_score
+    return hit

@@ -166,7 +166,7 @@ class MilvusStore:
         """Schema, index and properties in one go; the index exists before any insert."""
         check_new_collection(meta)
         schema = milvus_schema(meta)
-        index = vector_index(meta)
+        index = vector_index(meta, self.is_lite)
         properties = collection_properties(meta)
         with self._lock:
             if self.exists(meta.name):
@@ -197,7 +197,7 @@ class MilvusStore:
             lambda: self._client.create_collection(
                 meta.raw_name,
                 schema=milvus_schema(meta.raw()),
-                index_params=vector_index(meta),
+                index_params=vector_index(meta, self.is_lite),
                 consistency_level="Strong",
                 properties={"ris.raw_of": meta.name},
             )

@@ -54,6 +54,7 @@ class CollectionMeta:
     description: str = ""
     augment_top_n: int = 0  # 0 = raw embeddings stored; else neighbours blended into each item
     augment_alpha: float = 3.0
+    visual_dims: int = 0  # leading dims of a space with a semantic part that are visual
 
     @property
     def augmented(self) -> bool:
@@ -99,6 +100,8 @@ class Hit:
     label: str
     uri: str
     metadata: dict[str, str]
+    near_duplicate: bool = False  # promoted by the near-duplicate guard (near_duplicates.py)
+    visual_score: float | None = None  # cosine of the visual parts, where the guard looked
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -182,11 +185,19 @@ def milvus_schema(meta: CollectionMeta) -> Any:
     return schema
 
 
-def vector_index(meta: CollectionMeta) -> Any:
+def built_index_type(plan: IndexPlan, lite: bool) -> str:
+    """The index actually built. On Milvus Lite, AUTOINDEX is exact (FLAT): Lite 3.x makes it a
+    FAISS HNSW graph that leaves items unreachable, even by an id filter (of 1,500 photos
+    embedded with gem_softmax, 5 raw rows and 8 blends were never returned for their own
+    vector), and Lite is for collections small enough to scan (it warns past 50k rows)."""
+    return "FLAT" if lite and plan.index_type == "AUTOINDEX" else plan.index_type
+
+
+def vector_index(meta: CollectionMeta, lite: bool = False) -> Any:
     index = MilvusClient.prepare_index_params()
     index.add_index(
         field_name=VECTOR_FIELD,
-        index_type=meta.index.index_type,
+        index_type=built_index_type(meta.index, lite),
         metric_type=meta.metric,
         params=dict(meta.index.build_params),
     )
@@ -206,6 +217,7 @@ def collection_properties(meta: CollectionMeta) -> dict[str, str]:
         "ris.description": meta.description,
         "ris.augment_top_n": str(meta.augment_top_n),
         "ris.augment_alpha": repr(float(meta.augment_alpha)),
+        "ris.visual_dims": str(meta.visual_dims),
     }
 
 
@@ -246,11 +258,16 @@ def meta_from(
         alpha = float(props.get("ris.augment_alpha", "3.0"))
     except ValueError:
         top_n, alpha = 0, 3.0
+    dim = vector_dims(description)[0]
+    try:
+        visual_dims = int(props.get("ris.visual_dims", "0"))
+    except ValueError:
+        visual_dims = 0
     if top_n and not any(f["name"] == AUGMENTATION_FIELD for f in description["fields"]):
         top_n = 0  # properties edited by hand: without the field it cannot be augmented
     return CollectionMeta(
         name=name,
-        dim=vector_dims(description)[0],
+        dim=dim,
         metric=metric,
         index=plan,
         model_name=props.get("ris.model_name", ""),
@@ -258,6 +275,7 @@ def meta_from(
         description=props.get("ris.description", description.get("description", "")),
         augment_top_n=max(0, top_n),
         augment_alpha=alpha,
+        visual_dims=visual_dims if 0 < visual_dims < dim else 0,
     )
 
 

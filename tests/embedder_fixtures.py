@@ -59,12 +59,21 @@ def embedder_images() -> list[bytes]:
     return images
 
 
+# What the shipped default (pooling gem_softmax) embeds into: 2048 GeM + 1000 softmax values.
+# Tests that start services with the defaults (subprocesses, the launcher) expect it.
+SERVED_DIM = 3048
+GEM_DIM = 2048  # what embedder_config serves (pooling gem)
+
+
 def embedder_config(model_path: Path, **overrides: object) -> EmbedderConfig:
     """Test defaults: free ports, loopback, 2 ORT threads, limits small enough to exceed."""
     base = EmbedderConfig(
         host="127.0.0.1",
         port=0,
         model_paths=[model_path],
+        # The service mechanics run in the GeM space (2048-d); the shipped default, gem_softmax,
+        # is served by the tests that ask for it and by every test that starts a subprocess.
+        pooling="gem",
         provider="cpu",
         max_batch_size=8,
         max_queue_delay_ms=20.0,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from embedder_fixtures import SERVED_DIM
 
 from ris.search.indexing import nprobe_for
 from ris.tools.synthetic_vectors import Dataset, MixtureDataset, exact_top_k, make_queries
@@ -120,7 +121,7 @@ def _vector_store_args(caltech: Path, model_path: Path, tmp_path: Path, store: s
 def _check_vector_store(data: dict[str, Any], store: str) -> None:
     rows = data["results"]
     assert data["complete"] is True
-    assert data["real_vectors"] == 16 and data["dim"] == 2048 and data["refused_sizes"] == []
+    assert data["real_vectors"] == 16 and data["dim"] == SERVED_DIM and data["refused_sizes"] == []
     assert {(r["store"], r["index"]) for r in rows} == {
         (store, "FLAT"),
         (store, "IVF_FLAT"),

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from embedder_fixtures import SERVED_DIM
 from PIL import Image
 
 from ris.client import RisClient
@@ -83,7 +84,7 @@ def test_cli_end_to_end(server: str, photos: Path, caltech: Path, tmp_path: Path
 
     listed = ris("collections", "list", *conn)
     assert listed.returncode == 0, listed.stderr
-    assert f"e2e: {len(CLASSES) * PER_CLASS} items, dim 2048, COSINE" in listed.stdout
+    assert f"e2e: {len(CLASSES) * PER_CLASS} items, dim {SERVED_DIM}, COSINE" in listed.stdout
 
     queries = [caltech / "test" / cls / "image_0011.jpg" for cls in ("Leopards", "airplanes")]
     out = tmp_path / "results"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embedder_fixtures import SERVED_DIM
 
 from ris.client import (
     AsyncRisClient,
@@ -68,7 +69,7 @@ def _corrupt(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def ingested(ris: RisClient, sample_csv: Path) -> Path:
     info = ris.create_collection(COLLECTION, exist_ok=True)
-    assert info.name == COLLECTION and info.dim == 2048 and info.metric == "COSINE"
+    assert info.name == COLLECTION and info.dim == SERVED_DIM and info.metric == "COSINE"
     summary = ris.ingest_csv(COLLECTION, sample_csv, chunk_size=5)
     n = len(CLASSES) * PER_CLASS
     assert (summary.received, summary.stored, summary.failed) == (n + 1, n, 1)
@@ -80,8 +81,9 @@ def ingested(ris: RisClient, sample_csv: Path) -> Path:
 def test_collection_is_described_and_counted(ris: RisClient, ingested: Path) -> None:
     info = ris.describe_collection(COLLECTION)
     assert info.count == len(CLASSES) * PER_CLASS
-    weights, pooling, geometry = info.model_version.split("-")
-    assert len(weights) == 16 and (pooling, geometry) == ("gem3", "squash")
+    weights, rest = info.model_version.split("-", 1)
+    pooling, geometry = rest.rsplit("-", 1)
+    assert len(weights) == 16 and (pooling, geometry) == ("gem3+softmax-t1-w0.7", "squash")
     assert COLLECTION in [c.name for c in ris.list_collections()]
     assert ris.count(COLLECTION, labels=["Leopards"]) == PER_CLASS
 
@@ -94,7 +96,13 @@ def test_search_by_unseen_photo_finds_its_class(
         result = ris.search(COLLECTION, query, top_k=PER_CLASS)
         assert len(result.hits) == PER_CLASS
         assert [h.label for h in result.hits[:2]] == [cls, cls], result.hits
-        scores = [h.score for h in result.hits]
+        # near duplicates first (most alike first), then the rest by score
+        dups = [h for h in result.hits if h.near_duplicate]
+        assert result.hits[: len(dups)] == dups
+        assert all(h.visual_score is not None and h.visual_score >= 0.7 for h in dups)
+        visual = [h.visual_score for h in dups]
+        assert visual == sorted(visual, reverse=True)
+        scores = [h.score for h in result.hits[len(dups) :]]
         assert scores == sorted(scores, reverse=True)
         assert Path(result.hits[0].uri).is_file()  # the client path sent at ingest
 
@@ -106,7 +114,7 @@ def test_bytes_vector_and_id_queries_agree(ris: RisClient, ingested: Path, calte
     # its neighbours (database-side augmentation, the default).
     assert by_bytes.hits[0].id == "Motorbikes_2" and by_bytes.hits[0].score > 0.95
     [stored] = ris.get(COLLECTION, ["Motorbikes_2"], include_vectors=True)
-    assert stored.vector is not None and len(stored.vector) == 2048
+    assert stored.vector is not None and len(stored.vector) == SERVED_DIM
     assert np.linalg.norm(stored.vector) == pytest.approx(1.0, abs=1e-3)
     by_vector = ris.search(COLLECTION, np.asarray(stored.vector), top_k=3)
     assert [h.id for h in by_vector.hits] == [h.id for h in by_bytes.hits]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from embedder_fixtures import SERVED_DIM
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_compose import load, service_env
 
@@ -137,6 +138,6 @@ def test_compose_env_serves_ingest_and_search_on_real_milvus(
             )
             assert [hit.label for hit in reply.results[0].hits] == ["Leopards"] * 3
             info = stub.DescribeCollection(search_pb2.DescribeCollectionRequest(name="compose_env"))
-            assert info.count == len(items) and info.dim == 2048
+            assert info.count == len(items) and info.dim == SERVED_DIM
         finally:
             stub.DropCollection(search_pb2.DropCollectionRequest(name="compose_env"))

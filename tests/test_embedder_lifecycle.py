@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from embedder_fixtures import embed_request, embedder_config, metric_sum, scrape
+from embedder_fixtures import SERVED_DIM, embed_request, embedder_config, metric_sum, scrape
 
 from ris.api import embedder_pb2, embedder_pb2_grpc
 from ris.embedder.runtime import ProviderUnavailableError, gpu_providers_usable
@@ -150,7 +150,7 @@ def test_sigterm_drains_and_exits(model_path, embedder_images):
             lambda: scrape(metrics_port).get("ris_embedder_pending_images") == 3, step=0.02
         )
         proc.send_signal(signal.SIGTERM)
-        assert [len(r.embedding) for r in in_flight.result().results] == [2048] * 3
+        assert [len(r.embedding) for r in in_flight.result().results] == [SERVED_DIM] * 3
         assert proc.wait(timeout=60) == 0
         channel.close()
     finally:

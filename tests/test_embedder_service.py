@@ -215,6 +215,7 @@ def test_model_info(embedder_stub, model_path):
     assert model.precision == "fp32"
     assert model.pooling == "gem3"
     assert model.modality == "image"
+    assert model.visual_dims == 0  # GeM alone: the whole embedding is visual
     assert model.max_batch_size == 8
     assert model.max_images_per_request == TEST_MAX_IMAGES_PER_REQUEST
     assert model.max_image_pixels == TEST_MAX_IMAGE_PIXELS
@@ -323,6 +324,7 @@ def test_gem_softmax_pooling_appends_the_classifier_softmax(
     assert all(r.vector is not None for r in results)
     got = np.stack([np.asarray(r.vector) for r in results])
     assert got.shape == (3, 2048 + 1000) and description.dim == 3048
+    assert description.visual_dims == 2048  # the GeM part: what near duplicates compare
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert description.pooling == "gem3+softmax-t2-w0.5"
     assert description.version.endswith("-gem3+softmax-t2-w0.5-squash")

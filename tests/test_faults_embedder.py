@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from embedder_fixtures import metric_sum, scrape
+from embedder_fixtures import SERVED_DIM, metric_sum, scrape
 from search_fixtures import running_search, search_client, search_config
 
 from ris.api import search_pb2, search_pb2_grpc
@@ -146,7 +146,7 @@ def test_embedder_killed_mid_ingest_loses_nothing_and_recovers(
             assert info.value.code() == UNAVAILABLE
             outage_s = max(outage_s, time.monotonic() - began)
         assert outage_s < 5.0, f"an outage must fail fast, not hang ({outage_s:.1f} s)"
-        vector = search_pb2.Query(vector=search_pb2.Vector(values=[1.0] * 2048))
+        vector = search_pb2.Query(vector=search_pb2.Vector(values=[1.0] * SERVED_DIM))
         ok = stub.Search(search_pb2.SearchRequest(collection=name, queries=[vector]), timeout=30)
         assert len(ok.results[0].hits) == min(10, summary.stored)
 

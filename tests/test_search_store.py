@@ -236,6 +236,19 @@ def test_metrics_and_indexes(
         store.drop_collection(meta.name)
 
 
+def test_autoindex_is_exact_on_lite(store: MilvusStore, store_uri: str) -> None:
+    """Lite's AUTOINDEX would be a FAISS HNSW graph that loses items (store_schema.py,
+    built_index_type): the service builds FLAT there; a server keeps its AUTOINDEX."""
+    meta = _meta(index="AUTOINDEX")
+    store.create_collection(meta)
+    try:
+        built = store._client.describe_index(meta.name, "embedding")["index_type"]
+        assert built == ("FLAT" if store_uri.endswith(".db") else "AUTOINDEX")
+        assert store.describe(meta.name).index.index_type == "AUTOINDEX"  # as asked
+    finally:
+        store.drop_collection(meta.name)
+
+
 def test_reopen_finds_data_and_loads_it(
     store_uri: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from certs import CertPair, Pki, make_pki
-from embedder_fixtures import embed_request
+from embedder_fixtures import SERVED_DIM, embed_request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ris.api import embedder_pb2, embedder_pb2_grpc
@@ -250,7 +250,7 @@ def test_subprocess_stderr_never_shows_the_token(model_path, tmp_path, pki):
                 assert code_of(partial(model_info, channel, token)).code() == (
                     grpc.StatusCode.UNAUTHENTICATED
                 )
-            assert model_info(channel, TOKEN).default_model.dim == 2048
+            assert model_info(channel, TOKEN).default_model.dim == SERVED_DIM
         finally:
             channel.close()
     finally:

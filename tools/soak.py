@@ -106,6 +106,7 @@ def drive(
     deadline = start + duration_s
     results = _Results(start + warmup_s)
     ris = _client(address, timeout_s)
+    dim = ris.describe_collection(collection).dim  # vector queries in the collection's space
 
     def ingest_worker(w: int) -> None:
         rng = random.Random(w)
@@ -142,7 +143,7 @@ def drive(
                 return
             query: QueryLike
             if n % 4 == 3:
-                query = np.random.default_rng(n).standard_normal(2048).astype(np.float32)
+                query = np.random.default_rng(n).standard_normal(dim).astype(np.float32)
             else:
                 query = rng.choice(images)
             began = time.monotonic()

@@ -35,7 +35,7 @@ class Preprocessing(_message.Message):
     def __init__(self, color_order: _Optional[str] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., resize_shorter: _Optional[int] = ..., crop_size: _Optional[int] = ..., interpolation: _Optional[str] = ..., input_layout: _Optional[str] = ..., resize_mode: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "dim", "execution_provider", "providers", "precision", "preprocessing", "max_batch_size", "max_images_per_request", "max_image_pixels", "modality", "pooling", "target_space", "max_request_bytes")
+    __slots__ = ("name", "version", "dim", "execution_provider", "providers", "precision", "preprocessing", "max_batch_size", "max_images_per_request", "max_image_pixels", "modality", "pooling", "target_space", "max_request_bytes", "visual_dims")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class ModelInfo(_message.Message):
     POOLING_FIELD_NUMBER: _ClassVar[int]
     TARGET_SPACE_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_DIMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     dim: int
@@ -64,4 +65,5 @@ class ModelInfo(_message.Message):
     pooling: str
     target_space: str
     max_request_bytes: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., modality: _Optional[str] = ..., pooling: _Optional[str] = ..., target_space: _Optional[str] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...
+    visual_dims: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., dim: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., modality: _Optional[str] = ..., pooling: _Optional[str] = ..., target_space: _Optional[str] = ..., max_request_bytes: _Optional[int] = ..., visual_dims: _Optional[int] = ...) -> None: ...

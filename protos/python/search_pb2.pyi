@@ -249,7 +249,7 @@ class QueryExpansion(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., top_n: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "label", "uri", "metadata")
+    __slots__ = ("id", "score", "label", "uri", "metadata", "near_duplicate", "visual_score")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -262,12 +262,16 @@ class Hit(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    NEAR_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     label: str
     uri: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ..., uri: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    near_duplicate: bool
+    visual_score: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ..., uri: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., near_duplicate: _Optional[bool] = ..., visual_score: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("hits", "error", "low_confidence")
