@@ -100,7 +100,7 @@ def test_search_by_unseen_photo_finds_its_class(
         dups = [h for h in result.hits if h.near_duplicate]
         assert result.hits[: len(dups)] == dups
         assert all(h.visual_score is not None and h.visual_score >= 0.7 for h in dups)
-        visual = [h.visual_score for h in dups]
+        visual = [h.similarity for h in dups]
         assert visual == sorted(visual, reverse=True)
         scores = [h.score for h in result.hits[len(dups) :]]
         assert scores == sorted(scores, reverse=True)
