@@ -152,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--augment", default="3,0", help="augmentation_top_n settings to compare (0 = off)"
     )
-    parser.add_argument("--pooling", default="gem", help="embedder pooling (gem, gem_softmax)")
+    parser.add_argument(
+        "--pooling",
+        default=EmbedderConfig.pooling,
+        help=f"embedder pooling (gem, gem_softmax; default {EmbedderConfig.pooling})",
+    )
     parser.add_argument("--tag", default="", help="prefix of the output file names")
     parser.add_argument("--no-text", action="store_true")
     parser.add_argument("--milvus-dir", type=Path, help="re-use this Lite dir (default: temp)")

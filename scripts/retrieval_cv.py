@@ -422,8 +422,10 @@ def guard_grid() -> list[Variant]:
     without and with the near-duplicate guard at a few thresholds."""
     vs = []
     for w in (0.0, 0.5, 0.7):
-        for tau in (0.0, 0.6, 0.65, 0.7, 0.75, 0.8):
-            vs.append(Variant(semantic_weight=w, dba=3, qe=1, guard=tau))
+        vs.append(Variant(semantic_weight=w, dba=3, qe=1))
+        for tau in (0.6, 0.65, 0.7, 0.75, 0.8):
+            for depth in (50, 100):
+                vs.append(Variant(semantic_weight=w, dba=3, qe=1, guard=tau, guard_depth=depth))
     return vs
 
 
