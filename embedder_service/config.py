@@ -58,8 +58,8 @@ class EmbedderConfig:
     # pass, [l2n(gem), w * softmax(logits / T)] (3048-d), or "gem" / "avg" alone (the
     # `embedding` output, 2048-d). Chosen by cross-validation over folds with the search
     # service's near-duplicate guard (docs/results/near_duplicates.md): held-out folds Caltech
-    # mAP@10 0.862, ImageNet R@1 0.709, copy detection R@1 0.982, against 0.875 / 0.364 /
-    # 0.992 for gem; text search R@1 0.778 -> 0.878; +49 % memory a vector.
+    # mAP@10 0.861, ImageNet R@1 0.709, copy detection R@1 0.983, against 0.875 / 0.364 /
+    # 0.992 for gem; text search R@1 0.778 -> 0.894; +49 % memory a vector.
     pooling: str = "gem_softmax"
     semantic_weight: float = 0.7  # gem_softmax: w, the softmax part's weight
     semantic_temperature: float = 1.0  # gem_softmax: T, the softmax temperature

@@ -67,6 +67,9 @@ class SearchConfig:
     # mAP@10 0.854 -> 0.862, ImageNet R@1 unchanged (docs/results/near_duplicates.md). 0 = off.
     near_duplicate_threshold: float = 0.7
     near_duplicate_depth: int = 100  # hits checked (their raw vectors are read: bounded cost)
+    # Milvus Lite only: stored vectors kept in memory for the guard and augmentation's reads
+    # (this process is Lite's one writer, so its writes keep it exact); 0 = off.
+    lite_vector_cache_mb: int = 256
     allowed_roots: list[Path] = field(default_factory=list)  # server-side paths; empty = none
     # largest server-side file read for an ingest item; <= max_message_bytes
     max_file_bytes: int = 64 * 1024 * 1024
@@ -133,6 +136,7 @@ class SearchConfig:
                 "near_duplicate_threshold must be 0..1 (0 = off)",
             ),
             (1 <= self.near_duplicate_depth <= 1024, "near_duplicate_depth must be 1..1024"),
+            (self.lite_vector_cache_mb >= 0, "lite_vector_cache_mb must be >= 0"),
             (self.max_file_bytes >= 1, "max_file_bytes must be >= 1"),
             (self.grpc_workers >= 2, "grpc_workers must be >= 2"),
             (self.max_concurrent_streams >= 1, "max_concurrent_streams must be >= 1"),
@@ -249,6 +253,7 @@ _ENV = {
     "augmentation_alpha": "RIS_SEARCH_AUGMENTATION_ALPHA",
     "near_duplicate_threshold": "RIS_SEARCH_NEAR_DUPLICATE_THRESHOLD",
     "near_duplicate_depth": "RIS_SEARCH_NEAR_DUPLICATE_DEPTH",
+    "lite_vector_cache_mb": "RIS_SEARCH_LITE_VECTOR_CACHE_MB",
     "milvus_token_file": "RIS_MILVUS_TOKEN_FILE",
     "milvus_password_file": "RIS_MILVUS_PASSWORD_FILE",
     "tls_cert": "RIS_SEARCH_TLS_CERT",

@@ -375,11 +375,7 @@ class Services:
         wanted = set(guarded)
         ids = sorted({h.id for i, row in zip(order, hits, strict=True) if i in wanted
                       for h in row[:depth]})  # fmt: skip
-        if space.augmented:
-            stored = self.store.raw_vectors(space, ids)
-        else:
-            rows = self.store.get_all(space.name, ids, include_vectors=True)
-            stored = {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+        stored = self.store.vectors(space.raw_name if space.augmented else space.name, ids)
         threshold = self.config.near_duplicate_threshold
         return [
             promote(row[:depth], vectors[i], stored, space.visual_dims, threshold) + row[depth:]

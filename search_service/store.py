@@ -63,6 +63,7 @@ from ris.search.store_schema import (
     vector_index,
     write_batches,
 )
+from ris.search.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,6 +104,9 @@ class MilvusStore:
         )
         self._client = self._guard(lambda: open_client(config))
         self._lite_watch = LiteSizeWatch(config.lite_warn_rows if self._lite_path else 0)
+        # Lite only: one owner, so its own writes keep the cache exact (vector_cache.py).
+        cache_bytes = config.lite_vector_cache_mb * 2**20 if self._lite_path else 0
+        self._cache = VectorCache(cache_bytes) if cache_bytes else None
 
     @property
     def is_lite(self) -> bool:
@@ -233,6 +237,9 @@ class MilvusStore:
             self._loaded.discard(name)
             self._lite_watch.forget(name)
             raw = name + RAW_SUFFIX
+            if self._cache is not None:
+                self._cache.forget(name)
+                self._cache.forget(raw)
             if self.exists(raw):
                 self._guard(lambda: self._client.drop_collection(raw))
                 self._loaded.discard(raw)
@@ -276,8 +283,21 @@ class MilvusStore:
 
     def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""
-        rows = self.get_all(meta.raw_name, ids, include_vectors=True)
-        return {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+        return self.vectors(meta.raw_name, ids)
+
+    def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by id (absent ids left out); on Lite through the vector cache."""
+        if self._cache is None:
+            rows = self.get_all(name, ids, include_vectors=True)
+            return {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+        found, missing = self._cache.get_many(name, ids)
+        if missing:
+            generation = self._cache.generation(name)
+            rows = self.get_all(name, missing, include_vectors=True)
+            read = {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
+            self._cache.put_many(name, read, generation)
+            found.update(read)
+        return found
 
     def fill_raw_vectors(self, meta: CollectionMeta, rows: Sequence[Row]) -> None:
         """Give an augmented collection's rows their raw embeddings (not the stored blends)."""
@@ -331,10 +351,14 @@ class MilvusStore:
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         with self._write_lock:
+            if self._cache is not None:
+                self._cache.invalidate(name, (str(r["id"]) for r in rows))
             self._guard(lambda: self._client.upsert(name, rows, timeout=self._timeout()))
 
     def _delete_ids(self, name: str, ids: list[str]) -> None:
         with self._write_lock:
+            if self._cache is not None:
+                self._cache.invalidate(name, ids)
             self._guard(lambda: self._client.delete(name, ids=ids, timeout=self._timeout()))
 
     def flush(self, name: str) -> None:

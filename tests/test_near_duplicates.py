@@ -91,3 +91,28 @@ def test_the_original_of_an_edited_copy_comes_first_only_with_the_guard(
     assert [h for h in on[1:] if h[2]] == []  # the rival is no near duplicate
     assert all(h.visual_score is not None for h in hits)  # every hit scored (depth 50 > 5)
     assert {h[0] for h in on} == {h[0] for h in off}  # re-ranked, nothing dropped or added
+
+
+def test_the_lite_vector_cache_never_outlives_a_write() -> None:
+    from ris.search.vector_cache import VectorCache
+
+    cache = VectorCache(max_bytes=3 * 16)  # three 4-float vectors
+    v = {i: np.full(4, float(n), np.float32) for n, i in enumerate("abcd")}
+    before = cache.generation("c")
+    cache.put_many("c", {"a": v["a"], "b": v["b"]}, before)
+    found, missing = cache.get_many("c", ["a", "b", "x"])
+    assert set(found) == {"a", "b"} and missing == ["x"]
+    # A read that began before a write is not kept: the write's vector would be shadowed.
+    started = cache.generation("c")
+    cache.invalidate("c", ["a"])
+    cache.put_many("c", {"a": v["a"]}, started)
+    assert cache.get_many("c", ["a"]) == ({}, ["a"])
+    # Bounded: the least recently used goes first.
+    now = cache.generation("c")
+    cache.get_many("c", ["b"])
+    cache.put_many("c", {"c": v["c"], "d": v["d"]}, now)
+    cache.put_many("c", {"a": v["a"]}, now)
+    assert set(cache.get_many("c", ["a", "b", "c", "d"])[0]) == {"a", "c", "d"}
+    cache.forget("c")
+    assert cache.get_many("c", ["a", "c", "d"])[1] == ["a", "c", "d"]
+    assert cache.get_many("other", ["a"])[1] == ["a"]  # per collection
