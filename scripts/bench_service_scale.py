@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ris.client import IngestItem, RisClient
 from ris.search.augmentation import blend, with_self
 from ris.search.store_schema import CollectionMeta, Record, meta_from, to_row
-from ris.tools.bench import write_json
+from ris.tools.bench import wait_until, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, DEFAULT_MODEL, IMAGENET
 from ris.tools.harness import start_embedder, start_search
 from ris.tools.loadtest import load_images
@@ -51,21 +51,13 @@ SEARCH_BATCH = 500
 WAIT_S = 3600.0
 
 
-def _wait(done: Any, what: str, limit_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + limit_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not done within {limit_s:.0f} s")
-        time.sleep(2.0)
-
-
 def _indexed(client: MilvusClient, name: str, rows: int) -> None:
     def done() -> bool:
         info = client.describe_index(name, "embedding") or {}
         return int(info.get("indexed_rows", 0)) >= rows and not info.get("pending_index_rows")
 
     client.flush(name)
-    _wait(done, f"index of {name}")
+    wait_until(done, WAIT_S, f"index of {name}", poll_s=2.0)
 
 
 def prefill(

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ris.search.indexing import nlist_for, nprobe_for
-from ris.tools.bench import existing, release_lite, write_json
+from ris.tools.bench import existing, release_lite, wait_until, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, IMAGENET
 from ris.tools.loadtest import load_images
 from ris.tools.machine import (
@@ -90,14 +90,6 @@ def open_store(kind: str, work: Path) -> Iterator[tuple[Any, int]]:
         finally:
             client.close()
             release_lite(uri)
-
-
-def _poll(done: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not done within {limit_s:.0f} s")
-        time.sleep(0.5)
 
 
 def insert_all(client: Any, name: str, data: Dataset | MixtureDataset) -> dict[str, float]:
@@ -147,12 +139,12 @@ def build_index(
         total = int(info.get("total_rows", size) or size)
         return int(info.get("indexed_rows", total)) >= total and not info.get("pending_index_rows")
 
-    _poll(built, limit_s, f"{index} build on {name}")
+    wait_until(built, limit_s, f"{index} build on {name}")
     build_s = time.perf_counter() - started
     info = {k: str(v) for k, v in (client.describe_index(name, "embedding") or {}).items()}
     started = time.perf_counter()
     client.load_collection(name)
-    _poll(lambda: "Loaded" in str(client.get_load_state(name).get("state")), limit_s, "load")
+    wait_until(lambda: "Loaded" in str(client.get_load_state(name).get("state")), limit_s, "load")
     load_s = time.perf_counter() - started
     counted = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
     rows = int(counted[0]["count(*)"])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,3 +87,13 @@ def sample_images(limit: int = 48) -> list[bytes]:
     from ris.tools.loadtest import synthetic_images
 
     return synthetic_images(limit)
+
+
+def wait_until(done: Callable[[], bool], limit_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Poll ``done`` until true; TimeoutError naming ``what`` after ``limit_s`` (a benchmark's
+    waits for Milvus builds and loads are bounded)."""
+    deadline = time.monotonic() + limit_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not done within {limit_s:.0f} s")
+        time.sleep(poll_s)
