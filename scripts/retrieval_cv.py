@@ -48,6 +48,8 @@ import numpy as np
 
 from ris.embedder.concepts import read_classifier
 from ris.embedder.pooling import semantic_concat
+from ris.search.near_duplicates import promote
+from ris.search.store_schema import Hit
 from ris.tools.checkout import DATASETS, DEFAULT_MODEL
 from ris.tools.descriptor_ops import Whitening, alpha_qe, dba, l2n, search
 from ris.tools.evaluation import (
@@ -330,16 +332,18 @@ def rankings(ds: Dataset, v: Variant) -> tuple[np.ndarray, float]:
 
 
 def guarded(idx: np.ndarray, ds: Dataset, v: Variant) -> np.ndarray:
-    """Each query's top guard_depth with its near duplicates first (the service's rule)."""
-    gallery = l2n(ds.gallery[v.geometry]["gem"])
-    queries = l2n(ds.queries[v.geometry]["gem"])
+    """Each query's top guard_depth with its near duplicates first, by the search service's own
+    rule (near_duplicates.promote) on the raw GeM vectors."""
+    gallery = ds.gallery[v.geometry]["gem"]
+    queries = ds.queries[v.geometry]["gem"]
+    dims = gallery.shape[1]
     out = idx.copy()
     for r in range(len(idx)):
         top = idx[r, : v.guard_depth]
-        sims = gallery[top] @ queries[r]
-        close = [i for i in np.argsort(-sims, kind="stable") if sims[i] >= v.guard]
-        rest = [i for i in range(len(top)) if sims[i] < v.guard]
-        out[r, : len(top)] = top[close + rest]
+        hits = [Hit(str(j), 0.0, "", "", {}) for j in top]
+        stored = {str(j): gallery[j] for j in top}
+        ranked = promote(hits, queries[r], stored, dims, v.guard)
+        out[r, : len(top)] = [int(h.id) for h in ranked]
     return out
 
 
