@@ -34,15 +34,16 @@ from tqdm import tqdm
 from ris.client import IngestItem, RisClient
 from ris.search.augmentation import blend, with_self
 from ris.search.store_schema import CollectionMeta, Record, meta_from, to_row
-from ris.tools.bench import wait_until, write_json
+from ris.tools.bench import wait_indexed, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, DEFAULT_MODEL, IMAGENET
 from ris.tools.harness import start_embedder, start_search
 from ris.tools.loadtest import load_images
-from ris.tools.machine import describe_machine, machine_info, tree_rss_mb
+from ris.tools.machine import describe_machine, machine_info, memory_available_bytes, tree_rss_mb
 from ris.tools.milvus_standalone import milvus_server
 from ris.tools.real_embeddings import real_embeddings
 from ris.tools.stats import percentiles_ms
 from ris.tools.vector_mixture import fit_mixture
+from ris.tools.vector_store_sizing import MEMORY_OVERHEAD, index_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE, SMALL = "scale_large", "scale_small"
@@ -52,12 +53,31 @@ WAIT_S = 3600.0
 
 
 def _indexed(client: MilvusClient, name: str, rows: int) -> None:
-    def done() -> bool:
-        info = client.describe_index(name, "embedding") or {}
-        return int(info.get("indexed_rows", 0)) >= rows and not info.get("pending_index_rows")
-
     client.flush(name)
-    wait_until(done, WAIT_S, f"index of {name}", poll_s=2.0)
+    wait_indexed(client, name, rows, WAIT_S, poll_s=2.0)
+
+
+def memory_check(rows: int, dim: int, force: bool) -> dict[str, float]:
+    """Refuse (unless forced) a size whose two loaded HNSW collections (the blends and the raw
+    twin) would not fit this machine's available memory: Milvus would be killed mid-prefill.
+    1.1x the index bytes: 8.1 GiB was measured loaded for 1M 2048-d rows (docs/benchmarks.md)."""
+    need = 2 * index_bytes("HNSW", rows, dim) * 1.1 + MEMORY_OVERHEAD
+    available = memory_available_bytes()
+    estimate = {
+        "rows": rows,
+        "dim": dim,
+        "need_gib": need / 2**30,
+        "available_gib": available / 2**30,
+    }
+    print(f"memory: ~{estimate['need_gib']:.1f} GiB needed for {rows} augmented rows of {dim}-d, "
+          f"{estimate['available_gib']:.1f} GiB available")  # fmt: skip
+    if available and need > available and not force:
+        raise SystemExit(
+            f"{rows} rows of {dim}-d need ~{estimate['need_gib']:.1f} GiB loaded (blends + raw "
+            f"twin), more than the {estimate['available_gib']:.1f} GiB available: fewer --rows, "
+            "--pooling gem (2048-d), or --force"
+        )
+    return estimate
 
 
 def prefill(
@@ -144,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "ris-bench")
     ap.add_argument("--work-dir", type=Path, default=None, help="where Milvus writes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pooling", default="", help="embedder pooling (empty: its default)")
+    ap.add_argument("--force", action="store_true", help="run a size that may not fit memory")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -166,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ris-bench-scale-", dir=args.work_dir))
     try:
         with milvus_server(work) as milvus:
-            embedder = start_embedder(args.model, extra_args=["--log-level", "WARNING"])
+            pooling = ["--pooling", args.pooling] if args.pooling else []
+            embedder = start_embedder(args.model, extra_args=["--log-level", "WARNING", *pooling])
             search = start_search(embedder.address, milvus.uri, extra_args=["--log-level", "INFO"])
             try:
                 with RisClient(address=search.address, timeout=600) as ris:
@@ -175,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                         ris.create_collection(name)  # the defaults
                     client = MilvusClient(uri=milvus.uri)
                     meta = meta_from(LARGE, client.describe_collection(LARGE), lambda: "COSINE")
+                    report["memory"] = memory_check(args.rows, meta.dim, args.force)
                     report["prefill"] = prefill(client, meta, mixture, args.rows, args.seed)
                     report["prefill"]["rows"] = args.rows
                     print(f"prefilled {args.rows} rows: {report['prefill']}")

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ris.search.indexing import nlist_for, nprobe_for
-from ris.tools.bench import existing, release_lite, wait_until, write_json
+from ris.tools.bench import existing, release_lite, wait_indexed, wait_until, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, IMAGENET
 from ris.tools.loadtest import load_images
 from ris.tools.machine import (
@@ -133,13 +133,7 @@ def build_index(
     spec.add_index(field_name="embedding", index_type=index, metric_type="COSINE", params=params)
     started = time.perf_counter()
     client.create_index(name, spec, timeout=limit_s, sync=False)  # polled below, bounded
-
-    def built() -> bool:
-        info = client.describe_index(name, "embedding") or {}
-        total = int(info.get("total_rows", size) or size)
-        return int(info.get("indexed_rows", total)) >= total and not info.get("pending_index_rows")
-
-    wait_until(built, limit_s, f"{index} build on {name}")
+    wait_indexed(client, name, size, limit_s)
     build_s = time.perf_counter() - started
     info = {k: str(v) for k, v in (client.describe_index(name, "embedding") or {}).items()}
     started = time.perf_counter()

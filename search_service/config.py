@@ -18,6 +18,7 @@ from ris.common.settings import ConfigError, parse_bool, require
 from ris.common.tls import ClientTls, ServerTls, TlsConfigError
 
 DEFAULT_MILVUS_URI = "data/milvus/ris.db"
+SEARCH_CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 
 
 @dataclass
@@ -42,6 +43,12 @@ class SearchConfig:
     milvus_server_name: str = ""  # TLS SNI / hostname override
     milvus_ca_cert: str = ""  # PEM file of the CA that signed the server's certificate
     milvus_timeout_s: float = 30.0  # connect and call timeout for Milvus
+    # Milvus consistency level of the reads a Search makes (Strong, Session, Bounded,
+    # Eventually). Session sees every write this process made, other replicas' up to Milvus'
+    # last time tick (~200 ms), and waits only for its own; Strong sees every acknowledged write
+    # but waits for the next time tick on each read (docs/benchmarks.md, "Search reads").
+    # Ingest, augmentation and the other RPCs always read Strong.
+    milvus_search_consistency: str = "Session"
     default_index_type: str = "AUTOINDEX"  # index for collections created without one
     # Milvus Lite collections past this many rows are logged and described with a warning that
     # says to move to a Milvus server (docs/benchmarks.md); 0 = never warn.
@@ -125,6 +132,10 @@ class SearchConfig:
             (self.embed_timeout_s > 0, "embed_timeout_s must be > 0"),
             (bool(self.milvus_uri or self.milvus_host), "milvus_uri or milvus_host is needed"),
             (0 < self.milvus_port <= 65535, "milvus_port must be 1..65535"),
+            (
+                self.milvus_search_consistency in SEARCH_CONSISTENCY_LEVELS,
+                "milvus_search_consistency must be one of " + ", ".join(SEARCH_CONSISTENCY_LEVELS),
+            ),
             (1 <= self.ingest_batch_size <= 1024, "ingest_batch_size must be 1..1024"),
             (self.lite_warn_rows >= 0, "lite_warn_rows must be >= 0"),
             (0 <= self.query_expansion_top_n <= 64, "query_expansion_top_n must be 0..64"),
@@ -231,6 +242,7 @@ _ENV = {
     "milvus_server_name": "RIS_MILVUS_SERVER_NAME",
     "milvus_ca_cert": "RIS_MILVUS_CA_CERT",
     "milvus_timeout_s": "RIS_MILVUS_TIMEOUT_S",
+    "milvus_search_consistency": "RIS_MILVUS_SEARCH_CONSISTENCY",
     "default_index_type": "RIS_SEARCH_DEFAULT_INDEX_TYPE",
     "lite_warn_rows": "RIS_SEARCH_LITE_WARN_ROWS",
     "ingest_batch_size": "RIS_SEARCH_INGEST_BATCH_SIZE",

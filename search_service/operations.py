@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,7 +32,13 @@ from ris.search.near_duplicates import promote
 from ris.search.query_expansion import MAX_ALPHA, expand, resolve
 from ris.search.query_expansion import METRICS as EXPANSION_METRICS
 from ris.search.store import MilvusStore
-from ris.search.store_schema import RAW_SUFFIX, CollectionMeta, Hit, validate_name
+from ris.search.store_schema import (
+    RAW_SUFFIX,
+    CollectionMeta,
+    Hit,
+    validate_name,
+    vector_problem,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10
@@ -40,7 +46,6 @@ MAX_TOP_K = 1024
 DEFAULT_GET_LIMIT = 100
 MAX_GET_LIMIT = 16384
 MAX_QUERIES = 256
-MAX_VECTOR_VALUE = 1e6  # |value| of a query vector: 2048 * (1e6)^2 still fits float32 scores
 _METRIC_NAMES = {1: "COSINE", 2: "IP", 3: "L2"}
 _METRIC_ENUM = {v: k for k, v in _METRIC_NAMES.items()}
 
@@ -293,7 +298,8 @@ class Services:
 
         milvus_start = time.perf_counter()
         ids = {i: req.queries[i].id for i, k in enumerate(kinds) if k == "id"}
-        found = self._stored_queries(meta, set(ids.values()))
+        level = self.config.milvus_search_consistency
+        found = self._stored_queries(meta, set(ids.values()), level)
         for i, kind in enumerate(kinds):
             query = req.queries[i]
             if kind == "vector":
@@ -326,22 +332,23 @@ class Services:
                 continue
             queries = [vectors[i] for i in order]
             if expansion.enabled and meta.metric in EXPANSION_METRICS:
-                first = self.store.search(
-                    space, queries, expansion.top_n + (1 if stored_ids else 0), expr
-                )
+                width = expansion.top_n + (1 if stored_ids else 0)
+                first = self.store.search(space, queries, width, expr, consistency=level)
                 neighbours = [
                     [h.id for h in row if h.id != stored_ids.get(i)][: expansion.top_n]
                     for i, row in zip(order, first, strict=True)
                 ]
-                queries = self._expanded(space.name, queries, neighbours, expansion.alpha)
+                queries = self._expanded(space.name, queries, neighbours, expansion.alpha, level)
             extra = 1 if selves else 0
             depth = top_k + extra
             guarded = [i for i in order if kinds[i] != "text"] if self._guards(space) else []
             if guarded:
                 depth = max(depth, self.config.near_duplicate_depth)
-            hits = self.store.search(space, queries, min(depth, MAX_TOP_K + 1), expr)
+            hits = self.store.search(
+                space, queries, min(depth, MAX_TOP_K + 1), expr, consistency=level
+            )
             if guarded:
-                hits = self._near_duplicates_first(space, order, hits, guarded, vectors)
+                hits = self._near_duplicates_first(space, order, hits, guarded, vectors, level)
             for i, row in zip(order, hits, strict=True):
                 if i in selves:
                     row = [h for h in row if h.id != selves[i]]
@@ -368,6 +375,7 @@ class Services:
         hits: list[list[Hit]],
         guarded: list[int],
         vectors: Mapping[int, np.ndarray],
+        level: str,
     ) -> list[list[Hit]]:
         """Each guarded query's top near_duplicate_depth hits with its near duplicates first,
         by their raw embeddings' visual part (one read for every query of the call)."""
@@ -375,7 +383,7 @@ class Services:
         wanted = set(guarded)
         ids = sorted({h.id for i, row in zip(order, hits, strict=True) if i in wanted
                       for h in row[:depth]})  # fmt: skip
-        stored = self.store.vectors(space.raw_name if space.augmented else space.name, ids)
+        stored = self.store.vectors(space.raw_name if space.augmented else space.name, ids, level)
         threshold = self.config.near_duplicate_threshold
         return [
             promote(row[:depth], vectors[i], stored, space.visual_dims, threshold) + row[depth:]
@@ -384,17 +392,22 @@ class Services:
             for i, row in zip(order, hits, strict=True)
         ]
 
-    def _stored_queries(self, meta: CollectionMeta, ids: set[str]) -> dict[str, np.ndarray]:
+    def _stored_queries(
+        self, meta: CollectionMeta, ids: set[str], level: str
+    ) -> dict[str, np.ndarray]:
         """Id queries' vectors: the items' raw embeddings (an augmented collection's blends are
         what is searched, not what the item looks like)."""
         if not ids:
             return {}
         if meta.augmented:
-            raw = self.store.raw_vectors(meta, sorted(ids))
+            raw = self.store.raw_vectors(meta, sorted(ids), level)
             # only items still in the main collection (a raw row can outlive a failed write)
-            live = {r.id for r in self.store.get(meta.name, ids=sorted(raw), limit=len(raw))}
+            alive = self.store.get(meta.name, ids=sorted(raw), limit=len(raw), consistency=level)
+            live = {r.id for r in alive}
             return {i: v for i, v in raw.items() if i in live}
-        rows = self.store.get(meta.name, ids=sorted(ids), limit=len(ids), include_vectors=True)
+        rows = self.store.get(
+            meta.name, ids=sorted(ids), limit=len(ids), include_vectors=True, consistency=level
+        )
         return {r.id: np.asarray(r.vector, dtype=np.float32) for r in rows if r.vector}
 
     def _expanded(
@@ -403,12 +416,15 @@ class Services:
         queries: list[np.ndarray],
         neighbours: list[list[str]],
         alpha: float,
+        level: str,
     ) -> list[np.ndarray]:
         """Each query expanded with its neighbours' stored vectors (one Get for all)."""
         wanted = sorted({n for row in neighbours for n in row})
         stored: dict[str, list[float] | None] = {}
         if wanted:
-            rows = self.store.get(collection, ids=wanted, limit=len(wanted), include_vectors=True)
+            rows = self.store.get(
+                collection, ids=wanted, limit=len(wanted), include_vectors=True, consistency=level
+            )
             stored = {r.id: r.vector for r in rows}
         out = []
         for query, row in zip(queries, neighbours, strict=True):
@@ -459,19 +475,6 @@ def _space(meta: CollectionMeta, kind: str | None, requested: int) -> Collection
     if requested == search_pb2.SEARCH_SPACE_RAW or kind == "text":
         return meta.raw()
     return meta
-
-
-def vector_problem(values: Sequence[float], metric: str) -> str:
-    """Why a query vector cannot be searched ("" when it can): NaN/inf, values so large that
-    scores overflow float32, or (COSINE) no direction at all."""
-    v = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(v).all():
-        return "vector has NaN or infinite values"
-    if np.abs(v).max(initial=0.0) > MAX_VECTOR_VALUE:
-        return f"vector values must be within +-{MAX_VECTOR_VALUE:g} (scores would overflow)"
-    if metric == "COSINE" and not np.any(v):
-        return "vector is all zeros: a COSINE query needs a direction"
-    return ""
 
 
 def _finite(row: list[Hit]) -> list[Hit]:

@@ -7,11 +7,13 @@ store and the embedder are operations.py's, not this module's.
 
 Works on Milvus Lite (a local ``*.db`` path) and on Milvus 2.3+ servers through ``MilvusClient``.
 
-Consistency: collections are created with ``Strong`` consistency and every read passes
-``consistency_level="Strong"``, so a search/get/count sees every write acknowledged before it
-(Ingest returns only after its upserts are acknowledged, hence fresh items are searchable when it
-returns). Strong costs a wait for the query nodes to catch up (milliseconds on standalone); the
-default ``Bounded`` would let a search miss rows written in the last few seconds.
+Consistency: collections are created with ``Strong`` consistency and reads pass
+``consistency_level="Strong"`` unless the caller names another level, so a search/get/count sees
+every write acknowledged before it (Ingest returns only after its upserts are acknowledged, hence
+fresh items are searchable when it returns). Strong costs a wait for Milvus' next time tick on
+every read (~100 ms on a server); the Search RPC reads at ``milvus_search_consistency``
+(``Session`` by default: this process's own writes are still seen, since pymilvus keeps each
+collection's last write timestamp and asks for it, but nothing else is waited for).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ from ris.search.vector_cache import VectorCache
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STRONG = "Strong"  # the level of every read that does not name one
+
 
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, grpc.RpcError):
@@ -122,14 +126,16 @@ class MilvusStore:
         """milvus_timeout_s, capped by what is left of the calling request's deadline."""
         return deadlines.timeout(self._config.milvus_timeout_s)
 
-    def _query(self, name: str, where: str, fields: list[str], **kwargs: Any) -> list[Any]:
-        """One Strong read, bounded by the caller's deadline (``_timeout``), errors typed."""
+    def _query(
+        self, name: str, where: str, fields: list[str], consistency: str = STRONG, **kwargs: Any
+    ) -> list[Any]:
+        """One read (Strong unless told), bounded by the caller's deadline, errors typed."""
         return self._guard(
             lambda: self._client.query(
                 name,
                 filter=where,
                 output_fields=fields,
-                consistency_level="Strong",
+                consistency_level=consistency,
                 timeout=self._timeout(),
                 **kwargs,
             )
@@ -182,7 +188,7 @@ class MilvusStore:
                     meta.name,
                     schema=schema,
                     index_params=index,
-                    consistency_level="Strong",
+                    consistency_level=STRONG,
                     properties=properties,
                 )
             )
@@ -202,7 +208,7 @@ class MilvusStore:
                 meta.raw_name,
                 schema=milvus_schema(meta.raw()),
                 index_params=vector_index(meta, self.is_lite),
-                consistency_level="Strong",
+                consistency_level=STRONG,
                 properties={"ris.raw_of": meta.name},
             )
         )
@@ -281,19 +287,23 @@ class MilvusStore:
         index = index_size_warning(meta.index, count, meta.dim)
         return self._lite_watch.warnings(meta.name, count) + ([index] if index else [])
 
-    def raw_vectors(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def raw_vectors(
+        self, meta: CollectionMeta, ids: Sequence[str], consistency: str = STRONG
+    ) -> dict[str, np.ndarray]:
         """Raw embeddings by id from an augmented collection's companion (absent ids left out)."""
-        return self.vectors(meta.raw_name, ids)
+        return self.vectors(meta.raw_name, ids, consistency)
 
-    def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def vectors(
+        self, name: str, ids: Sequence[str], consistency: str = STRONG
+    ) -> dict[str, np.ndarray]:
         """Stored vectors by id (absent ids left out); on Lite through the vector cache."""
         if self._cache is None:
-            rows = self.get_all(name, ids, include_vectors=True)
+            rows = self.get_all(name, ids, include_vectors=True, consistency=consistency)
             return {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
         found, missing = self._cache.get_many(name, ids)
         if missing:
             generation = self._cache.generation(name)
-            rows = self.get_all(name, missing, include_vectors=True)
+            rows = self.get_all(name, missing, include_vectors=True, consistency=consistency)
             read = {r.id: np.asarray(r.vector, np.float32) for r in rows if r.vector}
             self._cache.put_many(name, read, generation)
             found.update(read)
@@ -311,6 +321,7 @@ class MilvusStore:
         ids: Sequence[str],
         include_vectors: bool = False,
         include_augmentation: bool = False,
+        consistency: str = STRONG,
     ) -> list[Row]:
         """Rows for any number of ids (absent ones left out), in MAX_QUERY_LIMIT-sized queries."""
         unique, rows = sorted(set(ids)), []
@@ -322,6 +333,7 @@ class MilvusStore:
                 limit=len(chunk),
                 include_vectors=include_vectors,
                 include_augmentation=include_augmentation,
+                consistency=consistency,
             )
         return rows
 
@@ -373,6 +385,7 @@ class MilvusStore:
         top_k: int,
         expr: str = "",
         output_fields: Sequence[str] = OUTPUT_FIELDS,
+        consistency: str = STRONG,
     ) -> list[list[Hit]]:
         """Top-k per vector, best first; scores are higher-is-better for every metric."""
         if not vectors:
@@ -389,7 +402,7 @@ class MilvusStore:
                 output_fields=list(output_fields),
                 search_params=params,
                 anns_field=VECTOR_FIELD,
-                consistency_level="Strong",
+                consistency_level=consistency,
                 timeout=self._timeout(),
             )
         )
@@ -420,6 +433,7 @@ class MilvusStore:
         limit: int = 100,
         include_vectors: bool = False,
         include_augmentation: bool = False,
+        consistency: str = STRONG,
     ) -> list[Row]:
         """Rows by ids and/or a filter expression (AND), up to ``limit``."""
         where = combine(build_filter(ids=ids), expr)
@@ -427,7 +441,7 @@ class MilvusStore:
             return []
         self.ensure_loaded(name)
         fields = read_fields(include_vectors, include_augmentation)
-        res = self._query(name, where, fields, limit=min(limit, MAX_QUERY_LIMIT))
+        res = self._query(name, where, fields, consistency, limit=min(limit, MAX_QUERY_LIMIT))
         rows = from_rows(res, include_vectors, include_augmentation)
         if ids:
             order = {v: i for i, v in enumerate(ids)}

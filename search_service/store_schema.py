@@ -37,6 +37,7 @@ MAX_METADATA_BYTES = 60_000  # Milvus JSON fields hold up to 64 KiB
 MAX_WRITE_BYTES = 16 * 1024 * 1024  # per upsert call, well under the 64 MB gRPC message limit
 MAX_QUERY_LIMIT = 16384  # Milvus' offset+limit ceiling
 MAX_DIM = 32768
+MAX_VECTOR_VALUE = 1e6  # |value| of a vector: 2048 * (1e6)^2 still fits float32 scores
 OUTPUT_FIELDS = ("id", "label", "uri", "metadata")  # what a read returns besides vectors
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
@@ -143,6 +144,19 @@ def check_record_fields(item_id: str, label: str, uri: str, metadata: dict[str, 
         check_metadata_key(key)
     if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
         raise InvalidArgument(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def vector_problem(values: Sequence[float], metric: str) -> str:
+    """Why a vector cannot be searched or stored ("" when it can): NaN/inf, values so large that
+    scores overflow float32, or (COSINE) no direction at all (its scores would be NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        return "vector has NaN or infinite values"
+    if np.abs(v).max(initial=0.0) > MAX_VECTOR_VALUE:
+        return f"vector values must be within +-{MAX_VECTOR_VALUE:g} (scores would overflow)"
+    if metric == "COSINE" and not np.any(v):
+        return "vector is all zeros: a COSINE vector needs a direction"
+    return ""
 
 
 def _rows_bytes(record: Record, dim: int) -> int:

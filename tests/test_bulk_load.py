@@ -63,6 +63,9 @@ def test_exported_items_bulk_load_and_search_the_same(
             "{not json",
             json.dumps({"id": "short", "vector": [0.1, 0.2]}),
             json.dumps({"id": "nan", "vector": [math.nan] * dim}),
+            json.dumps({"id": "zero", "vector": [0.0] * dim}),  # COSINE: NaN scores
+            json.dumps({"id": "huge", "vector": [1e30] * dim}),  # scores overflow float32
+            json.dumps({"id": "text", "vector": ["0.1"] * dim}),
             lines[0],  # its id again
             json.dumps({"id": "", "vector": [0.1] * dim}),
         ]
@@ -73,9 +76,12 @@ def test_exported_items_bulk_load_and_search_the_same(
         assert [(r.line, r.reason.split(":")[0]) for r in result.rejected] == [
             (first_bad, "not JSON (Expecting property name enclosed in double quotes)"),
             (first_bad + 1, "vector"),
-            (first_bad + 2, "vector"),
-            (first_bad + 3, f"id {json.loads(lines[0])['id']!r} repeated"),
-            (first_bad + 4, "id is empty"),
+            (first_bad + 2, "vector has NaN or infinite values"),
+            (first_bad + 3, "vector is all zeros"),
+            (first_bad + 4, "vector values must be within +-1e+06 (scores would overflow)"),
+            (first_bad + 5, "vector"),
+            (first_bad + 6, f"id {json.loads(lines[0])['id']!r} repeated"),
+            (first_bad + 7, "id is empty"),
         ]
         assert len(list((tmp_path / "staging").glob("rows-*.json"))) == math.ceil(len(photos) / 7)
         assert ris.count(target) == len(photos)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from search_fixtures import Photo, ingest
 
 from ris.api import search_pb2, search_pb2_grpc
-from ris.search.operations import MAX_VECTOR_VALUE
+from ris.search.store_schema import MAX_VECTOR_VALUE
 
 DIM = 2048
 BAD_CODES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

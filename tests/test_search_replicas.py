@@ -20,7 +20,13 @@ pytestmark = pytest.mark.milvus_server
 def test_two_replicas_writing_one_collection_leave_exact_blends(
     milvus_server, embedder_server, photos: list[Photo], tmp_path: Path
 ) -> None:
-    env = {"RIS_MILVUS_URI": milvus_server.uri, "RIS_EMBEDDER_ADDRESS": embedder_server.address}
+    env = {
+        "RIS_MILVUS_URI": milvus_server.uri,
+        "RIS_EMBEDDER_ADDRESS": embedder_server.address,
+        # Each replica's searches must see the other's writes that returned a moment ago
+        # (Session, the default, sees them only after Milvus' next time tick).
+        "RIS_MILVUS_SEARCH_CONSISTENCY": "Strong",
+    }
     name = f"replicas_{uuid.uuid4().hex[:8]}"
     with (
         search_process(env, tmp_path) as first,

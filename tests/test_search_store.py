@@ -4,6 +4,7 @@ Lite 3.2 (embedded), the Milvus 2.3.5 standalone server and the Milvus 2.5 engin
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,45 @@ def test_upsert_search_delete_count(store: MilvusStore, made: CollectionMeta) ->
     assert store.count(made.name, build_filter(labels=["odd"])) == 0
     left = store.search(made, [vecs[1]], top_k=40)[0]
     assert len(left) == 19 and all(h.label == "even" for h in left)
+
+
+def test_session_reads_see_this_process_writes(store: MilvusStore, made: CollectionMeta) -> None:
+    """What lets the Search RPC read at Session: every row this process writes is found by its
+    very next read, search and get alike (pymilvus asks for that write's timestamp). On a server
+    an Eventually read would often miss it; Lite ignores levels."""
+    vecs = _vectors(12, seed=5)
+    for i in range(12):
+        store.upsert(made, [Record(f"w{i}", vecs[i])])
+        hits = store.search(made, [vecs[i]], top_k=1, consistency="Session")[0]
+        assert [h.id for h in hits] == [f"w{i}"]
+        rows = store.get(made.name, ids=[f"w{i}"], include_vectors=True, consistency="Session")
+        assert [r.id for r in rows] == [f"w{i}"]
+    assert store.count(made.name) == 12
+
+
+@pytest.mark.milvus_server
+def test_session_reads_skip_the_time_tick_wait(milvus_server) -> None:
+    """Why Search reads at Session: on a server a Strong read waits for Milvus' next time tick
+    (50 ms in the tests, 200 deployed), a Session read with none of our writes pending does not.
+    Interleaved, so a busy machine slows both alike."""
+    store = MilvusStore(_config(milvus_server.uri))
+    meta = _meta()
+    try:
+        store.create_collection(meta)
+        vecs = _vectors(8, seed=9)
+        store.upsert(meta, [Record(f"t{i}", vecs[i]) for i in range(8)])
+        seconds: dict[str, list[float]] = {"Strong": [], "Session": []}
+        for n in range(16):
+            for level in ("Strong", "Session") if n % 2 == 0 else ("Session", "Strong"):
+                started = time.perf_counter()
+                hits = store.search(meta, [vecs[n % 8]], top_k=1, consistency=level)[0]
+                seconds[level].append(time.perf_counter() - started)
+                assert hits[0].id == f"t{n % 8}"
+        strong, session = (float(np.median(seconds[k])) for k in ("Strong", "Session"))
+        assert session < strong / 2, seconds
+    finally:
+        store.drop_collection(meta.name)
+        store.close()
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,16 @@ def test_config_env_then_flags() -> None:
         from_env({"RIS_MILVUS_SECURE": "perhaps"})
 
 
+def test_search_consistency_is_one_of_milvus_levels() -> None:
+    assert SearchConfig().milvus_search_consistency == "Session"
+    strong = from_env({"RIS_MILVUS_SEARCH_CONSISTENCY": "Strong"})
+    assert strong.validate().milvus_search_consistency == "Strong"
+    flagged = from_args(["--milvus-search-consistency", "Bounded"], env={})
+    assert flagged.milvus_search_consistency == "Bounded"
+    with pytest.raises(ConfigError, match="milvus_search_consistency must be one of Strong"):
+        from_args(["--milvus-search-consistency", "strongest"], env={})
+
+
 def test_milvus_connection_settings() -> None:
     lite = client_kwargs(SearchConfig(milvus_uri="/tmp/x/ris.db"))
     assert lite == {"uri": "/tmp/x/ris.db", "timeout": 30.0}

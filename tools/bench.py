@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the embedder's settings as flags, the sample photos, Milvus
-Lite's release, the JSON writer and the verdict word.
+Lite's release, bounded waits for Milvus, the JSON writer and the verdict word.
 
 The services as subprocesses are in ris.tools.harness, percentiles in ris.tools.stats, the
 machine's description in ris.tools.machine and the load generator in ris.tools.loadtest.
@@ -97,3 +97,16 @@ def wait_until(done: Callable[[], bool], limit_s: float, what: str, poll_s: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not done within {limit_s:.0f} s")
         time.sleep(poll_s)
+
+
+def wait_indexed(client: Any, name: str, rows: int, limit_s: float, poll_s: float = 0.5) -> None:
+    """Wait (bounded) until Milvus reports every row of ``name``'s vector field indexed: a
+    server builds sealed segments' indexes in the background, so create_index returning (or a
+    flush) is not the end of it. ``client`` is a MilvusClient; ``rows`` the expected total."""
+
+    def indexed() -> bool:
+        info = client.describe_index(name, "embedding") or {}
+        total = int(info.get("total_rows", rows) or rows)
+        return int(info.get("indexed_rows", total)) >= total and not info.get("pending_index_rows")
+
+    wait_until(indexed, limit_s, f"index of {name}", poll_s)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import uuid
 import warnings
@@ -46,6 +45,7 @@ from ris.search.store_schema import (
     check_record_fields,
     meta_from,
     to_row,
+    vector_problem,
 )
 
 ROWS_PER_FILE = 10_000  # ~200 MB of JSON at 2048-d; Milvus 2.3 takes up to 16 GB a file
@@ -109,8 +109,9 @@ def count(client: MilvusClient, collection: str) -> int:
     return int(result[0]["count(*)"])
 
 
-def record_from_line(text: str, dim: int) -> Record:
-    """One export line as a Record, checked as the service checks ingest (InvalidArgument)."""
+def record_from_line(text: str, dim: int, metric: str) -> Record:
+    """One export line as a Record, checked as the service checks ingest and queries
+    (InvalidArgument): a vector that could not be searched is never stored."""
     try:
         item = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -121,8 +122,10 @@ def record_from_line(text: str, dim: int) -> Record:
     if not isinstance(vector, list) or len(vector) != dim:
         got = len(vector) if isinstance(vector, list) else type(vector).__name__
         raise InvalidArgument(f"vector: expected {dim} numbers, got {got}")
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in vector):
-        raise InvalidArgument("vector: non-finite or non-numeric values")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vector):
+        raise InvalidArgument("vector: non-numeric values")
+    if problem := vector_problem(vector, metric):
+        raise InvalidArgument(problem)
     metadata = item.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
@@ -141,12 +144,13 @@ def record_from_line(text: str, dim: int) -> Record:
 
 def stage(
     lines: Iterable[str],
-    dim: int,
+    meta: CollectionMeta,
     staging_dir: Path,
     rows_per_file: int = ROWS_PER_FILE,
     on_row: Callable[[], None] | None = None,
 ) -> StagedFiles:
-    """Write ``lines`` as Milvus row-based JSON files ({"rows": [...]}) under ``staging_dir``.
+    """Write ``lines`` as Milvus row-based JSON files ({"rows": [...]}) under ``staging_dir``,
+    each checked against ``meta`` (its dim and metric).
     Ids repeated within the input are rejected after their first line (Milvus would keep both)."""
     staging_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedFiles()
@@ -164,7 +168,7 @@ def stage(
         if not text.strip():
             continue
         try:
-            record = record_from_line(text, dim)
+            record = record_from_line(text, meta.dim, meta.metric)
         except InvalidArgument as exc:
             staged.rejected.append(Rejected(number, str(exc)))
             continue
@@ -264,7 +268,7 @@ def bulk_load(
     try:
         meta = target_meta(client, collection)
         started = time.perf_counter()
-        staged = stage(lines, meta.dim, staging_dir, rows_per_file, on_row)
+        staged = stage(lines, meta, staging_dir, rows_per_file, on_row)
         staged_at = time.perf_counter()
         paths = [milvus_path(p, staging_dir, milvus_prefix) for p in staged.paths]
         with _orm_connection(client_kwargs) as alias:

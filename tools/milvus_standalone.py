@@ -4,10 +4,10 @@ Each server: a temp data dir, free loopback ports for every component (the
 embedded etcd included, which otherwise takes 2379/2380), every advertised address pinned to
 127.0.0.1 (the gRPC servers still bind all interfaces: Milvus 2.3 has no setting for that, but
 all their traffic stays on loopback), ``gracefulStopTimeout`` cut to 3 s so SIGTERM returns
-quickly (the data dir is thrown away anyway), the proxy's time tick at 50 ms (Strong reads
-wait for it). Start-up waits on ``/healthz`` with a bound;
-teardown sends SIGTERM, then SIGKILL after a bound. The unpacked binaries are cached in
-``~/.cache/ris-milvus/<version>`` (or ``$RIS_MILVUS_SERVER_CACHE``).
+quickly (the data dir is thrown away anyway), the proxy's time tick at 50 ms unless told
+(Strong reads wait for it; a deployed Milvus ticks every 200 ms). Start-up waits on
+``/healthz`` with a bound; teardown sends SIGTERM, then SIGKILL after a bound. The unpacked
+binaries are cached in ``~/.cache/ris-milvus/<version>`` (or ``$RIS_MILVUS_SERVER_CACHE``).
 
 Also runnable by hand: ``python -m ris.tools.milvus_standalone DIR`` starts one and prints its
 URI. The pytest fixtures over it are in tests/milvus_server.py.
@@ -39,6 +39,8 @@ from ris.tools.harness import free_ports, stop_process
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 8.0
+MILVUS_TIME_TICK_MS = 200  # Milvus' own proxy.timeTickInterval: what a deployed server runs
+TEST_TIME_TICK_MS = 50  # the tests' and benchmarks' default: Strong reads wait less
 
 
 @dataclass
@@ -126,7 +128,9 @@ def make_tls_files(directory: Path, server_name: str = "milvus.ris.test") -> Tls
     return files
 
 
-def _write_configs(data_dir: Path, settings: dict[str, object] | None = None) -> tuple[int, int]:
+def _write_configs(
+    data_dir: Path, settings: dict[str, object] | None = None, time_tick_ms: int = TEST_TIME_TICK_MS
+) -> tuple[int, int]:
     """Write milvus.yaml and the embedded etcd's config; return (proxy port, metrics port).
 
     ``settings``: values for the package's template keys, e.g. ``tls_mode``, ``server_pem_path``,
@@ -163,7 +167,7 @@ def _write_configs(data_dir: Path, settings: dict[str, object] | None = None) ->
     text = text.replace("localhost", "127.0.0.1")
     text = re.sub(r"gracefulStopTimeout: \d+", "gracefulStopTimeout: 3", text)
     # Strong reads wait for the next time tick: 50 ms instead of 200 keeps the tests quick.
-    text = re.sub(r"timeTickInterval: \d+", "timeTickInterval: 50", text)
+    text = re.sub(r"timeTickInterval: \d+", f"timeTickInterval: {time_tick_ms}", text)
     text = re.sub(
         r"(?m)^(  use:\n    embed: true.*)$",
         lambda m: f"{m.group(1)}\n  config:\n    path: {etcd_cfg}",
@@ -203,11 +207,13 @@ def start_milvus_server(
     timeout: float = START_TIMEOUT_S,
     tls: TlsFiles | None = None,
     auth: bool = False,
+    time_tick_ms: int = TEST_TIME_TICK_MS,
 ) -> MilvusServerHandle:
     """Start Milvus standalone in ``data_dir`` and wait until /healthz says OK.
 
     ``tls``: serve gRPC over one-way TLS with that certificate. ``auth``: require user/password
-    (Milvus' built-in ``root``/``Milvus``).
+    (Milvus' built-in ``root``/``Milvus``). ``time_tick_ms``: the proxy's time tick
+    (MILVUS_TIME_TICK_MS, 200, is what a deployed Milvus runs).
     """
     settings: dict[str, object] = {"authorization_enabled": auth}
     if tls:
@@ -217,17 +223,19 @@ def start_milvus_server(
             server_key_path=str(tls.key),
             ca_pem_path=str(tls.ca),
         )
-    port, metrics_port = _write_configs(data_dir, settings)
+    port, metrics_port = _write_configs(data_dir, settings, time_tick_ms)
     scheme = "https" if tls else "http"
     return _launch(data_dir, f"{scheme}://127.0.0.1:{port}", port, metrics_port, timeout)
 
 
 @contextlib.contextmanager
-def milvus_server(work: Path) -> Iterator[MilvusServerHandle]:
+def milvus_server(
+    work: Path, time_tick_ms: int = TEST_TIME_TICK_MS
+) -> Iterator[MilvusServerHandle]:
     """A fresh Milvus standalone with its data under ``work``, stopped afterwards."""
     data = work / "milvus-server"
     data.mkdir(parents=True, exist_ok=True)
-    handle = start_milvus_server(data)
+    handle = start_milvus_server(data, time_tick_ms=time_tick_ms)
     try:
         yield handle
     finally:
