@@ -181,6 +181,23 @@ def test_bench_service_scale(model_path: Path, tmp_path: Path) -> None:
         assert r["ingest"]["images"] == 3 and r["search"]["latency_ms"]["n"] == 3
         assert r["search_rss_mb"] > 0 and r["milvus_rss_mb"] > 0
     assert data["scale_large"]["search_p50_ms"] > 0
+    assert data["memory"]["dim"] == SERVED_DIM and 0 < data["memory"]["need_gib"] < 5
+
+
+@pytest.mark.milvus_server
+def test_bench_search_consistency(model_path: Path, tmp_path: Path) -> None:
+    """Two search services over one Milvus, one reading Strong, one Session, interleaved: every
+    query answered by both, with the same ranking (nothing is written meanwhile)."""
+    pytest.importorskip("milvus", reason="PyPI milvus (milvus-server) not installed")
+    args = ["--ingest", "6", "--queries", "4", "--rounds", "1", "--time-tick-ms", "50",
+            "--model", str(model_path), "--work-dir", str(tmp_path)]  # fmt: skip
+    data = run_script("bench_search_consistency.py", args, tmp_path)
+    assert data["complete"] is True and data["collection_rows"] == 6
+    assert data["calls_per_level"] == 4 and data["same_ranking_fraction"] == 1.0
+    assert {level: stats["n"] for level, stats in data["latency_ms"].items()} == {
+        "Strong": 4,
+        "Session": 4,
+    }
 
 
 # -- units of the vector-store bench -----------------------------------------------------------
