@@ -11,7 +11,8 @@ Consistency: collections are created with ``Strong`` consistency and reads pass
 ``consistency_level="Strong"`` unless the caller names another level, so a search/get/count sees
 every write acknowledged before it (Ingest returns only after its upserts are acknowledged, hence
 fresh items are searchable when it returns). Strong costs a wait for Milvus' next time tick on
-every read (~100 ms on a server); the Search RPC reads at ``milvus_search_consistency``
+every read (~290 ms on a server with Milvus' default 200 ms tick, docs/benchmarks.md "Search
+reads"); the Search RPC therefore reads at ``milvus_search_consistency``
 (``Session`` by default: this process's own writes are still seen, since pymilvus keeps each
 collection's last write timestamp and asks for it, but nothing else is waited for).
 """
