@@ -55,27 +55,28 @@ class VectorCache:
                 return
             for item, vector in vectors.items():
                 key = (name, item)
-                old = self._vectors.pop(key, None)
-                if old is not None:
-                    self._bytes -= old.nbytes
+                self._drop(key)
                 self._vectors[key] = vector
                 self._bytes += vector.nbytes
             while self._bytes > self.max_bytes and self._vectors:
-                _, dropped = self._vectors.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                self._drop(next(iter(self._vectors)))  # the least recently used
 
     def invalidate(self, name: str, ids: Iterable[str]) -> None:
         """Before a write of ``ids`` to ``name``: forget them, and void reads in flight."""
         with self._lock:
             self._generation[name] = self._generation.get(name, 0) + 1
             for item in ids:
-                old = self._vectors.pop((name, item), None)
-                if old is not None:
-                    self._bytes -= old.nbytes
+                self._drop((name, item))
 
     def forget(self, name: str) -> None:
         """A dropped collection: every vector of it."""
         with self._lock:
             self._generation[name] = self._generation.get(name, 0) + 1
             for key in [k for k in self._vectors if k[0] == name]:
-                self._bytes -= self._vectors.pop(key).nbytes
+                self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """Forget one vector, if cached, and its bytes (the caller holds the lock)."""
+        old = self._vectors.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes

@@ -166,7 +166,7 @@ def _write_configs(
     text = re.sub(r"(?m)^(\s+)ip:\s*(#.*)?$", r"\1ip: 127.0.0.1", text)
     text = text.replace("localhost", "127.0.0.1")
     text = re.sub(r"gracefulStopTimeout: \d+", "gracefulStopTimeout: 3", text)
-    # Strong reads wait for the next time tick: 50 ms instead of 200 keeps the tests quick.
+    # Strong reads wait for the next time tick: the tests' 50 ms instead of 200 keeps them quick.
     text = re.sub(r"timeTickInterval: \d+", f"timeTickInterval: {time_tick_ms}", text)
     text = re.sub(
         r"(?m)^(  use:\n    embed: true.*)$",
