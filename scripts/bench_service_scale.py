@@ -39,7 +39,7 @@ from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN, DEFAULT_MODEL, IMAGE
 from ris.tools.harness import start_embedder, start_search
 from ris.tools.loadtest import load_images
 from ris.tools.machine import describe_machine, machine_info, memory_available_bytes, tree_rss_mb
-from ris.tools.milvus_standalone import milvus_server
+from ris.tools.milvus_standalone import MILVUS_TIME_TICK_MS, milvus_server
 from ris.tools.real_embeddings import real_embeddings
 from ris.tools.stats import percentiles_ms
 from ris.tools.vector_mixture import fit_mixture
@@ -47,8 +47,7 @@ from ris.tools.vector_store_sizing import MEMORY_OVERHEAD, index_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE, SMALL = "scale_large", "scale_small"
-INSERT_ROWS = 1000  # ~8 MB a call at 2048-d
-SEARCH_BATCH = 500
+CHUNK_ROWS = 1000  # rows a call: ~8 MB inserted at 2048-d, 1000 neighbour searches
 WAIT_S = 3600.0
 
 
@@ -80,42 +79,68 @@ def memory_check(rows: int, dim: int, force: bool) -> dict[str, float]:
     return estimate
 
 
+def chunk_vectors(mixture: Any, rows: int, chunk: int, seed: int) -> np.ndarray:
+    """Rows ``chunk * CHUNK_ROWS`` onwards, the same on every call: both passes regenerate them
+    instead of holding all N (8 GiB at 1M x 2048-d, which would not fit beside Milvus)."""
+    n = min(CHUNK_ROWS, rows - chunk * CHUNK_ROWS)
+    return mixture.sample(n, np.random.default_rng([seed, 11, chunk]))
+
+
+def syn_id(i: int) -> str:
+    return f"syn-{i:08d}"
+
+
+def raw_vectors(client: MilvusClient, meta: CollectionMeta, ids: list[str]) -> dict[str, Any]:
+    """The raw twin's vectors by id (the neighbours a chunk's blends need)."""
+    quoted = ", ".join(f'"{i}"' for i in ids)
+    rows = client.query(
+        meta.raw_name, filter=f"id in [{quoted}]", output_fields=["id", "embedding"]
+    )
+    return {str(r["id"]): np.asarray(r["embedding"], np.float32) for r in rows}
+
+
 def prefill(
-    client: MilvusClient, meta: CollectionMeta, mixture: Any, rows: int, seed: int
+    client: MilvusClient, meta: CollectionMeta, mixture: Any, rows: int, seed: int, ef: int
 ) -> dict[str, float]:
-    """N mixture rows into ``meta``'s raw twin, then their blends into ``meta`` (module doc)."""
-    rng = np.random.default_rng([seed, 11])
-    vectors = np.empty((rows, meta.dim), np.float32)
-    ids = [f"syn-{i:08d}" for i in range(rows)]
+    """N mixture rows into ``meta``'s raw twin, then their blends into ``meta`` (module doc).
+    Memory: one chunk of vectors and its neighbours at a time."""
+    chunks = range(-(-rows // CHUNK_ROWS))
     started = time.perf_counter()
-    for start in tqdm(range(0, rows, INSERT_ROWS), desc="raw twin", unit="krow"):
-        n = min(INSERT_ROWS, rows - start)
-        vectors[start : start + n] = mixture.sample(n, rng)
-        batch = [Record(ids[i], vectors[i], "synthetic") for i in range(start, start + n)]
+    for c in tqdm(chunks, desc="raw twin", unit="chunk"):
+        vectors = chunk_vectors(mixture, rows, c, seed)
+        first = c * CHUNK_ROWS
+        batch = [Record(syn_id(first + j), v, "synthetic") for j, v in enumerate(vectors)]
         client.insert(meta.raw_name, [to_row(r, augmented=False) for r in batch])
     _indexed(client, meta.raw_name, rows)
     raw_s = time.perf_counter() - started
     size = meta.augment_top_n + 1
-    params = {"metric_type": meta.metric, "params": {"ef": 64}}
+    params = {"metric_type": meta.metric, "params": {"ef": ef}}
     started = time.perf_counter()
-    for start in tqdm(range(0, rows, SEARCH_BATCH), desc="blends", unit="batch"):
-        stop = min(rows, start + SEARCH_BATCH)
+    for c in tqdm(chunks, desc="blends", unit="chunk"):
+        vectors = chunk_vectors(mixture, rows, c, seed)
+        first = c * CHUNK_ROWS
         found = client.search(
             meta.raw_name,
-            data=vectors[start:stop].tolist(),
+            data=vectors.tolist(),
             limit=size,
             search_params=params,
             anns_field="embedding",
             output_fields=["id"],
         )
+        hoods = [
+            with_self(syn_id(first + j), [(str(h["id"]), float(h["distance"])) for h in hits], size)
+            for j, hits in enumerate(found)
+        ]
+        mine = {syn_id(first + j): v for j, v in enumerate(vectors)}
+        wanted = sorted({item for hood in hoods for item, _ in hood} - mine.keys())
+        known = {**mine, **raw_vectors(client, meta, wanted)}
         out = []
-        for i, hits in zip(range(start, stop), found, strict=True):
-            hood = with_self(ids[i], [(str(h["id"]), float(h["distance"])) for h in hits], size)
-            idx = [int(item[4:]) for item, _ in hood]
-            record = Record(ids[i], [], "synthetic")
+        for j, hood in enumerate(hoods):
+            record = Record(syn_id(first + j), [], "synthetic")
             record.vector = blend(
-                vectors[i], list(vectors[idx]), [s for _, s in hood], meta.augment_alpha
-            )
+                vectors[j], [known[item] for item, _ in hood], [s for _, s in hood],
+                meta.augment_alpha,
+            )  # fmt: skip
             record.augmentation = {
                 "neighbours": [item for item, _ in hood[1:]],
                 "sims": [round(s, 7) for _, s in hood[1:]],
@@ -164,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "ris-bench")
     ap.add_argument("--work-dir", type=Path, default=None, help="where Milvus writes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--prefill-ef", type=int, default=64, help="HNSW ef of the prefill's neighbour searches "
+        "(64: what the service's augmentation asks)",
+    )  # fmt: skip
     ap.add_argument("--pooling", default="", help="embedder pooling (empty: its default)")
     ap.add_argument("--force", action="store_true", help="run a size that may not fit memory")
     ap.add_argument("--json", type=Path, default=None)
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}")
     fit_photos = load_images([IMAGENET, CALTECH_TRAIN], args.fit_photos)
-    real, _ = real_embeddings(fit_photos, args.model, "cpu", args.cache_dir)
+    real, _ = real_embeddings(fit_photos, args.model, "cpu", args.cache_dir, args.pooling)
     mixture = fit_mixture(real, 256, 350, args.seed)
     ingest_pool = sorted(Path(CALTECH_TRAIN).rglob("*.jpg"))
     rng = np.random.default_rng(args.seed)
@@ -187,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     work = Path(tempfile.mkdtemp(prefix="ris-bench-scale-", dir=args.work_dir))
     try:
-        with milvus_server(work) as milvus:
+        with milvus_server(work, MILVUS_TIME_TICK_MS, lean_disk=True) as milvus:
             pooling = ["--pooling", args.pooling] if args.pooling else []
             embedder = start_embedder(args.model, extra_args=["--log-level", "WARNING", *pooling])
             search = start_search(embedder.address, milvus.uri, extra_args=["--log-level", "INFO"])
@@ -199,9 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                     client = MilvusClient(uri=milvus.uri)
                     meta = meta_from(LARGE, client.describe_collection(LARGE), lambda: "COSINE")
                     report["memory"] = memory_check(args.rows, meta.dim, args.force)
-                    report["prefill"] = prefill(client, meta, mixture, args.rows, args.seed)
-                    report["prefill"]["rows"] = args.rows
+                    report["prefill"] = prefill(
+                        client, meta, mixture, args.rows, args.seed, args.prefill_ef
+                    )
+                    report["prefill"].update(rows=args.rows, ef=args.prefill_ef)
+                    report["prefill"]["milvus_rss_mb"] = round(tree_rss_mb(milvus.process.pid), 1)
                     print(f"prefilled {args.rows} rows: {report['prefill']}")
+                    write_json(args.json, report, quiet=True)
                     client.close()
                     run_rounds(
                         ris, args, ingest_pool, queries, search.pid, milvus.process.pid, report
