@@ -97,10 +97,7 @@ def syn_id(i: int) -> str:
 
 def raw_vectors(client: MilvusClient, meta: CollectionMeta, ids: list[str]) -> dict[str, Any]:
     """The raw twin's vectors by id (the neighbours a chunk's blends need)."""
-    quoted = ", ".join(f'"{i}"' for i in ids)
-    rows = client.query(
-        meta.raw_name, filter=f"id in [{quoted}]", output_fields=["id", "embedding"]
-    )
+    rows = client.get(meta.raw_name, ids=ids, output_fields=["id", "embedding"])
     return {str(r["id"]): np.asarray(r["embedding"], np.float32) for r in rows}
 
 
