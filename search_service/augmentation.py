@@ -24,13 +24,21 @@ acknowledged before the check; a write landing after that check reads the row's 
 in its own refresh (and re-blends it if it must, then checks it itself). A blend whose raw row
 is gone (deleted while this writer re-blended it) is deleted: deletes remove the raw row first.
 Lite is one process (its file has a single owner), so it skips the check.
+
+Reads that miss rows. On Milvus 2.3.5 a Strong read by ids that overlaps another client's upsert
+can leave out rows that exist (seen: 3 of 14 asked for, with the other replica's upsert in
+flight), and a row missed by refresh or settle is a blend nobody re-checks. So on a server the
+ids such a read leaves out are read again (``REREAD_TRIES``) before their absence is believed:
+an item whose blend is still absent then is being written by its own writer, who checks it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,8 +49,11 @@ REVERSE_K = 16  # raw neighbours of a changed vector checked for holding it as a
 BLEND_CHUNK = 1024  # staged items per blend (memory: 8 KiB each at 2048-d)
 SETTLE_ROUNDS = 5  # re-check rounds after a write on a server (each one is rarely needed)
 SIM_TOLERANCE = 1e-5  # stored similarities are rounded to 7 decimals
+REREAD_TRIES = 3  # reads again of ids a server read left out (a concurrent upsert hides rows)
+REREAD_DELAY_S = 0.05  # an upsert is in flight for ~10 ms
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 
 def blend(
@@ -100,7 +111,7 @@ class Augmenter:
         deleted = 0
         with self.lock(meta.name):
             for keys in self.store.matching_batches(meta.name, ids, expr):
-                gone = self.store.raw_vectors(meta, keys)
+                gone = self._raw(meta, keys)
                 self.store.delete_keys(meta.raw_name, keys)  # raw first: see settle
                 self.store.delete_keys(meta.name, keys)
                 rows = self.refresh(meta, [], gone)
@@ -135,7 +146,7 @@ class Augmenter:
         hoods = {r.id: with_self(r.id, hits, size) for r, hits in zip(written, found, strict=False)}
         stale: list[Row] = []
         lost: list[Row] = []  # a neighbour left or moved: search again
-        for row in self.store.get_all(meta.name, list(candidates), include_augmentation=True):
+        for row in self._rows(meta, sorted(candidates)):
             kept = _stored_hood(row)
             gained = newcomers.get(row.id, {})
             if kept is None or changed.intersection(i for i, _ in kept):
@@ -146,13 +157,13 @@ class Augmenter:
                 merged = sorted([*kept, *gained.items()], key=lambda p: p[1], reverse=True)
                 hoods[row.id] = with_self(row.id, merged, size)
         raw = {r.id: np.asarray(r.vector, np.float32) for r in written}
-        raw.update(self.store.raw_vectors(meta, [row.id for row in lost]))
+        raw.update(self._raw(meta, [row.id for row in lost]))
         lost = [row for row in lost if row.id in raw]  # deleted meanwhile: nothing to blend
         again = self._neighbours(meta, [raw[row.id] for row in lost], size)
         hoods.update(
             {row.id: with_self(row.id, hits, size) for row, hits in zip(lost, again, strict=True)}
         )
-        raw.update(self.store.raw_vectors(meta, _missing(hoods.values(), raw)))
+        raw.update(self._raw(meta, _missing(hoods.values(), raw)))
         out = [Record(r.id, r.vector, r.label, r.uri, dict(r.metadata)) for r in written] + [
             Record(row.id, [], row.label, row.uri, dict(row.metadata))
             for row in stale
@@ -188,14 +199,16 @@ class Augmenter:
 
     def _repair(self, meta: CollectionMeta, ids: Sequence[str]) -> list[str]:
         """One check: ids of the rows re-blended or deleted because their stored neighbourhood
-        no longer matches the raw twin's."""
+        no longer matches the raw twin's, and of those it could not read."""
         size = meta.augment_top_n + 1
-        rows = self.store.get_all(meta.name, ids, include_augmentation=True)
-        raw = self.store.raw_vectors(meta, [r.id for r in rows])
+        rows = self._rows(meta, ids)
+        raw = self._raw(meta, [r.id for r in rows])
         orphans = [r.id for r in rows if r.id not in raw]  # deleted while it was re-blended
         if orphans:
             self.store.delete_keys(meta.name, orphans)
         rows = [r for r in rows if r.id in raw]
+        # a blend still unread whose raw row is there: not checked, so check it next round
+        unseen = sorted(self._raw(meta, sorted(set(ids) - {r.id for r in rows} - set(orphans))))
         found = self._neighbours(meta, [raw[r.id] for r in rows], size)
         hoods, stale = {}, []
         for row, hits in zip(rows, found, strict=True):
@@ -204,7 +217,33 @@ class Augmenter:
                 hoods[row.id] = hood
                 stale.append(Record(row.id, [], row.label, row.uri, dict(row.metadata)))
         self.store.upsert(meta, self._blended(meta, stale, hoods, raw))
-        return orphans + [r.id for r in stale]
+        return orphans + unseen + [r.id for r in stale]
+
+    def _rows(self, meta: CollectionMeta, ids: Sequence[str]) -> list[Row]:
+        """Stored rows (with their neighbour lists) by id, ids left out read again."""
+        read = self.store.get_all
+        got = self._reread(
+            ids, lambda some: {r.id: r for r in read(meta.name, some, include_augmentation=True)}
+        )
+        return list(got.values())
+
+    def _raw(self, meta: CollectionMeta, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Raw embeddings by id, ids left out read again."""
+        return self._reread(ids, lambda some: self.store.raw_vectors(meta, some))
+
+    def _reread(
+        self, ids: Sequence[str], read: Callable[[list[str]], Mapping[str, V]]
+    ) -> dict[str, V]:
+        """``read(ids)``; on a server, ``read`` again of the ids it left out, up to
+        REREAD_TRIES times (see the module docstring: a concurrent upsert hides rows)."""
+        found = dict(read(list(ids))) if ids else {}
+        for _ in range(0 if self.store.is_lite else REREAD_TRIES):
+            missing = sorted(set(ids) - found.keys())
+            if not missing:
+                break
+            time.sleep(REREAD_DELAY_S)
+            found.update(read(missing))
+        return found
 
     def _blended(
         self,
@@ -215,7 +254,7 @@ class Augmenter:
     ) -> list[Record]:
         """``out`` with vectors blended from their neighbourhoods (raw vectors fetched as
         needed) and their augmentation fields set."""
-        raw.update(self.store.raw_vectors(meta, _missing((hoods[r.id] for r in out), raw)))
+        raw.update(self._raw(meta, _missing((hoods[r.id] for r in out), raw)))
         for record in out:
             hood = [(i, s) for i, s in hoods[record.id] if i in raw]
             record.vector = blend(
