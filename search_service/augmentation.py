@@ -202,13 +202,13 @@ class Augmenter:
         no longer matches the raw twin's, and of those it could not read."""
         size = meta.augment_top_n + 1
         rows = self._rows(meta, ids)
-        raw = self._raw(meta, [r.id for r in rows])
+        raw = self._raw(meta, ids)
         orphans = [r.id for r in rows if r.id not in raw]  # deleted while it was re-blended
         if orphans:
             self.store.delete_keys(meta.name, orphans)
+        read = {r.id for r in rows}
+        unseen = sorted(i for i in raw if i not in read)  # blend unread, raw there: next round
         rows = [r for r in rows if r.id in raw]
-        # a blend still unread whose raw row is there: not checked, so check it next round
-        unseen = sorted(self._raw(meta, sorted(set(ids) - {r.id for r in rows} - set(orphans))))
         found = self._neighbours(meta, [raw[r.id] for r in rows], size)
         hoods, stale = {}, []
         for row, hits in zip(rows, found, strict=True):
@@ -236,7 +236,7 @@ class Augmenter:
     ) -> dict[str, V]:
         """``read(ids)``; on a server, ``read`` again of the ids it left out, up to
         REREAD_TRIES times (see the module docstring: a concurrent upsert hides rows)."""
-        found = dict(read(list(ids))) if ids else {}
+        found = dict(read(list(ids)))
         for _ in range(0 if self.store.is_lite else REREAD_TRIES):
             missing = sorted(set(ids) - found.keys())
             if not missing:
