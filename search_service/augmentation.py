@@ -54,6 +54,7 @@ REREAD_DELAY_S = 0.05  # an upsert is in flight for ~10 ms
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
+K = TypeVar("K")
 
 
 def blend(
@@ -71,9 +72,7 @@ def blend(
     return (mixed / norm * float(np.linalg.norm(own))).astype(np.float32)
 
 
-def with_self(
-    item_id: str, hits: Sequence[tuple[str, float]], size: int
-) -> list[tuple[str, float]]:
+def with_self(item_id: K, hits: Sequence[tuple[K, float]], size: int) -> list[tuple[K, float]]:
     """The neighbourhood: the item itself first (sim 1) and its best ``size - 1`` others."""
     others = [(i, s) for i, s in hits if i != item_id]
     return [(item_id, 1.0), *others[: size - 1]]
