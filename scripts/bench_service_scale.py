@@ -48,11 +48,11 @@ from ris.tools.harness import start_embedder, start_search
 from ris.tools.loadtest import load_images
 from ris.tools.machine import describe_machine, machine_info, memory_available_bytes, tree_rss_mb
 from ris.tools.milvus_standalone import MILVUS_TIME_TICK_MS, milvus_server
-from ris.tools.partitioned_knn import centres_from, partitioned_knn, recall_at_k
+from ris.tools.partitioned_knn import centres_from, exact_knn, partitioned_knn, recall_at_k
 from ris.tools.real_embeddings import real_embeddings
 from ris.tools.stats import percentiles_ms
 from ris.tools.vector_mixture import fit_mixture
-from ris.tools.vector_store_sizing import MEMORY_OVERHEAD, index_bytes
+from ris.tools.vector_store_sizing import MEMORY_OVERHEAD, loaded_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE, SMALL = "scale_large", "scale_small"
@@ -67,9 +67,8 @@ def _indexed(client: MilvusClient, name: str, rows: int) -> None:
 
 def memory_check(rows: int, dim: int, force: bool) -> dict[str, float]:
     """Refuse (unless forced) a size whose two loaded HNSW collections (the blends and the raw
-    twin) would not fit this machine's available memory: Milvus would be killed mid-prefill.
-    1.1x the index bytes: 8.1 GiB was measured loaded for 1M 2048-d rows (docs/benchmarks.md)."""
-    need = 2 * index_bytes("HNSW", rows, dim) * 1.1 + MEMORY_OVERHEAD
+    twin) would not fit this machine's available memory: Milvus would be killed mid-prefill."""
+    need = 2 * loaded_bytes("HNSW", rows, dim) + MEMORY_OVERHEAD
     available = memory_available_bytes()
     estimate = {
         "rows": rows,
@@ -104,18 +103,6 @@ def hood_of(i: int, ids: np.ndarray, sims: np.ndarray, size: int) -> list[tuple[
     return with_self(i, list(zip(ids[i].tolist(), sims[i].tolist(), strict=True)), size)
 
 
-def exact_top(vectors: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
-    """The exact top-``k`` row indices of each sampled row, 50 rows of products at a time
-    (200 MB at 1M rows)."""
-    out = np.empty((len(sample), k), dtype=np.int64)
-    for start in range(0, len(sample), 50):
-        sims = vectors[sample[start : start + 50]] @ vectors.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
-        out[start : start + len(sims)] = np.take_along_axis(top, order, axis=1)
-    return out
-
-
 def neighbour_table(
     mixture: Any, meta: CollectionMeta, rows: int, seed: int, probes: int, out: Path
 ) -> dict[str, Any]:
@@ -129,10 +116,10 @@ def neighbour_table(
         vectors[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS] = chunk_vectors(mixture, rows, c, seed)
     started = time.perf_counter()
     centres = centres_from(vectors, max(1, rows // 1000), seed)
-    ids, sims = partitioned_knn(vectors, centres, size, probes)
+    ids, sims = partitioned_knn(vectors, centres, size, probes, progress=True)
     knn_s = time.perf_counter() - started
     sample = np.random.default_rng([seed, 13]).choice(rows, size=min(500, rows), replace=False)
-    recall = recall_at_k(ids[sample], exact_top(vectors, sample, size))
+    recall = recall_at_k(ids[sample], exact_knn(vectors, sample, size))
     blends = np.lib.format.open_memmap(out / "blends.npy", "w+", np.float32, (rows, dim))
     for i in tqdm(range(rows), desc="blends", unit="row", mininterval=10):
         hood = hood_of(i, ids, sims, size)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ris.tools.partitioned_knn import buckets, centres_from, partitioned_knn, recall_at_k
+from ris.tools.partitioned_knn import (
+    buckets,
+    centres_from,
+    exact_knn,
+    partitioned_knn,
+    recall_at_k,
+)
 
 
 def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
@@ -20,6 +26,7 @@ def test_neighbours_match_exact_search_and_start_with_the_row_itself() -> None:
     centres = centres_from(x, 12, seed=1)
     ids, sims = partitioned_knn(x, centres, k=4, probes=2)
     exact = np.argsort(-(x @ x.T), axis=1)[:, :4]
+    np.testing.assert_array_equal(exact_knn(x, np.arange(3000), 4), exact)
     assert ids.shape == sims.shape == (3000, 4)
     np.testing.assert_array_equal(ids[:, 0], np.arange(3000))
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
