@@ -174,6 +174,9 @@ def test_bench_service_scale(model_path: Path, tmp_path: Path) -> None:
             "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path)]  # fmt: skip
     data = run_script("bench_service_scale.py", args, tmp_path)
     assert data["complete"] is True and data["prefill"]["rows"] == 1500
+    prefill = data["prefill"]
+    assert set(prefill["reindex_pending_rows"]) == {"scale_large__raw", "scale_large"}
+    assert prefill["knn_buckets"] == 1 and prefill["knn_recall_vs_exact"] == 1.0  # one bucket
     rounds = data["rounds"]
     assert [(r["round"], r["collection"]) for r in rounds] == [
         (0, "scale_large"), (0, "scale_small"), (1, "scale_small"), (1, "scale_large"),

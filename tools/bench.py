@@ -99,14 +99,20 @@ def wait_until(done: Callable[[], bool], limit_s: float, what: str, poll_s: floa
         time.sleep(poll_s)
 
 
-def wait_indexed(client: Any, name: str, rows: int, limit_s: float, poll_s: float = 0.5) -> None:
+def wait_indexed(
+    client: Any, name: str, rows: int, limit_s: float, poll_s: float = 0.5, reindex: bool = True
+) -> None:
     """Wait (bounded) until Milvus reports every row of ``name``'s vector field indexed: a
     server builds sealed segments' indexes in the background, so create_index returning (or a
-    flush) is not the end of it. ``client`` is a MilvusClient; ``rows`` the expected total."""
+    flush) is not the end of it. ``client`` is a MilvusClient; ``rows`` the expected total.
+    ``reindex``: also wait for the re-index of segments compaction merged
+    (``pending_index_rows``), which at 1M rows a collection can take as long as the first build
+    while every row already searches through an index."""
 
     def indexed() -> bool:
         info = client.describe_index(name, "embedding") or {}
         total = int(info.get("total_rows", rows) or rows)
-        return int(info.get("indexed_rows", total)) >= total and not info.get("pending_index_rows")
+        done = int(info.get("indexed_rows", total)) >= total
+        return done and not (reindex and info.get("pending_index_rows"))
 
     wait_until(indexed, limit_s, f"index of {name}", poll_s)
