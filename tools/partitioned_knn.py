@@ -2,11 +2,11 @@
 
 Why: prefilling an augmented collection of a million rows needs each row's top neighbours.
 Asking Milvus, a thousand rows a call, took ~3 h at 1M (2 cores); an inverted-file search done
-here with matrix products takes minutes. Rows are bucketed by their most similar centre (for
-mixture samples, the mixture's own components); each row is compared exactly with the rows of
-its ``probes`` most similar buckets, so a neighbour is missed only when it lies in a bucket the
-row does not probe: an approximation like the HNSW search it replaces, measured by
-``recall_at_k`` in the tests.
+here with matrix products takes minutes (~4 at 1M x 2048-d, 1,000 buckets). Rows are bucketed
+by their most similar k-means centre; each row is compared exactly with the rows of its
+``probes`` most similar buckets, so a neighbour is missed only when it lies in a bucket the row
+does not probe: an approximation like the HNSW search it replaces, measured by ``recall_at_k``
+against ``exact_knn`` (0.91 of the top 4 at 1M with 2 probes; 1.00 at 40k).
 
 Memory: the caller's vectors (float16 halves them) plus one block of products
 (``BLOCK_ROWS`` x the largest bucket, float32).
