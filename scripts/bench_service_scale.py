@@ -110,11 +110,12 @@ def hood_of(i: int, ids: np.ndarray, sims: np.ndarray, size: int) -> list[tuple[
 
 def neighbour_table(
     mixture: Any, meta: CollectionMeta, rows: int, seed: int, probes: int, out: Path
-) -> dict[str, Any]:
-    """Every row's ``size`` nearest rows (itself included) by an off-line inverted-file search
-    (ris.tools.partitioned_knn, ~1,000 rows a bucket), and its blend, written to ``out``
-    (rows x D float32 on disk). Holds all N vectors for the search (8 GiB at 1M x 2048-d),
-    before Milvus holds any. Also the search's recall against exact on a sample of rows."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Every row's ``size`` nearest rows (itself included) and their similarities by an
+    off-line inverted-file search (ris.tools.partitioned_knn, ~1,000 rows a bucket), its blend
+    (rows x D float32, memory-mapped in ``out``), and the search's figures, with its recall
+    against exact on a sample of rows. Holds all N vectors for the search (8 GiB at 1M x
+    2048-d), before Milvus holds any."""
     dim, size = mixture.dim, meta.augment_top_n + 1
     vectors = np.empty((rows, dim), np.float32)
     for c in tqdm(range(-(-rows // CHUNK_ROWS)), desc="vectors", unit="chunk"):
@@ -135,10 +136,9 @@ def neighbour_table(
             meta.augment_alpha,
         )
     blends.flush()
-    np.save(out / "hoods.npy", ids)
-    np.save(out / "sims.npy", sims)
-    return {"knn_s": knn_s, "knn_probes": probes, "knn_recall_vs_exact": recall,
-            "knn_buckets": len(centres)}  # fmt: skip
+    report = {"knn_s": knn_s, "knn_probes": probes, "knn_recall_vs_exact": recall,
+              "knn_buckets": len(centres)}  # fmt: skip
+    return ids, sims, blends, report
 
 
 def prefill(
@@ -149,10 +149,8 @@ def prefill(
     then wait until both are indexed."""
     size = meta.augment_top_n + 1
     started = time.perf_counter()
-    report = neighbour_table(mixture, meta, rows, seed, probes, work)
+    ids, sims, blends, report = neighbour_table(mixture, meta, rows, seed, probes, work)
     report["offline_s"] = time.perf_counter() - started
-    blends = np.load(work / "blends.npy", mmap_mode="r")
-    ids, sims = np.load(work / "hoods.npy"), np.load(work / "sims.npy")
     started = time.perf_counter()
     for c in tqdm(range(-(-rows // CHUNK_ROWS)), desc="insert", unit="chunk"):
         vectors = chunk_vectors(mixture, rows, c, seed)
