@@ -346,6 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "resnet50.onnx")
     parser.add_argument("--provider", default="cpu")
+    parser.add_argument(
+        "--pooling", default="", help="embedder pooling (empty: its default; gem is 2048-d)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "ris-bench")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the stores write")
     parser.add_argument(
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_vector_store: need at least 2 photos", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    real, cache = real_embeddings(images, args.model, args.provider, args.cache_dir)
+    real, cache = real_embeddings(images, args.model, args.provider, args.cache_dir, args.pooling)
     took = time.perf_counter() - started
     print(f"{len(real)} real embeddings ({real.shape[1]}-d) in {took:.1f} s (cache {cache})")
     order = np.random.default_rng(args.seed).permutation(len(real))
