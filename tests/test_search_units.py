@@ -100,7 +100,7 @@ def test_ivf_nlist_follows_one_segment_not_the_whole_collection() -> None:
     assert nlist_for(1_000, 2048) == 126  # below one segment: as before
     assert nlist_for(1_000_000, 2048) == nlist_for(10**8, 2048) == 1020
     plan = plan_index("IVF_SQ8", {"expected_rows": "1000000"}, "AUTOINDEX", dim=2048)
-    assert plan.build_params == {"nlist": 1020} and search_params(plan, 10) == {"nprobe": 127}
+    assert plan.build_params == {"nlist": 1020} and search_params(plan, 10) == {"nprobe": 80}
     assert plan_index("IVF_SQ8", {"nlist": "4096"}, "AUTOINDEX", dim=2048).build_params == {
         "nlist": 4096  # given: kept
     }
@@ -124,10 +124,10 @@ def test_a_collection_reads_back_the_index_it_was_built_with() -> None:
 
 
 def test_ivf_nprobe_scales_with_nlist_and_outgrown_indexes_are_flagged() -> None:
-    # 1/8 of the clusters on small indexes, 4*sqrt(nlist) on large ones (not a fixed cap).
-    assert [nprobe_for(n) for n in (16, 126, 400, 1265, 4000, 16384)] == [8, 15, 50, 143, 253, 512]
+    # 1/8 of the clusters on small indexes, 2.5*sqrt(nlist) on large ones (not a fixed cap).
+    assert [nprobe_for(n) for n in (16, 126, 400, 1265, 4000, 16384)] == [8, 15, 50, 89, 159, 320]
     at_1m = plan_index("IVF_SQ8", {"expected_rows": "1000000"}, "AUTOINDEX")
-    assert search_params(at_1m, 10) == {"nprobe": 253}
+    assert search_params(at_1m, 10) == {"nprobe": 159}
     assert index_size_warning(at_1m, 1_000_000) is None
     default = plan_index("IVF_FLAT", {}, "AUTOINDEX")  # sized for 10k: nlist 400
     assert index_size_warning(default, 30_000) is None  # 4*sqrt(n) = 693 < 2 * 400
