@@ -24,7 +24,8 @@ from ris.tools.checkout import CHECKOUT
 
 TARGET = 0.98
 TOLERANCE = 0.01
-# The sweeps the service's constant was chosen on (docs/benchmarks.md, "Default IVF nprobe, chosen over folds").
+# The sweeps the service's constant was chosen on (docs/benchmarks.md, "Default IVF nprobe,
+# chosen over folds").
 FOLD_RESULTS = tuple(
     CHECKOUT / "docs" / "results" / f"bench_vs_mixture_{name}.json"
     for name in (
