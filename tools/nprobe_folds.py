@@ -1,7 +1,7 @@
 """The IVF default nprobe chosen over folds of nprobe sweeps, not on one collection.
 
-Why: one sweep (1M rows, 2048-d) said nprobe 16 suffices; a held-out sweep (100k rows, 3048-d)
-needed 48. The default is ``indexing.nprobe_for``: min(nlist/8, ceil(c·√nlist)), at least 8.
+Why: one sweep (1M rows, 2048-d) said nprobe 16 suffices; another (100k rows, 3048-d) needed
+48. The default is ``indexing.nprobe_for``: min(nlist/8, ceil(c·√nlist)), at least 8.
 Each fold (one store, size, dimension, seed and index of a ``bench_vector_store`` JSON) says
 the smallest nprobe it measured that reaches its target, min(``target``, its own ceiling -
 ``tolerance``) (IVF_SQ8's quantisation caps it below 1); c is the smallest that meets every
