@@ -20,6 +20,7 @@ MODULES = {
     "embedder-gpu": ["onnxruntime", "ris.embedder.server"],
     "text": ["onnx", "ris.embedder.text_worker"],
     "search": ["pymilvus", "milvus_lite", "ris.search.server"],
+    "gateway": ["uvicorn", "h11", "ris.gateway.protocol"],
     "server": ["ris.launcher.serve"],
     "server-gpu": ["ris.launcher.serve"],
     "export": ["torch", "onnx", "onnxscript"],

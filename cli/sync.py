@@ -6,14 +6,16 @@ the collection's items of that root (ListItems, page by page), and plans:
 
 - add: a file whose id (path relative to the folder) the root has no item for,
 - update: a file whose hash differs from its item's (re-embedded),
-- remove: an item of this root whose file is gone,
+- remove: an item of this root whose file is gone (never one whose file, or folder, exists but
+  cannot be read: that file is reported as failed and its item kept),
 - unchanged: everything else; items the sync did not write are never touched (an id already
   held by one of them is reported as failed, unless ``--adopt`` lets the sync take it over).
 
 Adds and updates go first (upserts by id), deletes last. That makes it resumable: killed at
 any point, the next run finds what was written with its hash (unchanged now), writes the rest
 and only then deletes, so nothing is lost and nothing is stored twice. A file edited while the
-sync reads it is caught by the next run (its hash no longer matches).
+sync reads it is caught by the next run (its hash no longer matches). Ids (and the root) of names
+that are not UTF-8 escape their bytes the same way on every run (common/names.py).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from tqdm import tqdm
 from ris.client.client import RisClient
 from ris.client.config import ClientConfig
 from ris.client.errors import NotFound
-from ris.client.sources import from_folder
+from ris.client.sources import Source, SourceProblem, from_folder
 from ris.client.types import IngestItem
+from ris.common.names import name_text
 
 ROOT_KEY = "ris.sync_root"
 HASH_KEY = "ris.sha256"
@@ -48,6 +51,7 @@ class SyncPlan:
     remove: list[str] = field(default_factory=list)
     unchanged: int = 0
     problems: list[str] = field(default_factory=list)  # files that cannot be synced, and why
+    kept: list[str] = field(default_factory=list)  # stored ids whose files could not be read
 
     @property
     def changes(self) -> int:
@@ -78,21 +82,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scan(folder: Path, root: str, show_progress: bool) -> tuple[list[IngestItem], list[str]]:
-    """The folder's images as items stamped with the sync metadata, and the files skipped."""
+def scan(folder: Path, root: str, show_progress: bool) -> tuple[list[IngestItem], Source]:
+    """The folder's images as items stamped with the sync metadata, and the scan's outcome: its
+    problems and what it could not read (a file it cannot hash is added to both)."""
     source = from_folder(folder)
-    problems = [str(p) for p in source.problems]
     items = []
     for item in tqdm(source.items, unit="file", desc="scan", disable=not show_progress):
         assert item.path is not None
         try:
             digest = file_sha256(item.path)
         except OSError as error:
-            problems.append(f"{item.path}: {error}")
+            source.problems.append(
+                SourceProblem(name_text(item.path), f"cannot read: {error.strerror}")
+            )
+            source.unreadable.append(item.id)
             continue
         stamped = {**item.metadata, ROOT_KEY: root, HASH_KEY: digest}
         items.append(dataclasses.replace(item, metadata=stamped))
-    return items, problems
+    return items, source
 
 
 def _batches(values: list[str], size: int) -> Iterator[list[str]]:
@@ -103,9 +110,9 @@ def _batches(values: list[str], size: int) -> Iterator[list[str]]:
 def plan_sync(
     ris: RisClient, collection: str, folder: Path, *, adopt: bool = False, show_progress: bool
 ) -> SyncPlan:
-    root = str(Path(folder).resolve())
-    files, problems = scan(Path(folder), root, show_progress)
-    plan = SyncPlan(root=root, problems=problems)
+    root = name_text(Path(folder).resolve())
+    files, scanned = scan(Path(folder), root, show_progress)
+    plan = SyncPlan(root=root, problems=[str(p) for p in scanned.problems])
     stored: dict[str, str] = {}  # this root's items: id -> hash (one entry per synced file)
     held: dict[str, str] = {}  # new ids that items not written by this sync hold: id -> whose
     try:
@@ -131,7 +138,9 @@ def plan_sync(
         else:
             plan.add.append(f)
     present = {f.id for f in files}
-    plan.remove = sorted(i for i in stored if i not in present)
+    gone = sorted(i for i in stored if i not in present)
+    plan.kept = [i for i in gone if scanned.was_unreadable(i)]  # exists, cannot be read: kept
+    plan.remove = [i for i in gone if not scanned.was_unreadable(i)]
     return plan
 
 
@@ -175,6 +184,8 @@ def print_plan(plan: SyncPlan) -> None:
         print(f"update  {item.id}")
     for item_id in plan.remove:
         print(f"remove  {item_id}")
+    for item_id in plan.kept:
+        print(f"keep    {item_id} (its file exists but cannot be read)")
     for problem in plan.problems:
         print(f"skip    {problem}")
     print(
@@ -225,5 +236,7 @@ def run(args: argparse.Namespace, config: ClientConfig) -> int:
     changed = summary.added + summary.updated + summary.removed
     matched = not changed and not summary.failed
     note = "; nothing changed: the collection already matched the folder" if matched else ""
-    print(f"synced {args.folder} into {args.collection}: {summary.line()}{note}")
+    if plan.kept:
+        note += f"; kept {len(plan.kept)} items whose files exist but cannot be read"
+    print(f"synced {name_text(args.folder)} into {args.collection}: {summary.line()}{note}")
     return 1 if summary.failed else 0

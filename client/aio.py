@@ -10,6 +10,7 @@ asks for and running its local work (reading files) in a worker thread, off the 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from ris.api import search_pb2, search_pb2_grpc
 from ris.client import operations
@@ -53,9 +55,23 @@ class AsyncRisClient:
         self._session = operations.Session(self.config)
         self._channel = open_aio_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._metadata = self.config.metadata()
+        self._owns_channel = True
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
+
+    def with_authorization(self, authorization: str) -> AsyncRisClient:
+        """Like RisClient.with_authorization."""
+        view = copy.copy(self)
+        view._metadata = (("authorization", authorization),) if authorization else ()
+        view._owns_channel = False
+        return view
+
+    async def call(self, method: str, request: Message) -> Message:
+        """Like RisClient.call."""
+        return await self._drive(operations.message_call(method, request))
 
     async def __aenter__(self) -> AsyncRisClient:
         return self
@@ -347,7 +363,7 @@ class AsyncRisClient:
 
     async def _send(self, step: operations.Unary | operations.Probe, timeout: float | None) -> Any:
         method = getattr(self._stub, step.method)
-        return await method(step.request, timeout=timeout, metadata=self.config.metadata())
+        return await method(step.request, timeout=timeout, metadata=self._metadata)
 
     async def _ingest_attempt(self, call: CallAttempts, timeout: float | None) -> Any:
         with call.attempt() as stream:
@@ -355,7 +371,7 @@ class AsyncRisClient:
             if first is None:
                 return None
             return await self._stub.Ingest(
-                self._follow(call, first), timeout=timeout, metadata=self.config.metadata()
+                self._follow(call, first), timeout=timeout, metadata=self._metadata
             )
 
     @staticmethod

@@ -13,12 +13,14 @@ calls it asks for on a blocking channel.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ris.api import search_pb2_grpc
 from ris.client import operations
@@ -66,10 +68,26 @@ class RisClient:
         self._owns_channel = channel is None
         self._channel = channel if channel is not None else open_channel(self.config)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._metadata = self.config.metadata()
 
     def close(self) -> None:
         if self._owns_channel:
             self._channel.close()
+
+    def with_authorization(self, authorization: str) -> RisClient:
+        """A view of this client whose calls send this ``authorization`` metadata (a caller's
+        ``Bearer <token>``, which a gateway passes on) instead of the configured token; "" sends
+        none. It shares this client's channel and limits: closing the view closes nothing."""
+        view = copy.copy(self)
+        view._metadata = (("authorization", authorization),) if authorization else ()
+        view._owns_channel = False
+        return view
+
+    def call(self, method: str, request: Message) -> Message:
+        """One SearchService call in the API's own messages, e.g. ``call("ListCollections",
+        ListCollectionsRequest())``: the response message, sent with this client's channel,
+        token, timeout and retries; a failure raised as a RisError."""
+        return self._drive(operations.message_call(method, request))
 
     def __enter__(self) -> RisClient:
         return self
@@ -360,16 +378,14 @@ class RisClient:
 
     def _send(self, step: operations.Unary | operations.Probe, timeout: float | None) -> Any:
         method = getattr(self._stub, step.method)
-        return method(step.request, timeout=timeout, metadata=self.config.metadata())
+        return method(step.request, timeout=timeout, metadata=self._metadata)
 
     def _ingest_attempt(self, call: CallAttempts, timeout: float | None) -> Any:
         with call.attempt() as stream:
             first = stream.next_request()
             if first is None:
                 return None
-            return self._stub.Ingest(
-                call.follow(first), timeout=timeout, metadata=self.config.metadata()
-            )
+            return self._stub.Ingest(call.follow(first), timeout=timeout, metadata=self._metadata)
 
     def _retried(self, fn: Callable[[float | None], T], what: str, budget_s: float) -> T:
         """``fn(timeout)`` retried (client/retry.py) within ``budget_s`` for all attempts."""

@@ -59,7 +59,8 @@ class CallStream:
     """The request messages of one call attempt, built one chunk at a time.
 
     `next_request()` reads the files of the next chunk; files that cannot be read become local
-    failures. `consumed` counts items handled so far (sent or failed), for progress bars.
+    failures. `consumed` counts items handled so far (sent or failed locally); `on_record`, when
+    set, is told the running summary once the call's answer is recorded (progress bars).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class CallStream:
         self.sent_positions: list[int] = []  # global position of each item sent, in order
         self.local_failures: list[IngestFailure] = []
         self.consumed = 0
+        self.on_record: Callable[[IngestSummary], None] | None = None
         self._first = True
         self._carried: search_pb2.Item | None = None
 
@@ -151,6 +153,8 @@ class CallStream:
             for failure in outcome.failures
         )
         summary.failures.extend(self.local_failures)
+        if self.on_record is not None:
+            self.on_record(summary)
 
     def _global(self, local: int) -> int:
         """The position in everything passed to ingest of the call's ``local``-th item sent."""
@@ -159,38 +163,49 @@ class CallStream:
 
 class CallAttempts:
     """The attempts at one ingest call, each streamed afresh from the call's first item (a retry
-    resends the call whole), moving the progress bar with the items handled; a failed attempt's
-    progress is taken back."""
+    resends the call whole).
+
+    The progress bar counts items the service has answered for (stored or failed), moved when
+    the call's answer is recorded; items sent and not yet answered show beside it ("512 sent,
+    awaiting the service"), so the bar never runs ahead of what is stored, and a failed attempt
+    has nothing to take back."""
 
     def __init__(self, new_stream: Callable[[], CallStream], bar: tqdm, what: str) -> None:
         self.new_stream = new_stream
         self.bar = bar
         self.what = what  # for error messages
-        self.stream = new_stream()
-        self._shown = 0
+        self.stream = self._fresh_stream()
         self._started = False
 
     @contextmanager
     def attempt(self) -> Iterator[CallStream]:
-        """The stream of a fresh attempt; its progress is undone when it fails."""
+        """The stream of a fresh attempt."""
         if self._started:
-            self.stream = self.new_stream()
+            self.stream = self._fresh_stream()
         self._started = True
         try:
             yield self.stream
         except grpc.RpcError:
-            self.bar.update(-self._shown)
-            self._shown = 0
+            self.bar.set_postfix_str("call failed, sending again", refresh=False)
             raise
         self.sync()
 
     def sync(self) -> None:
-        """Show the items the stream has handled so far."""
-        self.bar.update(self.stream.consumed - self._shown)
-        self._shown = self.stream.consumed
+        """Show the items sent in this attempt and not yet answered for."""
+        self.bar.set_postfix_str(f"{self.stream.consumed} sent, awaiting the service")
 
     def follow(self, first: search_pb2.IngestRequest) -> Iterator[search_pb2.IngestRequest]:
-        """``first`` and the rest of the stream's messages, the bar moved after each is sent."""
+        """``first`` and the rest of the stream's messages, the bar told after each is sent."""
         for request in itertools.chain([first], self.stream.requests()):
             yield request
             self.sync()
+
+    def _fresh_stream(self) -> CallStream:
+        stream = self.new_stream()
+        stream.on_record = self._answered
+        return stream
+
+    def _answered(self, summary: IngestSummary) -> None:
+        """The call's answer is recorded: every item of it is now stored or failed."""
+        self.bar.set_postfix_str(f"{summary.stored} stored, {summary.failed} failed", refresh=False)
+        self.bar.update(len(self.stream.call.items))

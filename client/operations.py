@@ -144,6 +144,13 @@ def _call(method: str, request: Message, what: str, read: Callable[[Any], R]) ->
     return read((yield Unary(method, request, what)))
 
 
+def message_call(method: str, request: Message) -> Op[Message]:
+    """One SearchService call in the API's own messages, the response as it came (no
+    conversion): for a caller that speaks ris.v1 itself, like the HTTP gateway."""
+    response: Message = yield Unary(method, request, method)
+    return response
+
+
 # -- collections -----------------------------------------------------------------------------
 
 

@@ -57,7 +57,8 @@ def shrink(data: bytes, geometry: Geometry) -> bytes:
             return data
         target = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
         stored = upright_size(*target, orientation)  # a transpose undoes itself
-        image.draft("RGB", stored)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= target
+        if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale, still >= target; other
+            image.draft("RGB", stored)  # plugins' draft (HEIF: the embedded thumbnail) is coarser
         image = ImageOps.exif_transpose(image) or image
         image = to_rgb(image).resize(target, Image.Resampling.BILINEAR)  # as the server does
         out = io.BytesIO()

@@ -1,20 +1,47 @@
 """Where images to ingest come from: a folder, a glob pattern or a CSV (`id,path,label`).
 
 Scanning only lists files (no image is read here), so a large source costs little until it is
-sent. Rows that cannot be used are collected as problems, never silently dropped.
+sent. Rows that cannot be used are collected as problems, never silently dropped. A file or
+folder that exists but cannot be read (EACCES, an I/O error) is a problem too, and is recorded in
+``Source.unreadable`` so that ``ris sync`` keeps what it stored for it. A file name that is not
+UTF-8 gets an id that escapes its bytes (common/names.py).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import glob as globlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ris.client.types import IngestItem
+from ris.common.names import name_text
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# Every format the embedder decodes that people keep photos in; one list for folders, globs and
+# sync. HEIC/HEIF (iPhones) decode with pillow-heif on the server; AVIF with Pillow itself.
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".apng",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".avif",
+        ".heic",
+        ".heif",
+    }
+)
 MAX_ID_BYTES = 512
+_GONE = {errno.ENOENT, errno.ENOTDIR}  # a dangling link or a name removed while scanning
 
 
 @dataclass(frozen=True)
@@ -30,44 +57,110 @@ class SourceProblem:
 class Source:
     items: list[IngestItem] = field(default_factory=list)
     problems: list[SourceProblem] = field(default_factory=list)
+    # ids of files that exist but could not be read, and "folder/" for a folder that could not
+    # be listed ("" when the top one could not): what is stored for them must be kept
+    unreadable: list[str] = field(default_factory=list)
+
+    def was_unreadable(self, item_id: str) -> bool:
+        """Whether ``item_id`` is a file this scan saw, or may have missed, but could not read."""
+        return any(
+            item_id == entry or ((not entry or entry.endswith("/")) and item_id.startswith(entry))
+            for entry in self.unreadable
+        )
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    """An existing regular file with an image suffix (False when it cannot be looked at)."""
+    return _look_at(path) is True
+
+
+def _look_at(path: Path) -> bool | str:
+    """True for a regular file with an image suffix (a link to one too, as Path.rglob finds),
+    False for anything else or nothing there (a dangling link), or why an entry with an image
+    suffix that is there cannot be looked at (EACCES, EIO, a link loop)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError as error:
+        return False if error.errno in _GONE else f"cannot read: {error.strerror}"
 
 
 def from_paths(paths: list[Path], base: Path, *, label_from_dir: bool = True) -> Source:
-    """Items for files under base: id = path relative to base, label = parent folder's name."""
+    """Items for files under base: id = path relative to base, label = parent folder's name.
+    Ids, labels and uris of names that are not UTF-8 are escaped (common/names.py)."""
     source = Source()
     seen: set[str] = set()
     for path in sorted(paths):
         rel = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
-        item_id = rel.as_posix()
-        label = rel.parent.name if label_from_dir and rel.parent != Path(".") else ""
+        item_id = name_text(rel.as_posix())
+        label = name_text(rel.parent.name) if label_from_dir and rel.parent != Path(".") else ""
         problem = _check_id(item_id, seen)
         if problem:
-            source.problems.append(SourceProblem(str(path), problem))
+            source.problems.append(SourceProblem(name_text(path), problem))
             continue
         seen.add(item_id)
-        source.items.append(IngestItem(id=item_id, path=path.resolve(), label=label))
+        resolved = path.resolve()
+        item = IngestItem(id=item_id, path=resolved, label=label, display_uri=name_text(resolved))
+        source.items.append(item)
     return source
 
 
 def from_folder(root: Path, *, recursive: bool = True, label_from_dir: bool = True) -> Source:
-    """Every image file in a folder (and its subfolders unless recursive=False)."""
+    """Every image file in a folder (and its subfolders unless recursive=False; links to
+    folders are not followed, as Path.rglob does not). Files and folders that exist but cannot
+    be read are problems, named, and listed in ``unreadable``."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    images = [p for p in candidates if is_image_file(p)]
-    return from_paths(images, root, label_from_dir=label_from_dir)
+    unreadable: list[SourceProblem] = []
+    unreadable_ids: list[str] = []
+    images: list[Path] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as error:
+            if error.errno in _GONE and folder != root:
+                continue
+            unreadable.append(
+                SourceProblem(name_text(folder), f"cannot list folder: {error.strerror}")
+            )
+            rel = folder.relative_to(root).as_posix()
+            unreadable_ids.append("" if rel == "." else name_text(rel) + "/")
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if _is_folder(entry):
+                if recursive:
+                    pending.append(path)
+                continue
+            looked = _look_at(path)
+            if isinstance(looked, str):
+                unreadable.append(SourceProblem(name_text(path), looked))
+                unreadable_ids.append(name_text(path.relative_to(root).as_posix()))
+            elif looked:
+                images.append(path)
+    source = from_paths(images, root, label_from_dir=label_from_dir)
+    source.problems.extend(unreadable)
+    source.unreadable.extend(unreadable_ids)
+    return source
 
 
 def from_glob(pattern: str, *, label_from_dir: bool = True) -> Source:
     """Image files matching a glob (`**` allowed); ids relative to the pattern's fixed prefix."""
-    matches = [Path(p) for p in globlib.glob(pattern, recursive=True)]
-    base = _glob_base(pattern)
-    return from_paths([p for p in matches if is_image_file(p)], base, label_from_dir=label_from_dir)
+    images, problems = [], []
+    for path in (Path(p) for p in globlib.glob(pattern, recursive=True)):
+        looked = _look_at(path)
+        if isinstance(looked, str):
+            problems.append(SourceProblem(name_text(path), looked))
+        elif looked:
+            images.append(path)
+    source = from_paths(images, _glob_base(pattern), label_from_dir=label_from_dir)
+    source.problems.extend(problems)
+    return source
 
 
 def from_csv(csv_path: Path) -> Source:
@@ -132,6 +225,13 @@ def _glob_base(pattern: str) -> Path:
             break
         parts.append(part)
     return Path(*parts) if parts else Path(".")
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _check_id(item_id: str, seen: set[str]) -> str | None:

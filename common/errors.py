@@ -5,6 +5,9 @@ servicer turns it into the call's status with ``abort_with``, the same way in bo
 INTERNAL, the base's default, is a bug or a dependency's failure: its message (which may quote
 Milvus, a driver or a stack) goes to the log under a fresh request id, and the caller gets only
 that id. Per-item failures (``ItemError`` in a response) are not exceptions; see status.py.
+An error may carry a retry hint (``retry_after_ms``): it travels as the trailing metadata
+``grpc-retry-pushback-ms``, which the client's retry honours (client/retry.py), and its message
+says it too, for callers that read only messages.
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ from typing import NoReturn
 import grpc
 
 log = logging.getLogger(__name__)
+PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRPC's retry hint (gRFC A6), what admission sends too
 
 
 class ServiceError(Exception):
     """A call fails with ``code``; ``str(error)`` is the message the caller sees (INTERNAL
-    excepted: see the module docstring)."""
+    excepted: see the module docstring); ``retry_after_ms``, when given, is the retry hint."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.retry_after_ms = retry_after_ms
 
 
 class InvalidArgument(ServiceError):
@@ -82,8 +92,19 @@ def abort_with(context: grpc.ServicerContext, error: BaseException, method: str)
     code = status_of(error)
     if code == grpc.StatusCode.INTERNAL:
         context.abort(code, _logged_internal(method, error))
+    hint = getattr(error, "retry_after_ms", None)
+    if hint is not None:
+        _add_trailer(context, PUSHBACK_KEY, str(max(0, int(hint))))
     context.abort(code, str(error))
     raise AssertionError("context.abort returned")  # it raises; its stubs do not say so
+
+
+def _add_trailer(context: grpc.ServicerContext, key: str, value: str) -> None:
+    """Add one trailing metadata entry, keeping what the handler set already (e.g. Ingest's
+    stored count): set_trailing_metadata replaces the whole set."""
+    current = getattr(context, "trailing_metadata", None)
+    kept = tuple(current() or ()) if callable(current) else ()
+    context.set_trailing_metadata((*(kv for kv in kept if kv[0] != key), (key, value)))
 
 
 def _logged_internal(method: str, error: BaseException) -> str:

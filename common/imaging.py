@@ -3,11 +3,13 @@
 Pure Pillow/numpy (no gRPC, no server extras), so the client imports it too and both sides
 agree on the two things they must agree on: the smallest upright size from which a model's
 geometry makes its input without upsampling (``needed_size``), and how any image becomes RGB
-(``to_rgb``: transparency composited onto white).
+(``to_rgb``: transparency composited onto white). HEIC/HEIF (what iPhones save) is read through
+the pillow-heif plugin where it is installed (``heif_supported``; the embedder extras install it).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +18,27 @@ from PIL import Image
 EXIF_ORIENTATION = 0x0112  # the EXIF tag
 SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that transpose the picture
 _ALPHA_BACKGROUND = (255, 255, 255)
+# ISO-BMFF brands of HEIC/HEIF stills (bytes 8-12 after "ftyp"): what the pillow-heif plugin reads.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether ``data`` starts like a HEIC/HEIF still (its ftyp box names a HEIF brand)."""
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
+@functools.cache
+def heif_supported() -> bool:
+    """Register pillow-heif's opener with Pillow (once per process); False when it is absent.
+
+    After this, ``Image.open`` reads HEIC/HEIF like any other format (and ``draft`` picks an
+    embedded thumbnail large enough, when the file has one)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 class Geometry(Protocol):

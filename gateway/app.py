@@ -1,11 +1,12 @@
 """HTTP/JSON in front of a running search service: `ris gateway --http-port 8080`.
 
-Every request becomes the matching gRPC call to the service (``--address``, like every client
-command), with the caller's ``Authorization: Bearer <token>`` header passed on as gRPC metadata:
-the service checks tokens, scopes and limits exactly as for gRPC callers, and its status codes
-come back as HTTP statuses with a JSON body ``{"error": {"code": 3, "status":
-"INVALID_ARGUMENT", "message": "..."}}``. Bodies and results use the protobuf JSON mapping of
-``ris.v1`` (field names as in search.proto; image bytes base64), so a result is the gRPC one.
+Every request becomes the matching call of the client library (AsyncRisClient, to
+``--address`` like every client command), with the caller's ``Authorization: Bearer <token>``
+header passed on as gRPC metadata: the service checks tokens, scopes and limits exactly as for
+gRPC callers, and its status codes come back as HTTP statuses with a JSON body ``{"error":
+{"code": 3, "status": "INVALID_ARGUMENT", "message": "..."}}``. Bodies and results use the
+protobuf JSON mapping of ``ris.v1`` (field names as in search.proto; image bytes base64), so a
+result is the gRPC one.
 
     GET  /                                 a search page (pick or drop a photo, or type text)
     GET  /v1/collections                   ListCollections
@@ -16,276 +17,147 @@ come back as HTTP statuses with a JSON body ``{"error": {"code": 3, "status":
     GET  /v1/collections/{name}/items/{id}:image   GetItemImage: the item's image, read by the
                                            service inside its allowed roots only
 
-The gateway never adds a token of its own (it would lend its rights to anyone who can reach
-it), binds 127.0.0.1 unless told otherwise, and refuses bodies over ``--max-body-bytes``.
+Served by uvicorn (extra `gateway`, part of `server`) on one event loop, with bounded
+connections (--max-connections; one more: 503), requests in flight (--max-requests; 429),
+header and body timeouts (--header-timeout-s, --body-timeout-s: slowloris connections are
+closed), keep-alive (--keep-alive-timeout-s), head and body sizes (--max-header-bytes: 431,
+--max-body-bytes: 413) and a listen backlog (--backlog). Each flag has a RIS_HTTP_* variable
+(RIS_HTTP_MAX_CONNECTIONS, ...), which is also how `ris serve --http-port` is tuned. The
+open-files limit is raised to fit the connections. The gateway never adds a token of its own
+(it would lend its rights to anyone who can reach it), binds 127.0.0.1 unless told otherwise,
+and names no version in its responses.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import json
-import logging
+import signal
 import threading
-import urllib.parse
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from types import FrameType
 from typing import Any
 
-import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
-from ris.api import search_pb2, search_pb2_grpc
-from ris.client.channel import open_channel
 from ris.client.config import ClientConfig
-from ris.common.status import status_int
+from ris.gateway import settings as http_settings
+from ris.gateway.api import HTTP_STATUS, GatewayApi, GatewayError, error_body
+from ris.gateway.listen import ListenError, fit_open_files, listen_socket
+from ris.gateway.settings import HttpSettings
 
-log = logging.getLogger(__name__)
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-IMAGE_TYPES = ("image/", "application/octet-stream")
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
+__all__ = ["HTTP_STATUS", "Gateway", "GatewayError", "ListenError", "error_body"]
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+EXTRA_HINT = "the HTTP gateway needs uvicorn: pip install 'ris[gateway]' (ris[server] has it)"
 
 
-class GatewayError(Exception):
-    """A request the gateway answers itself, with a gRPC code (before or without a call)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, http_status: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.http_status = http_status or HTTP_STATUS.get(code, 500)
-
-
-def error_body(code: grpc.StatusCode, message: str) -> dict[str, object]:
-    return {"error": {"code": status_int(code), "status": code.name, "message": message}}
-
-
-def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def search_request(
-    name: str, content_type: str, body: bytes, query: dict[str, list[str]]
-) -> search_pb2.SearchRequest:
-    """The SearchRequest an HTTP search stands for (INVALID_ARGUMENT when it cannot be read)."""
-    request = search_pb2.SearchRequest()
-    if content_type.startswith(IMAGE_TYPES):
-        request.queries.add(image=body)
-        try:
-            if "top_k" in query:
-                request.top_k = int(query["top_k"][-1])
-            if "min_score" in query:
-                request.min_score = float(query["min_score"][-1])
-        except ValueError as error:
-            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"bad query: {error}") from None
-        request.filter.labels.extend(query.get("label", []))
-    elif content_type.startswith("application/json") or not content_type:
-        try:
-            json_format.Parse(body or b"{}", request)
-        except json_format.ParseError as error:
-            message = f"body is not a ris.v1.SearchRequest in JSON: {error}"
-            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
-        if request.collection and request.collection != name:
-            message = f"body names collection {request.collection!r}, the path {name!r}"
-            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message)
-    else:
-        message = f"Content-Type {content_type!r}: send application/json or image bytes"
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message)
-    request.collection = name
-    return request
+class MissingExtra(ValueError):
+    """uvicorn (the `gateway` extra) is not installed."""
 
 
 class Gateway:
-    """The HTTP server and its channel to the search service; ``start()`` serves in a thread."""
+    """The HTTP server (uvicorn, on its own event loop) and its client of the search service;
+    ``start()`` serves in a thread, ``stop()`` drains and closes."""
 
     def __init__(
         self,
         config: ClientConfig,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        settings: HttpSettings | None = None,
     ) -> None:
-        self.config = config
-        self.max_body_bytes = max_body_bytes
-        self._channel = open_channel(config)
-        self.stub = search_pb2_grpc.SearchServiceStub(self._channel)
-        gateway = self
+        """``host``/``port`` override ``settings`` (default: HttpSettings on a free port)."""
+        try:
+            import uvicorn
 
-        class Handler(_Handler):
-            owner = gateway
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+            from ris.gateway.protocol import protocol_class
+        except ModuleNotFoundError as error:
+            raise MissingExtra(f"{EXTRA_HINT} ({error})") from None
+        settings = settings or HttpSettings(port=0)
+        settings = dataclasses.replace(
+            settings,
+            host=settings.host if host is None else host,
+            port=settings.port if port is None else port,
+            max_connections=fit_open_files(settings.max_connections),
+        )
+        self.settings = settings
+        self.config = dataclasses.replace(config, token=None)  # callers send their own
+        self._socket = listen_socket(settings.host, settings.port, settings.backlog)
+        server_config = uvicorn.Config(
+            GatewayApi(self.config, settings),
+            http=protocol_class(settings),
+            ws="none",
+            lifespan="on",
+            loop="asyncio",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            backlog=settings.backlog,
+            timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=int(STOP_TIMEOUT_S / 2),
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+        )
+        self._server = uvicorn.Server(server_config)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now."""
+        return len(self._server.server_state.connections)
 
     def start(self) -> Gateway:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        """Serve in a daemon thread; returns once it accepts connections."""
+        self._thread = threading.Thread(
+            target=self._server.run, args=([self._socket],), name="ris-gateway", daemon=True
+        )
         self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the HTTP gateway did not start (see the log)")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._channel.close()
-
-    def call(self, method: Callable[..., Any], request: Message, authorization: str) -> Any:
-        metadata = (("authorization", authorization),) if authorization else ()
-        return method(request, timeout=self.config.timeout, metadata=metadata)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: Gateway
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._answer(self._get)
-
-    def do_POST(self) -> None:
-        self._answer(self._post)
-
-    def _get(self, path: str) -> Message | Raw:
-        if path in ("/", "/index.html"):
-            return Raw(page_html(), "text/html; charset=utf-8")
-        if path == "/v1/collections":
-            return self._call(self.owner.stub.ListCollections, search_pb2.ListCollectionsRequest())
-        if path.endswith(":image"):
-            name, item_id = _item(path, ":image")
-            request = search_pb2.GetItemImageRequest(collection=name, id=item_id)
-            image = self._call(self.owner.stub.GetItemImage, request)
-            return Raw(image.data, image.content_type)
-        name = _collection(path, "")
-        return self._call(
-            self.owner.stub.DescribeCollection, search_pb2.DescribeCollectionRequest(name=name)
-        )
-
-    def _post(self, path: str) -> Message:
-        name = _collection(path, ":search")
-        body = self._body()
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        request = search_request(name, content_type, body, query)
-        return self._call(self.owner.stub.Search, request)
-
-    def _body(self) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "bad Content-Length") from None
-        if length > self.owner.max_body_bytes:
-            message = f"body of {length} bytes over the limit of {self.owner.max_body_bytes}"
-            raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=413)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _call(self, method: Callable[..., Any], request: Message) -> Message:
-        result: Message = self.owner.call(method, request, self.headers.get("Authorization") or "")
-        return result
-
-    def _answer(self, handle: Callable[[str], Message | Raw]) -> None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        try:
-            result = handle(path)
-            status, payload = 200, result if isinstance(result, Raw) else to_json(result)
-        except GatewayError as error:
-            status, payload = error.http_status, error_body(error.code, str(error))
-            self.close_connection = True  # a body may be left unread: no keep-alive after it
-        except grpc.RpcError as error:
-            code = error.code() if callable(getattr(error, "code", None)) else None
-            code = code or grpc.StatusCode.UNKNOWN
-            details = error.details() if callable(getattr(error, "details", None)) else ""
-            status, payload = HTTP_STATUS.get(code, 500), error_body(code, details or str(code))
-        raw = payload if isinstance(payload, Raw) else Raw(json.dumps(payload).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", raw.content_type)
-        self.send_header("Content-Length", str(len(raw.data)))
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Cache-Control", "no-store")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(raw.data)
-
-
-@dataclasses.dataclass(frozen=True)
-class Raw:
-    """A response body other than a JSON message: the page, or an item's image."""
-
-    data: bytes
-    content_type: str = "application/json"
-
-
-@functools.cache
-def page_html() -> bytes:
-    from ris.gateway.page import PAGE
-
-    return PAGE.encode()
-
-
-def _collection(path: str, suffix: str) -> str:
-    """The collection name in /v1/collections/{name}{suffix}; NOT_FOUND for other paths."""
-    prefix = "/v1/collections/"
-    if path.startswith(prefix) and path.endswith(suffix):
-        name = path[len(prefix) : len(path) - len(suffix)]
-        if name and "/" not in name:
-            return name
-    raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no such resource: {path}")
-
-
-def _item(path: str, suffix: str) -> tuple[str, str]:
-    """(collection, id) in /v1/collections/{name}/items/{id}{suffix}; ids may hold slashes."""
-    prefix = "/v1/collections/"
-    rest = path[len(prefix) : len(path) - len(suffix)] if path.startswith(prefix) else ""
-    name, sep, item_id = rest.partition("/items/")
-    if not sep or not name or "/" in name or not item_id:
-        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no such resource: {path}")
-    return name, item_id
+        """Stop accepting, let requests in flight finish (a few seconds at most), close."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+        self._socket.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--http-port", type=int, default=8080, help="HTTP port (0 = any free)")
-    parser.add_argument("--http-host", default="127.0.0.1", help="address to bind")
-    parser.add_argument(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body"
-    )
+    http_settings.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, config: ClientConfig) -> int:
-    """Serve until Ctrl-C; the token flags are not used (callers send their own)."""
-    config = dataclasses.replace(config, token=None)
-    gateway = Gateway(config, args.http_host, args.http_port, args.max_body_bytes)
+    """Serve until Ctrl-C or SIGTERM; the token flags are not used (callers send their own)."""
+    gateway = Gateway(config, settings=http_settings.from_args(args)).start()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    handlers: dict[int, Any] = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     print(
-        f"ris gateway: http://{args.http_host}:{gateway.port}/v1/collections -> "
+        f"ris gateway: http://{gateway.settings.host}:{gateway.port}/v1/collections -> "
         f"search service {config.address} (Ctrl-C to stop)",
         flush=True,
     )
     try:
-        gateway.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1.0):
+            pass
     finally:
         gateway.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0

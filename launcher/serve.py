@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import secrets
 import signal
 import threading
 from collections.abc import Iterator
@@ -40,12 +41,17 @@ class Services:
 
     def __init__(self, options: ServeOptions) -> None:
         self.embedder: Any = None
+        search_config = _search_config(options)
         embedder_address = options.embedder_address
         if embedder_address is None:
-            self.embedder, host = _start_embedder(options)
-            embedder_address = f"{host}:{self.embedder.port}"
+            embedder_config, search_config = _share_embedder_token(
+                _embedder_config(options), search_config
+            )
+            self.embedder = _start_embedder(embedder_config)
+            embedder_address = f"{embedder_config.host}:{self.embedder.port}"
+        search_config = dataclasses.replace(search_config, embedder_address=embedder_address)
         try:
-            self.search, search_config = _start_search(options, embedder_address)
+            self.search = _start_search(search_config)
         except BaseException:
             if self.embedder is not None:
                 self.embedder.stop(0)
@@ -68,12 +74,11 @@ class Services:
         self.stop()  # with each service's own shutdown_grace_s
 
 
-def _start_embedder(options: ServeOptions) -> tuple[Any, str]:
-    """The running embedder and the host it listens on."""
+def _embedder_config(options: ServeOptions) -> Any:
+    """The embedder's settings: its environment, then the flags."""
     from ris.embedder.config import from_env
-    from ris.embedder.server import start_server
 
-    config = dataclasses.replace(
+    return dataclasses.replace(
         from_env(),
         **_given(
             host=options.host,
@@ -81,27 +86,54 @@ def _start_embedder(options: ServeOptions) -> tuple[Any, str]:
             provider=options.provider,
             model_paths=[options.model] if options.model else None,
         ),
-    )
-    return start_server(config.validate()), config.host
+    ).validate()
 
 
-def _start_search(options: ServeOptions, embedder_address: str) -> tuple[Any, Any]:
-    """The running search service and its configuration."""
+def _search_config(options: ServeOptions) -> Any:
+    """The search service's settings: its environment, then the flags (the embedder's address
+    is filled in once it runs)."""
     from ris.search.config import from_env
-    from ris.search.server import start_server
 
-    config = dataclasses.replace(
+    return dataclasses.replace(
         from_env(),
         **_given(
             host=options.host,
             port=options.port,
             milvus_uri=options.milvus_uri,
-            embedder_address=embedder_address,
+            embedder_address=options.embedder_address,
         ),
+    ).validate()
+
+
+def _share_embedder_token(embedder: Any, search: Any) -> tuple[Any, Any]:
+    """The embedder started here takes calls with a token whenever the search service checks
+    tokens (or the embedder has its own): the search service's RIS_EMBEDDER_TOKEN when set, else
+    a random one made now and held in memory only, which the search service alone sends. So the
+    embedder's port never answers what the search service's tokens guard (docs/security.md)."""
+    read, write = search.tokens()
+    allowed = embedder.allowed_tokens()
+    if not (read or write or allowed):
+        return embedder, search  # nothing checks tokens: both stay open, as configured
+    token = search.secrets().embedder_token or secrets.token_urlsafe(32)
+    tokens = ",".join(dict.fromkeys([*allowed, token]))
+    return (
+        dataclasses.replace(embedder, tokens=tokens, tokens_file="").validate(),
+        dataclasses.replace(search, embedder_token=token, embedder_token_file=""),
     )
+
+
+def _start_embedder(config: Any) -> Any:
+    from ris.embedder.server import start_server
+
+    return start_server(config)
+
+
+def _start_search(config: Any) -> Any:
+    from ris.search.server import start_server
+
     if config.is_milvus_lite:
         Path(config.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
-    return start_server(config.validate()), config
+    return start_server(config.validate())
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -152,17 +184,20 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _http_gateway(args: argparse.Namespace, address: str) -> Iterator[None]:
-    """``--http-port``: the HTTP/JSON API and search page (gateway/app.py) too."""
+    """``--http-port``: the HTTP/JSON API and search page (gateway/app.py) too, on the host of
+    the services, with the limits of RIS_HTTP_* (gateway/settings.py)."""
     port = getattr(args, "http_port", None)
     if port is None:
         yield
         return
     from ris.client.config import ClientConfig
     from ris.gateway.app import Gateway
+    from ris.gateway.settings import HttpSettings
 
-    host = getattr(args, "host", None) or "127.0.0.1"
-    gateway = Gateway(ClientConfig.from_env(address=address), host, port).start()
-    print(f"ris serving: HTTP API and search page on http://{host}:{gateway.port}/", flush=True)
+    settings = HttpSettings.from_env(host=getattr(args, "host", None), port=port)
+    gateway = Gateway(ClientConfig.from_env(address=address), settings=settings).start()
+    where = f"http://{settings.host}:{gateway.port}/"
+    print(f"ris serving: HTTP API and search page on {where}", flush=True)
     try:
         yield
     finally:

@@ -5,6 +5,16 @@ that finds its embedder gone (UNAVAILABLE) moves on to the next one, and channel
 down are skipped, so losing one embedder loses no request. Each channel also balances round
 robin over every address a DNS name resolves to, retrying UNAVAILABLE on another one, and
 reconnects within ~2 s of an embedder's return.
+
+An embedder call that outlives this service's own timeout (``embed_timeout_s``; the caller's
+deadline still had time) is work cut short for the service's deadline: it answers
+DEADLINE_EXCEEDED with a retry hint, never UNAVAILABLE, which clients retry at once and so run
+the heaviest work again on an embedder that is already behind (``translate``).
+
+The served models (GetModelInfo) are asked at most every ``MODEL_INFO_TTL_S``, not once a
+search: that call was a second round trip on every search. A stale answer is harmless: it only
+sets the limits and the early model check, and every Embed answer names its own model, which
+the callers check again.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import functools
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +35,7 @@ from ris.api import embedder_pb2, embedder_pb2_grpc
 from ris.common import deadlines
 from ris.common.channels import outgoing_channel
 from ris.common.errors import (
+    PUSHBACK_KEY,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -39,6 +51,7 @@ _RETRYABLE = {
     grpc.StatusCode.CANCELLED,
 }
 _DOWN = {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN}
+MODEL_INFO_TTL_S = 1.0  # a GetModelInfo answer is reused this long (module docstring)
 # Per channel: round robin over a DNS name's addresses; UNAVAILABLE retried on another one
 # (Embed/EmbedText/GetModelInfo are read-only; a stream is retried only before any answer).
 _SERVICE_CONFIG = json.dumps(
@@ -102,17 +115,44 @@ class EmbedBatch:
     results: list[Embedded]
 
 
-def translate(exc: grpc.RpcError, what: str = "embedder") -> ServiceError:
-    """A failed embedder call as the error our caller should see."""
+def _pushback_ms(exc: grpc.RpcError) -> int | None:
+    """The embedder's own retry hint (its admission's ``grpc-retry-pushback-ms``), if any."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+        return next((int(v) for k, v in metadata or () if k == PUSHBACK_KEY), None)
+    except Exception:  # not a finished call, or a malformed hint: no hint
+        return None
+
+
+def translate(
+    exc: grpc.RpcError, what: str = "embedder", timeout_s: float | None = None
+) -> ServiceError:
+    """A failed embedder call as the error our caller should see; ``timeout_s`` is the timeout
+    this service gave the call (its own embed_timeout_s, or less)."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
     message = f"{what}: {code.name}: {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadlines.expired():
         return DeadlineExceeded(message)  # the caller's own deadline: nothing to fail over
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        # This service's own timeout (or the embedder's): the embedder is that far behind, so
+        # the hint is as long as the work was given; the client does not retry it by itself.
+        wait_ms = max(1000, round(1000 * (timeout_s or 0)))
+        if timeout_s:
+            message = (
+                f"{what} did not answer within the search service's own timeout "
+                f"({timeout_s:g} s, embed_timeout_s): it is overloaded; retry in {wait_ms} ms, "
+                "or with fewer images a call"
+            )
+        else:
+            message = f"{message}; retry in {wait_ms} ms"
+        return DeadlineExceeded(message, retry_after_ms=wait_ms)
     if code in _RETRYABLE:
         return Unavailable(message)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(message)  # overload: the caller should back off
+        # overload: the caller should back off, for as long as the embedder asked
+        return ResourceExhausted(message, retry_after_ms=_pushback_ms(exc))
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(message)
     if code in (
@@ -182,6 +222,7 @@ class EmbedderClient:
         self._states = [grpc.ChannelConnectivity.IDLE] * len(self._channels)
         self._next = itertools.cycle(range(len(self._stubs)))
         self._lock = threading.Lock()
+        self._infos: tuple[float, Any] | None = None  # (when, GetModelInfoResponse)
         self.timeout_s = timeout_s
         if len(self._channels) > 1:  # only needed to tell live embedders from dead ones
             for i, channel in enumerate(self._channels):
@@ -200,16 +241,20 @@ class EmbedderClient:
     def _stub(self) -> embedder_pb2_grpc.EmbedderStub:
         return self._stubs[self._order()[0]]
 
-    def _call(self, fn: Callable[[embedder_pb2_grpc.EmbedderStub], T]) -> T:
-        """One unary call; on UNAVAILABLE try the next embedder (each at most once)."""
+    def _call(
+        self, fn: Callable[[embedder_pb2_grpc.EmbedderStub, float], T], timeout_s: float
+    ) -> T:
+        """One unary call, ``fn(stub, timeout)`` with ``timeout_s`` capped by the caller's
+        deadline; on UNAVAILABLE try the next embedder (each at most once)."""
         order = self._order()
         for attempt, index in enumerate(order):
+            timeout = deadlines.timeout(timeout_s)
             try:
-                return fn(self._stubs[index])
+                return fn(self._stubs[index], timeout)
             except grpc.RpcError as exc:
                 last = attempt == len(order) - 1
                 if last or exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise translate(exc) from exc
+                    raise translate(exc, timeout_s=timeout) from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -217,12 +262,16 @@ class EmbedderClient:
             channel.close()
 
     def _model_infos(self) -> Any:
+        cached = self._infos
+        if cached is not None and time.monotonic() - cached[0] < MODEL_INFO_TTL_S:
+            return cached[1]
         request = embedder_pb2.GetModelInfoRequest()
-        return self._call(
-            lambda stub: stub.GetModelInfo(
-                request, timeout=deadlines.timeout(min(self.timeout_s, 10.0))
-            )
+        info = self._call(
+            lambda stub, timeout: stub.GetModelInfo(request, timeout=timeout),
+            min(self.timeout_s, 10.0),
         )
+        self._infos = (time.monotonic(), info)
+        return info
 
     def describe_model(self, model: str = "") -> Any:
         """The served model's ModelInfo (empty = the default); FailedPrecondition if absent."""
@@ -250,7 +299,7 @@ class EmbedderClient:
         """Embed text descriptions into the image space of ``model``'s target."""
         request = embedder_pb2.EmbedTextRequest(texts=list(texts), model=model)
         response = self._call(
-            lambda stub: stub.EmbedText(request, timeout=deadlines.timeout(self.timeout_s))
+            lambda stub, timeout: stub.EmbedText(request, timeout=timeout), self.timeout_s
         )
         return _batch(response, len(texts))
 
@@ -260,7 +309,7 @@ class EmbedderClient:
             images=[embedder_pb2.ImageInput(data=d) for d in images], model=model
         )
         response = self._call(
-            lambda stub: stub.Embed(request, timeout=deadlines.timeout(self.timeout_s))
+            lambda stub, timeout: stub.Embed(request, timeout=timeout), self.timeout_s
         )
         return _batch(response, len(images))
 

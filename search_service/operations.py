@@ -250,6 +250,9 @@ class Services:
             raise InvalidArgument("no queries")
         if len(req.queries) > MAX_QUERIES:
             raise InvalidArgument(f"at most {MAX_QUERIES} queries per call")
+        if int(req.space) not in search_pb2.SearchSpace.values():
+            names = ", ".join(f"{n} ({v})" for n, v in search_pb2.SearchSpace.items())
+            raise InvalidArgument(f"space {int(req.space)} is not one of {names}")
         expansion = resolve(
             req.query_expansion if req.HasField("query_expansion") else None, self.config
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from ris.common.errors import ServiceError
+from ris.common.names import name_path
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -39,7 +40,7 @@ def resolve(uri: str, roots: Sequence[Path]) -> Path:
         raise SourceError(f"path must be absolute: {uri[:200]}", grpc.StatusCode.INVALID_ARGUMENT)
     if "\x00" in text:
         raise SourceError("path contains a NUL byte", grpc.StatusCode.INVALID_ARGUMENT)
-    real = Path(os.path.realpath(text))
+    real = Path(os.path.realpath(name_path(text)))  # a name that is not UTF-8 comes escaped
     for root in roots:
         if real.is_relative_to(os.path.realpath(root)):
             return real

@@ -236,7 +236,10 @@ class MilvusStore:
     def drop_collection(self, name: str) -> bool:
         validate_name(name)
         if name.endswith(RAW_SUFFIX):  # a raw twin goes with its collection only
-            return False
+            raise InvalidArgument(
+                f"name: collection names ending in {RAW_SUFFIX!r} are reserved (an augmented "
+                "collection's internal companion, dropped with it)"
+            )
         with self._lock:
             if not self.exists(name):
                 return False

@@ -76,6 +76,7 @@ class Recorder:
 def test_batcher_merges_up_to_max_and_keeps_order():
     infer = Recorder()
     batcher = DynamicBatcher(infer, max_batch_size=4, max_queue_delay_s=0.5)
+    batcher.expect(10)  # as the core does while the ten are decoded
     futures: list[Future] = [Future() for _ in range(10)]
     for i, f in enumerate(futures):
         batcher.submit(np.full((2, 2), i, dtype=np.float32), f)
@@ -89,6 +90,7 @@ def test_batcher_merges_up_to_max_and_keeps_order():
 def test_batcher_waits_at_most_the_delay():
     infer = Recorder()
     batcher = DynamicBatcher(infer, max_batch_size=64, max_queue_delay_s=0.05)
+    batcher.expect(2)  # a second image is being decoded and never comes in time
     future: Future = Future()
     started = time.monotonic()
     batcher.submit(np.ones((1,), dtype=np.float32), future)
@@ -97,6 +99,28 @@ def test_batcher_waits_at_most_the_delay():
     batcher.close(timeout=10)
     assert 0.04 <= waited < 2.0
     assert infer.sizes == [1]
+
+
+def test_batcher_runs_a_lone_image_at_once_and_stops_waiting_for_a_withdrawn_one():
+    """Nothing else on its way: waiting max_queue_delay would only delay the one image."""
+    infer = Recorder()
+    batcher = DynamicBatcher(infer, max_batch_size=64, max_queue_delay_s=5.0)
+    lone: Future = Future()
+    started = time.monotonic()
+    batcher.submit(np.ones((1,), dtype=np.float32), lone)
+    lone.result(timeout=10)
+    assert time.monotonic() - started < 2.0  # far less than the 5 s delay
+    batcher.expect(2)  # two on their way; one arrives, the other fails to decode
+    first: Future = Future()
+    batcher.submit(np.ones((1,), dtype=np.float32), first)
+    time.sleep(0.1)
+    assert not first.done()  # waits for its expected neighbour
+    started = time.monotonic()
+    batcher.withdraw(1)
+    first.result(timeout=10)
+    assert time.monotonic() - started < 2.0
+    batcher.close(timeout=10)
+    assert infer.sizes == [1, 1]
 
 
 def test_batcher_drops_expired_and_cancelled_items():

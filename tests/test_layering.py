@@ -22,12 +22,12 @@ ALLOWED: dict[str, set[str]] = {
     "search": {"api", "common"},
     # Above the services: the harness, benchmarks and checks start and read them. ris eval
     # and ris bench themselves use the client alone (test_cli_e2e checks what they load).
-    "tools": {"api", "common", "client", "embedder", "search"},
+    "tools": {"api", "common", "client", "embedder", "search", "gateway"},
     "gateway": {"api", "common", "client"},
     "launcher": {"api", "common", "client", "embedder", "search", "gateway"},
     "cli": {"api", "common", "client", "tools", "gateway", "launcher"},
 }
-CLIENT_COMMON = {"ris.common.imaging", "ris.common.status"}
+CLIENT_COMMON = {"ris.common.imaging", "ris.common.names", "ris.common.status"}
 
 
 def package_dirs() -> dict[str, Path]:

@@ -216,7 +216,10 @@ def test_raw_companion_is_hidden_reserved_and_dropped_with_its_parent(
         search_stub.CreateCollection(search_pb2.CreateCollectionRequest(name="x" + RAW_SUFFIX))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     twin = search_pb2.DropCollectionRequest(name=augmented + RAW_SUFFIX)
-    assert not search_stub.DropCollection(twin).dropped
+    with pytest.raises(grpc.RpcError) as err:  # reserved: refused, naming the field
+        search_stub.DropCollection(twin)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("name:")
     assert search_server.store.exists(augmented + RAW_SUFFIX)
     search_stub.DropCollection(search_pb2.DropCollectionRequest(name=augmented))
     assert not search_server.store.exists(augmented + RAW_SUFFIX)

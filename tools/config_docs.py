@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from ris.embedder import config as embedder_config
+from ris.gateway import settings as http_settings
 from ris.search import config as search_config
 
 _FIELD = re.compile(r"^\s{4}(\w+): [^=]+=.*?(?:#\s*(.*))?$")
@@ -59,6 +60,17 @@ def table(cls: type, env_of: Callable[[str], str]) -> list[str]:
     return rows
 
 
+def http_table() -> list[str]:
+    """The gateway's settings: their help text lives beside the flags (gateway/settings.py)."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for field in dataclasses.fields(http_settings.HttpSettings):
+        flag = http_settings.FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
+        env = http_settings.ENV_PREFIX + field.name.upper()
+        meaning = http_settings.HELP[field.name].replace("|", "\\|")
+        rows.append(f"| `{flag}` | `{env}` | {_default(field)} | {meaning} |")
+    return rows
+
+
 def render() -> str:
     embedder_env = {
         f.name: embedder_config.ENV_PREFIX + f.name.upper()
@@ -84,6 +96,13 @@ def render() -> str:
         "anything else is a Milvus server URI. `--allowed-roots` is `:`-separated.",
         "",
         *table(search_config.SearchConfig, search_config._ENV.__getitem__),
+        "",
+        "## HTTP gateway (`ris gateway`, `ris serve --http-port`)",
+        "",
+        "`ris serve` reads these from the environment only (its `--http-port` and",
+        "`--http-host` excepted).",
+        "",
+        *http_table(),
         "",
     ]
     return "\n".join(lines)

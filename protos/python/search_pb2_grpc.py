@@ -179,8 +179,9 @@ class SearchServiceServicer:
 
     def GetItemImage(self, request, context):
         """The image of a stored item, read on the server from the item's uri, for result pages: only
-        inside the configured allowed roots (the confinement of server-side ingest), else
-        PERMISSION_DENIED; NOT_FOUND for an unknown item or a missing file.
+        inside the configured allowed roots (the confinement of server-side ingest) and only a file
+        that reads as an image. Every refusal about the file (missing, outside the roots, not an
+        image, ...) is the same NOT_FOUND; an unknown item is NOT_FOUND naming it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
