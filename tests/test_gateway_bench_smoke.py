@@ -1,5 +1,6 @@
 """scripts/bench_http.py end to end, tiny: `ris serve --http-port` under `ulimit -n 1024`,
-a second of 2 concurrent HTTP searchers, 20 idle connections; its table and JSON."""
+a second each of 2 concurrent HTTP searchers and of its gRPC baseline (interleaved, 2 rounds
+each), 20 idle connections; its table and JSON."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ def test_bench_http_runs_and_reports(model_path: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resets" in result.stdout and "idle check" in result.stdout
+    assert "HTTP/gRPC" in result.stdout
     data = json.loads(out.read_text())
     (row,) = data["rows"]
-    assert row["clients"] == 2 and row["resets"] == 0 and row["ok_200"] > 0
+    http, grpc = row["http"], row["grpc"]
+    assert row["clients"] == 2 and http["resets"] == 0 and http["ok"] > 0
+    assert grpc["resets"] == 0 and grpc["errors"] == 0 and grpc["ok"] > 0
+    assert len(http["rounds"]) == len(grpc["rounds"]) == 2
+    assert row["qps_ratio_http_over_grpc"] > 0 and row["p50_ratio_http_over_grpc"] > 0
     assert data["idle"]["idle_still_open"] == 20 and data["idle"]["grpc_ingest_ok"]
     assert data["idle"]["http_search_status"] == "200"
