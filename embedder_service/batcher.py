@@ -1,8 +1,10 @@
 """Dynamic batching: single preprocessed images from many requests are merged into model batches.
 
-A batch is dispatched when it is full (max_batch_size) or when its oldest image has waited
-max_queue_delay. While the model runs, new images pile up and form the next batch, so under
-load batches fill without any waiting. Images whose deadline passed, or whose request was
+A batch is dispatched when it is full (max_batch_size), when its oldest image has waited
+max_queue_delay, or at once when no other image is on its way (`expect`: admitted and still
+being decoded), since then waiting only delays the one queued: a lone request never waits for
+company. While the model runs, new images pile up and form the next batch, so under load
+batches fill without any waiting. Images whose deadline passed, or whose request was
 cancelled, are dropped before they reach the model.
 """
 
@@ -66,16 +68,32 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._on_drop = on_drop
         self._queue: deque[_Item] = deque()
+        self._incoming = 0  # images expected (being decoded), not yet submitted or withdrawn
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
+    def expect(self, n: int = 1) -> None:
+        """n images are on their way (being decoded): a queued batch may wait for them, up to
+        max_queue_delay. Each one later arrives (`submit`) or is withdrawn (`withdraw`)."""
+        with self._cond:
+            self._incoming += n
+
+    def withdraw(self, n: int = 1) -> None:
+        """n expected images will not come (failed, cancelled): stop waiting for them."""
+        with self._cond:
+            self._incoming = max(0, self._incoming - n)
+            self._cond.notify()
+
     def submit(self, array: np.ndarray, future: Future, deadline: float | None = None) -> None:
-        """Queue one preprocessed image; `future` gets its vector (or an exception)."""
+        """Queue one preprocessed image (one expected one has arrived, if any was expected);
+        `future` gets its vector (or an exception)."""
         item = _Item(array, future, deadline, time.monotonic())
         with self._cond:
+            self._incoming = max(0, self._incoming - 1)
             if self._closed:
+                self._cond.notify()
                 raise BatcherClosed("embedder is shutting down")
             self._queue.append(item)
             self._cond.notify()
@@ -95,7 +113,7 @@ class DynamicBatcher:
                     return None
                 self._cond.wait()
             due = self._queue[0].enqueued + self._max_delay
-            while len(self._queue) < self._max_batch and not self._closed:
+            while len(self._queue) < self._max_batch and self._incoming and not self._closed:
                 remaining = due - time.monotonic()
                 if remaining <= 0:
                     break

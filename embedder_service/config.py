@@ -70,7 +70,9 @@ class EmbedderConfig:
     # TensorRT engine cache (first start builds engines)
     trt_cache_dir: Path = Path("models/trt_cache")
     max_batch_size: int = 16  # largest batch the dynamic batcher forms
-    max_queue_delay_ms: float = 5.0  # longest a queued image waits for a batch to fill
+    # longest a queued image waits for a batch to fill, while other images are still being
+    # decoded (none on the way: the batch goes at once)
+    max_queue_delay_ms: float = 5.0
     max_queue_images: int = 256  # admitted, not yet answered; beyond: RESOURCE_EXHAUSTED
     max_images_per_request: int = 64  # more in one call: INVALID_ARGUMENT
     # decoded width x height; beyond: that item fails (decompression bombs)

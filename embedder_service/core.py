@@ -272,11 +272,13 @@ class EmbedderCore:
             final: Future = Future()
             final.add_done_callback(lambda _f: self.admission.release(1))
             pending.futures.append(final)
+            worker.batcher.expect(1)  # a batch due now waits for it (up to max_queue_delay)
             try:
                 decode = self.decoder.submit(
                     data, worker.spec, self.config.max_image_pixels, deadline
                 )
             except RuntimeError:  # the pool shut down under us: answer, and free the slot
+                worker.batcher.withdraw(1)
                 settle(final, error=BatcherClosed("embedder is shutting down"))
                 continue
             pending.decodes.append(decode)
@@ -287,10 +289,12 @@ class EmbedderCore:
         self, worker: ModelWorker, final: Future, deadline: float | None, decode: Future
     ) -> None:
         if decode.cancelled():
+            worker.batcher.withdraw(1)
             final.cancel()
             return
         error = decode.exception()
         if error is not None:
+            worker.batcher.withdraw(1)
             if isinstance(error, DeadlineDropped):
                 self.metrics.item_errors.labels("deadline").inc()
             else:
@@ -304,6 +308,7 @@ class EmbedderCore:
         array, seconds = decode.result()
         self.metrics.decode_seconds.observe(seconds)
         if final.cancelled():
+            worker.batcher.withdraw(1)
             return
         try:
             worker.batcher.submit(array, final, deadline)

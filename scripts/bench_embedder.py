@@ -5,6 +5,8 @@
 2. Service: `python -m ris.embedder` in a subprocess on 127.0.0.1 (so client and server do not
    share a GIL), loaded by tools/loadtest.py with single-image Embed calls (decode included) at
    each client concurrency.
+3. Direct (the latency baseline of concurrency 1): one image at a time in this process, decode +
+   preprocess (the served geometry) and one session run with batch 1, no gRPC, no batcher.
 
 Prints a table with each level's images/s as a fraction of raw and writes JSON. Target: the best
 level reaches >= 80% of raw on a 2-core CPU machine.
@@ -20,18 +22,44 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ris.embedder.config import EmbedderConfig
+from ris.embedder.preprocessing import prepare, with_resize_mode
+from ris.embedder.runtime import ModelRuntime
 from ris.tools.bench import add_embedder_args, embedder_config
 from ris.tools.checkout import IMAGENET
 from ris.tools.harness import start_configured_embedder
 from ris.tools.loadtest import HEADER, LoadSpec, load_images, run_level, synthetic_images
 from ris.tools.raw_ort import raw_throughput
+from ris.tools.stats import percentiles_ms
 
 DEFAULT_IMAGES = IMAGENET
+
+
+def direct_latency(
+    config: EmbedderConfig, images: list[bytes], requests: int, seconds: float
+) -> dict[str, Any]:
+    """One image at a time in this process: decode + preprocess as the server does (its resize
+    mode and pixel limit), then one run with batch 1; what concurrency 1 is held against."""
+    runtime = ModelRuntime(config.model_paths[0], config)
+    spec = with_resize_mode(runtime.metadata.preprocessing, config.resize_mode)
+    runtime.warm_up(1)
+    for data in images[:3]:
+        runtime.infer(prepare(data, spec, config.max_image_pixels)[None])
+    timings: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    while len(timings) < requests and time.perf_counter() < stop_at:
+        data = images[len(timings) % len(images)]
+        started = time.perf_counter()
+        runtime.infer(prepare(data, spec, config.max_image_pixels)[None])
+        timings.append(time.perf_counter() - started)
+    return {"requests": len(timings), "latency_ms": percentiles_ms(timings)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         f"decode+preprocess {raw['decode_ms_per_image']:.1f} ms/image on one thread"
     )
 
+    direct = direct_latency(config, images, args.requests, args.duration)
+    print(
+        f"direct (one image at a time, no gRPC): p50 {direct['latency_ms']['p50']:.1f} ms, "
+        f"p99 {direct['latency_ms']['p99']:.1f} ms over {direct['requests']} images"
+    )
+
     embedder = start_configured_embedder(config)
     levels = []
     try:
@@ -96,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             report = run_level(spec, images)
             ratio = report.images_per_s / float(raw["images_per_s"])
-            print(f"{report.row()}   {ratio:6.1%}", flush=True)
+            extra = ""
+            if level == 1:
+                over = report.latency_ms.get("p50", 0) - direct["latency_ms"]["p50"]
+                extra = f"   p50 {over:+.1f} ms vs direct"
+            print(f"{report.row()}   {ratio:6.1%}{extra}", flush=True)
             levels.append({**asdict(report), "ratio_to_raw": ratio})
     finally:
         embedder.stop(timeout=60)
@@ -110,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
             "raw": raw,
+            "direct": direct,
             "levels": levels,
             "best": best,
             "cpus": os.cpu_count(),
