@@ -9,20 +9,26 @@
    concurrency (1 = latency, then 4, 16, 64 = throughput with p99). Each response's
    embed_seconds / milvus_seconds (filled by the search service) are collected through a client
    interceptor, so every level reports the split besides the total.
+4. paired (--paired N, before the levels): for each of N query photos, one Search through the
+   service, then the same photo through the direct path; median and p90 of (embed_seconds -
+   direct embed) and of (Search latency - direct embed and Milvus search), pair by pair, so
+   the VM's drift from minute to minute, which the unpaired rows carry, cancels out.
 
     python scripts/bench_search.py --limit 1000 --json out/bench_search.json
+    python scripts/bench_search.py --limit 100 --concurrency 1 --paired 60
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +37,20 @@ import numpy as np
 
 from ris.api import search_pb2
 from ris.client import RisClient
+from ris.client.config import ClientConfig, RetryPolicy
 from ris.client.types import IngestItem
 from ris.embedder.config import EmbedderConfig
-from ris.embedder.preprocessing import prepare
+from ris.embedder.preprocessing import prepare, with_resize_mode
 from ris.embedder.runtime import ModelRuntime
 from ris.tools.bench import add_embedder_args, embedder_config, existing, release_lite, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN
-from ris.tools.harness import start_configured_embedder, start_search
+from ris.tools.harness import (
+    free_ports,
+    service_env,
+    start_configured_embedder,
+    start_search,
+    stop_process,
+)
 from ris.tools.loadtest import MAX_MESSAGE_BYTES, LoadSpec, load_images, run_level
 from ris.tools.machine import describe_machine, machine_info
 from ris.tools.milvus_standalone import milvus_server_uri
@@ -73,19 +86,22 @@ class StageRecorder(grpc.UnaryUnaryClientInterceptor):
         return outcome
 
 
-def direct_baseline(
-    config: EmbedderConfig,
-    vectors: np.ndarray,
-    queries: list[bytes],
-    args: argparse.Namespace,
-    uri: str,
-) -> dict[str, Any]:
-    """One query at a time in one process: decode, embed (batch 1), MilvusClient.search on a
-    copy of the vectors (Lite: its own ``.db`` in this process; server: another collection)."""
+DirectCall = Callable[[bytes], tuple[float, float]]
+
+
+@contextmanager
+def direct_path(
+    config: EmbedderConfig, vectors: np.ndarray, args: argparse.Namespace, uri: str
+) -> Iterator[DirectCall]:
+    """The direct path in this process, no gRPC services: yields one(data) -> (embed seconds,
+    Milvus seconds), i.e. decode + embed (batch 1, the server's session options) and one
+    MilvusClient.search on a copy of the vectors (Lite: its own ``.db`` in this process;
+    server: another collection)."""
     from pymilvus import DataType, MilvusClient
 
     runtime = ModelRuntime(config.model_paths[0], config)
-    spec = runtime.metadata.preprocessing
+    # the geometry the embedder serves (config.resize_mode), not the metadata's: the same work
+    spec = with_resize_mode(runtime.metadata.preprocessing, config.resize_mode)
     runtime.warm_up(1)
     client = MilvusClient(uri=uri)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -95,8 +111,6 @@ def direct_baseline(
     index = MilvusClient.prepare_index_params()
     index.add_index(field_name="embedding", index_type=args.index_type, metric_type="COSINE")
     client.create_collection("direct", schema=schema, index_params=index)
-    embed_s: list[float] = []
-    milvus_s: list[float] = []
     try:
         for start in range(0, len(vectors), 1000):  # 8 MB per insert at 2048-d
             rows = [
@@ -120,19 +134,28 @@ def direct_baseline(
             )
             return t1 - t0, time.perf_counter() - t1
 
-        for data in queries[: min(3, len(queries))]:  # warm-up
-            one(data)
-        stop_at = time.perf_counter() + args.duration
-        for i in range(args.requests):
-            if time.perf_counter() > stop_at:
-                break
-            embed, milvus = one(queries[i % len(queries)])
-            embed_s.append(embed)
-            milvus_s.append(milvus)
+        yield one
         client.drop_collection("direct")
     finally:
         client.close()
         release_lite(uri)
+
+
+def direct_baseline(
+    one: DirectCall, queries: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One query at a time through the direct path, up to --requests or --duration."""
+    embed_s: list[float] = []
+    milvus_s: list[float] = []
+    for data in queries[: min(3, len(queries))]:  # warm-up
+        one(data)
+    stop_at = time.perf_counter() + args.duration
+    for i in range(args.requests):
+        if time.perf_counter() > stop_at:
+            break
+        embed, milvus = one(queries[i % len(queries)])
+        embed_s.append(embed)
+        milvus_s.append(milvus)
     totals = [e + m for e, m in zip(embed_s, milvus_s, strict=True)]
     return {
         "requests": len(totals),
@@ -140,6 +163,57 @@ def direct_baseline(
         "embed_ms": percentiles_ms(embed_s),
         "milvus_ms": percentiles_ms(milvus_s),
         "qps": len(totals) / max(sum(totals), 1e-9),
+    }
+
+
+def recorded_channel(address: str) -> tuple[grpc.Channel, grpc.Channel, StageRecorder]:
+    """A channel to ``address``, the same one intercepted by a StageRecorder, and the recorder."""
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    recorder = StageRecorder()
+    base = grpc.insecure_channel(address, options=options)
+    return base, grpc.intercept_channel(base, recorder), recorder
+
+
+def paired_c1(
+    address: str, one: DirectCall, queries: list[bytes], pairs: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Concurrency 1, paired: for each of ``pairs`` query photos, one Search through the
+    service, then the same photo through the direct path; the differences of each pair are
+    free of the VM's drift from minute to minute, which unpaired rows carry."""
+    base, channel, recorder = recorded_channel(address)
+    config = ClientConfig(address=address, timeout=60.0, retry=RetryPolicy(1))
+    client = RisClient(config, channel=channel)
+    service_embed: list[float] = []
+    direct_embed: list[float] = []
+    embed_gap: list[float] = []
+    total_gap: list[float] = []
+    try:
+        for i in range(-min(3, pairs), pairs):  # the first (negative i) are a warm-up
+            data = queries[i % len(queries)]
+            recorder.clear()
+            t0 = time.perf_counter()
+            client.search(COLLECTION, data, top_k=args.top_k)
+            latency = time.perf_counter() - t0
+            embed, milvus = one(data)
+            if i < 0:
+                continue
+            (served,) = recorder.embed
+            service_embed.append(served)
+            direct_embed.append(embed)
+            embed_gap.append(served - embed)
+            total_gap.append(latency - (embed + milvus))
+    finally:
+        base.close()
+    quantiles = (50, 90)
+    return {
+        "pairs": len(embed_gap),
+        "service_embed_ms": percentiles_ms(service_embed, quantiles),
+        "direct_embed_ms": percentiles_ms(direct_embed, quantiles),
+        "embed_minus_direct_ms": percentiles_ms(embed_gap, quantiles),
+        "total_minus_direct_ms": percentiles_ms(total_gap, quantiles),
     }
 
 
@@ -171,13 +245,7 @@ def service_levels(
     address: str, queries: list[bytes], levels: list[int], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """run_level per concurrency, on one intercepted channel that records the stage split."""
-    recorder = StageRecorder()
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ]
-    base = grpc.insecure_channel(address, options=options)
-    channel = grpc.intercept_channel(base, recorder)
+    base, channel, recorder = recorded_channel(address)
     out = []
     try:
         for level in levels:
@@ -234,6 +302,57 @@ def _row(label: str, r: dict[str, Any]) -> str:
     )
 
 
+@contextmanager
+def two_processes(config: EmbedderConfig, args: argparse.Namespace, uri: str) -> Iterator[str]:
+    """The embedder and the search service as two processes; yields the search address."""
+    embedder = start_configured_embedder(config)
+    try:
+        extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
+        search = start_search(embedder.address, uri, extra_args=["--log-level", "WARNING", *extra])
+        try:
+            yield search.address
+        finally:
+            search.stop(timeout=60)
+    finally:
+        embedder.stop(timeout=60)
+
+
+@contextmanager
+def one_process(config: EmbedderConfig, args: argparse.Namespace, uri: str) -> Iterator[str]:
+    """`ris serve`: both services in one process (the embedder's settings from ``config``
+    through its RIS_EMBEDDER_* variables); yields the search address once it answers."""
+    port, embedder_port = free_ports(2)
+    settings = (
+        "model_paths", "provider", "max_batch_size", "max_queue_delay_ms", "max_queue_images",
+        "decode_workers", "decode_mode", "intra_op_threads", "ort_spinning",
+    )  # fmt: skip
+    env = {f"RIS_EMBEDDER_{name.upper()}": str(getattr(config, name)) for name in settings}
+    env["RIS_EMBEDDER_MODEL_PATHS"] = ",".join(str(p) for p in config.model_paths)
+    env["RIS_SEARCH_GRPC_WORKERS"] = str(max(args.search_workers, max(args.levels) + 4))
+    argv = [
+        sys.executable, "-m", "ris.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--embedder-port", str(embedder_port), "--milvus-uri", uri,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        argv, env=service_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with RisClient(address=f"127.0.0.1:{port}") as client:
+            client.wait_ready(timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(process, timeout=60)
+
+
+def _paired_row(p: dict[str, Any]) -> str:
+    emb, tot = p["embed_minus_direct_ms"], p["total_minus_direct_ms"]
+    return (
+        f"{'paired c=1':<16} {p['pairs']:>6} pairs: embed - direct p50 {emb.get('p50', 0):+.1f}"
+        f" p90 {emb.get('p90', 0):+.1f} ms; total - direct (embed + Milvus) p50 "
+        f"{tot.get('p50', 0):+.1f} p90 {tot.get('p90', 0):+.1f} ms"
+    )
+
+
 def run_all(
     config: EmbedderConfig,
     candidates: list[bytes],
@@ -241,34 +360,29 @@ def run_all(
     args: argparse.Namespace,
     service_uri: str,
     direct_uri: str,
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """Start both services, fill the collection, then the direct baseline and the levels."""
-    embedder = start_configured_embedder(config)
-    embedder_address = embedder.address
-    try:
-        extra = ["--grpc-workers", str(max(args.search_workers, max(args.levels) + 4))]
-        search = start_search(
-            embedder_address, service_uri, extra_args=["--log-level", "WARNING", *extra]
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Start the services, fill the collection, then the direct baseline, the paired measure
+    (if asked for) and the levels."""
+    deployment = one_process if args.deployment == "serve" else two_processes
+    with deployment(config, args, service_uri) as address:
+        with RisClient(address=address) as client:
+            client.wait_ready(timeout=60)
+            filled = fill_collection(client, candidates, args.index_type)
+        print(
+            f"ingested {filled['stored']} in {filled['seconds']:.1f} s "
+            f"({filled['images_per_s']:.1f} images/s)",
+            flush=True,
         )
-        address = search.address
-        try:
-            with RisClient(address=address) as client:
-                client.wait_ready(timeout=60)
-                filled = fill_collection(client, candidates, args.index_type)
-            print(
-                f"ingested {filled['stored']} in {filled['seconds']:.1f} s "
-                f"({filled['images_per_s']:.1f} images/s)",
-                flush=True,
-            )
-            print(HEADER)
-            direct = direct_baseline(config, filled.pop("vectors"), queries, args, direct_uri)
+        print(HEADER)
+        paired = None
+        with direct_path(config, filled.pop("vectors"), args, direct_uri) as one:
+            direct = direct_baseline(one, queries, args)
             print(_row("direct (no gRPC)", direct), flush=True)
-            levels = service_levels(address, queries, args.levels, args)
-        finally:
-            search.stop(timeout=60)
-    finally:
-        embedder.stop(timeout=60)
-    return levels, filled, direct
+            if args.paired:
+                paired = paired_c1(address, one, queries, args.paired, args)
+                print(_paired_row(paired), flush=True)
+        levels = service_levels(address, queries, args.levels, args)
+    return levels, filled, direct, paired
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -292,13 +406,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--store", default="lite", choices=("lite", "server"), help="Milvus Lite or milvus-server"
     )
+    parser.add_argument(
+        "--deployment",
+        default="two",
+        choices=("two", "serve"),
+        help="two processes (embedder, search service) or one (`ris serve`)",
+    )
     add_embedder_args(parser)
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N Searches at concurrency 1, each followed by the same photo's direct path",
+    )
     parser.add_argument("--search-workers", type=int, default=80, help="search service threads")
     parser.add_argument("--json", dest="json_path", type=Path, default=None)
     args = parser.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.levels or min(args.levels) < 1:
         parser.error("--concurrency needs positive integers")
+    if args.paired < 0:
+        parser.error("--paired needs a count >= 0")
     return args
 
 
@@ -323,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             service_uri, direct_uri = str(db_dir / "service.db"), str(db_dir / "direct.db")
             if args.store == "server":
                 service_uri = direct_uri = stack.enter_context(milvus_server_uri(db_dir))
-            levels, filled, direct = run_all(
+            levels, filled, direct, paired = run_all(
                 config, candidates, queries, args, service_uri, direct_uri
             )
     finally:
@@ -356,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingest": filled,
             "direct": direct,
             "levels": levels,
+            "paired_c1": paired,
             "ratios": ratios,
         },
     )

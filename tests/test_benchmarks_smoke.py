@@ -89,7 +89,7 @@ def test_bench_search_levels_and_split(
         "bench_search.py",
         ["--images", *candidates, "--queries", *queries, "--model", str(model_path),
          "--store", store, "--concurrency", "1,2", "--requests", "6", "--duration", "20",
-         "--warmup", "0.2"],
+         "--warmup", "0.2", "--paired", "2"],
         tmp_path,
     )  # fmt: skip
     assert data["store"] == store
@@ -108,6 +108,12 @@ def test_bench_search_levels_and_split(
     c1 = data["levels"][0]["latency_ms"]["p50"]
     ratio = data["ratios"]["c1_p50_over_direct_p50"]
     assert ratio == pytest.approx(c1 / direct["latency_ms"]["p50"])
+    # paired: each Search followed by the same photo's direct path, differences pair by pair
+    paired = data["paired_c1"]
+    assert paired["pairs"] == 2
+    assert paired["service_embed_ms"]["p50"] > 0 and paired["direct_embed_ms"]["p50"] > 0
+    for key in ("embed_minus_direct_ms", "total_minus_direct_ms"):
+        assert paired[key]["n"] == 2 and {"p50", "p90"} <= paired[key].keys()
 
 
 def _vector_store_args(caltech: Path, model_path: Path, tmp_path: Path, store: str) -> list[str]:
