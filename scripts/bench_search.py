@@ -45,6 +45,7 @@ from ris.embedder.runtime import ModelRuntime
 from ris.tools.bench import add_embedder_args, embedder_config, existing, release_lite, write_json
 from ris.tools.checkout import CALTECH_TEST, CALTECH_TRAIN
 from ris.tools.harness import (
+    embedder_env,
     free_ports,
     service_env,
     start_configured_embedder,
@@ -322,12 +323,7 @@ def one_process(config: EmbedderConfig, args: argparse.Namespace, uri: str) -> I
     """`ris serve`: both services in one process (the embedder's settings from ``config``
     through its RIS_EMBEDDER_* variables); yields the search address once it answers."""
     port, embedder_port = free_ports(2)
-    settings = (
-        "model_paths", "provider", "max_batch_size", "max_queue_delay_ms", "max_queue_images",
-        "decode_workers", "decode_mode", "intra_op_threads", "ort_spinning",
-    )  # fmt: skip
-    env = {f"RIS_EMBEDDER_{name.upper()}": str(getattr(config, name)) for name in settings}
-    env["RIS_EMBEDDER_MODEL_PATHS"] = ",".join(str(p) for p in config.model_paths)
+    env = embedder_env(config)
     env["RIS_SEARCH_GRPC_WORKERS"] = str(max(args.search_workers, max(args.levels) + 4))
     argv = [
         sys.executable, "-m", "ris.cli", "serve", "--host", "127.0.0.1", "--port", str(port),

@@ -192,21 +192,32 @@ def start_search(
     return ServiceProcess("search", argv, port=port, metrics_port=metrics).start(timeout)
 
 
+# The embedder settings a benchmark measures, passed on as flags (``python -m ris.embedder``)
+# or as RIS_EMBEDDER_* variables (``ris serve``); the model paths go with them.
+MEASURED_SETTINGS = (
+    "provider", "max_batch_size", "max_queue_delay_ms", "max_queue_images", "decode_workers",
+    "decode_mode", "intra_op_threads", "ort_spinning",
+)  # fmt: skip
+
+
 def embedder_flags(config: EmbedderConfig) -> list[str]:
     """The command-line flags that run ``python -m ris.embedder`` with ``config``'s model,
     provider, batching, decoding and threads (what a benchmark measures)."""
-    return [
-        "--model-paths", ",".join(str(p) for p in config.model_paths),
-        "--provider", config.provider,
-        "--max-batch-size", str(config.max_batch_size),
-        "--max-queue-delay-ms", str(config.max_queue_delay_ms),
-        "--max-queue-images", str(config.max_queue_images),
-        "--decode-workers", str(config.decode_workers),
-        "--decode-mode", config.decode_mode,
-        "--intra-op-threads", str(config.intra_op_threads),
-        "--ort-spinning" if config.ort_spinning else "--no-ort-spinning",
-        "--log-level", "WARNING",
-    ]  # fmt: skip
+    flags = ["--model-paths", ",".join(str(p) for p in config.model_paths)]
+    for name in MEASURED_SETTINGS:
+        value, flag = getattr(config, name), name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", str(value)]
+    return [*flags, "--log-level", "WARNING"]
+
+
+def embedder_env(config: EmbedderConfig) -> dict[str, str]:
+    """The same settings as RIS_EMBEDDER_* variables, for ``ris serve``'s embedder."""
+    env = {f"RIS_EMBEDDER_{name.upper()}": str(getattr(config, name)) for name in MEASURED_SETTINGS}
+    env["RIS_EMBEDDER_MODEL_PATHS"] = ",".join(str(p) for p in config.model_paths)
+    return env
 
 
 def start_configured_embedder(
