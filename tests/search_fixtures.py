@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from ris.api import search_pb2, search_pb2_grpc
+from ris.client import RetryPolicy, RisClient
+from ris.launcher.serve import ServeOptions, Services
 from ris.search.config import SearchConfig
 from ris.search.server import SearchServer, start_server
 from ris.tools.harness import ServiceProcess, service_env
@@ -210,3 +212,34 @@ def search_process(env: dict[str, str], cwd: Path, start_timeout_s: float = 60.0
         assert service.stop(timeout=30) == 0, "search service did not exit cleanly on SIGTERM"
     finally:
         service.kill()
+
+
+@contextmanager
+def serving(
+    model_path: Path, milvus_dir: Path, allowed_roots: Path | None = None
+) -> Iterator[Services]:
+    """Both services in this process (``ris serve``'s Services) on free ports, on the CPU, over
+    Milvus Lite in ``milvus_dir``; server-side reads (item images) inside ``allowed_roots`` only,
+    none when it is None."""
+    options = ServeOptions(
+        port=0,
+        embedder_port=0,
+        model=model_path,
+        provider="cpu",
+        milvus_uri=str(milvus_dir / "m.db"),
+    )
+    with pytest.MonkeyPatch.context() as env:
+        if allowed_roots is not None:
+            env.setenv("RIS_SEARCH_ALLOWED_ROOTS", str(allowed_roots))
+        running = Services(options)
+    with running:
+        yield running
+
+
+@contextmanager
+def live_client(address: str) -> Iterator[RisClient]:
+    """A RisClient with a few quick retries and a long timeout, once the service answers."""
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1)
+    with RisClient(address=address, timeout=120, retry=retry) as client:
+        client.wait_ready(30)
+        yield client

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 from embedder_fixtures import SERVED_DIM
+from search_fixtures import live_client, serving
 
-from ris.client import AsyncRisClient, ById, IngestItem, RetryPolicy, RisClient
-from ris.launcher.serve import ServeOptions, Services
+from ris.client import AsyncRisClient, ById, IngestItem, RisClient
+from ris.launcher.serve import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("Leopards", "Motorbikes", "accordion")
@@ -37,22 +38,13 @@ def services(
     model_path: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
     """Both services; server-side reads (item images) allowed inside ``folder`` only."""
-    data = tmp_path_factory.mktemp("milvus")
-    options = ServeOptions(
-        port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
-    )
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RIS_SEARCH_ALLOWED_ROOTS", str(folder))
-        running = Services(options)
-    with running:
+    with serving(model_path, tmp_path_factory.mktemp("milvus"), allowed_roots=folder) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def ris(services: Services) -> Iterator[RisClient]:
-    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1)
-    with RisClient(address=services.address, timeout=120, retry=retry) as client:
-        client.wait_ready(30)
+    with live_client(services.address) as client:
         yield client
 
 

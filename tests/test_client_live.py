@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embedder_fixtures import SERVED_DIM
+from search_fixtures import live_client, serving
 
 from ris.client import (
     AsyncRisClient,
@@ -19,10 +20,9 @@ from ris.client import (
     InvalidArgument,
     NotFound,
     QueryFailed,
-    RetryPolicy,
     RisClient,
 )
-from ris.launcher.serve import ServeOptions, Services
+from ris.launcher.serve import Services
 
 CLASSES = ("Leopards", "Motorbikes", "accordion")
 PER_CLASS = 4
@@ -31,19 +31,13 @@ COLLECTION = "live_photos"
 
 @pytest.fixture(scope="module")
 def services(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("milvus")
-    options = ServeOptions(
-        port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
-    )
-    with Services(options) as running:
+    with serving(model_path, tmp_path_factory.mktemp("milvus")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def ris(services: Services) -> Iterator[RisClient]:
-    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1)
-    with RisClient(address=services.address, timeout=120, retry=retry) as client:
-        client.wait_ready(30)
+    with live_client(services.address) as client:
         yield client
 
 

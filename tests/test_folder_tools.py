@@ -18,14 +18,15 @@ from typing import Any
 import grpc
 import pytest
 from PIL import Image
+from search_fixtures import live_client, serving
 
 from ris.api import common_pb2, search_pb2, search_pb2_grpc
-from ris.client import IngestItem, RetryPolicy, RisClient, operations
+from ris.client import IngestItem, RisClient, operations
 from ris.client.config import ClientConfig
 from ris.client.ingest import CallAttempts
 from ris.client.sources import IMAGE_SUFFIXES, from_folder, from_glob
 from ris.common.names import name_bytes, name_path, name_text
-from ris.launcher.serve import ServeOptions, Services
+from ris.launcher.serve import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -33,22 +34,14 @@ NOBODY = 65534
 
 @pytest.fixture(scope="module")
 def services(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("milvus")
-    options = ServeOptions(
-        port=0, embedder_port=0, model=model_path, provider="cpu", milvus_uri=str(data / "m.db")
-    )
-    with pytest.MonkeyPatch.context() as env:  # item images: served from the test's folders
-        env.setenv("RIS_SEARCH_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
-        running = Services(options)
-    with running:
+    base = tmp_path_factory.getbasetemp()  # item images: served from the test's folders
+    with serving(model_path, tmp_path_factory.mktemp("milvus"), allowed_roots=base) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def ris(services: Services) -> Iterator[RisClient]:
-    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1)
-    with RisClient(address=services.address, timeout=120, retry=retry) as client:
-        client.wait_ready(30)
+    with live_client(services.address) as client:
         yield client
 
 
